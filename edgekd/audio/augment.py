@@ -1,0 +1,96 @@
+"""Noise sources and augmentation, all deterministic given a seed.
+
+Offline there is no recorded noise, so `_silence_` and background noise are synthesised: coloured
+noise (white, pink, brown), mains hum and babble-like band noise, at random levels. A user corpus'
+`_background_noise_/` recordings replace them when present. Room reverb uses synthetic exponentially
+decaying impulse responses (RT60 0.15-0.8 s), a standard stand-in for measured RIRs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.signal import fftconvolve
+
+from edgekd.audio.io import SAMPLE_RATE
+from edgekd.config import AugmentConfig
+
+NOISE_KINDS = ("white", "pink", "brown", "hum", "band")
+
+
+def coloured_noise(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS noise of `n` samples with the spectral shape `kind`."""
+    if kind == "hum":
+        t = np.arange(n) / SAMPLE_RATE
+        f0 = rng.choice([50.0, 60.0])
+        x = sum(rng.uniform(0.2, 1.0) * np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6.3)) for h in (1, 2, 3, 5))
+        x = x + 0.05 * rng.standard_normal(n)
+    else:
+        spec = np.fft.rfft(rng.standard_normal(n))
+        f = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+        f[0] = f[1]
+        if kind == "pink":
+            spec /= np.sqrt(f)
+        elif kind == "brown":
+            spec /= f
+        elif kind == "band":
+            lo = rng.uniform(100, 1500)
+            spec *= np.exp(-0.5 * ((np.log(f) - np.log(lo * 2)) / 0.6) ** 2)
+        x = np.fft.irfft(spec, n)
+    x = np.asarray(x, dtype=np.float64)
+    return (x / (np.sqrt(np.mean(x**2)) + 1e-12)).astype(np.float32)
+
+
+def silence_clip(n: int, rng: np.random.Generator, backgrounds: list[np.ndarray] | None = None) -> np.ndarray:
+    """A `_silence_` example: background noise at a random level, or near-digital silence."""
+    level = 10 ** rng.uniform(-4.0, -1.3)  # -80 .. -26 dBFS RMS
+    return level * pick_noise(n, rng, backgrounds)
+
+
+def pick_noise(n: int, rng: np.random.Generator, backgrounds: list[np.ndarray] | None = None) -> np.ndarray:
+    if backgrounds and rng.random() < 0.8:
+        bg = backgrounds[rng.integers(len(backgrounds))]
+        if len(bg) < n:
+            bg = np.tile(bg, n // len(bg) + 1)
+        start = rng.integers(0, len(bg) - n + 1)
+        seg = bg[start:start + n].astype(np.float32)
+        return seg / (np.sqrt(np.mean(seg**2)) + 1e-9)
+    return coloured_noise(n, NOISE_KINDS[rng.integers(len(NOISE_KINDS))], rng)
+
+
+def synthetic_rir(rng: np.random.Generator) -> np.ndarray:
+    rt60 = rng.uniform(0.15, 0.8)
+    n = int(rt60 * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    rir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)  # -60 dB at t = rt60
+    rir[0] = 1.0 / rng.uniform(0.3, 1.0)  # direct path vs reverberant energy
+    return (rir / np.sqrt(np.sum(rir**2))).astype(np.float32)
+
+
+def augment(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
+            backgrounds: list[np.ndarray] | None = None) -> np.ndarray:
+    """One augmented view of a fixed-length clip: time shift, reverb, gain, additive noise."""
+    n = len(x)
+    y = x.astype(np.float32)
+    if cfg.shift_ms:
+        shift = int(rng.integers(-cfg.shift_ms, cfg.shift_ms + 1) * SAMPLE_RATE / 1000)
+        y = np.roll(y, shift)
+        if shift > 0:
+            y[:shift] = 0.0
+        elif shift < 0:
+            y[shift:] = 0.0
+    if rng.random() < cfg.reverb_prob:
+        y = fftconvolve(y, synthetic_rir(rng))[:n].astype(np.float32)
+    y = y * np.float32(10 ** (rng.uniform(*cfg.gain_db) / 20))
+    if rng.random() < cfg.noise_prob:
+        rms = np.sqrt(np.mean(y**2)) + 1e-9
+        snr = rng.uniform(*cfg.snr_db)
+        y = y + pick_noise(n, rng, backgrounds) * np.float32(rms / 10 ** (snr / 20))
+    peak = np.max(np.abs(y))
+    if peak > 0.99:  # keep the view unclipped: clipping would be an artefact, not an augmentation
+        y = y * np.float32(0.99 / peak)
+    return y.astype(np.float32)
+
+
+def view_rng(seed: int, clip_index: int, view: int) -> np.random.Generator:
+    """The random stream for one (clip, view): views can be regenerated and cached independently."""
+    return np.random.default_rng([seed, clip_index, view])

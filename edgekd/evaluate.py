@@ -1,0 +1,60 @@
+"""`edgekd eval BUILD --data PATH`: score a finished build on any labelled folder.
+
+Rebuilds every runtime of the build from its own directory (config, weights, artifacts) and runs the
+same parity code as the build, so the table means exactly what the build's table means.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekd.audio.frontend import compute_features, make_frontend
+from edgekd.build import _student, load_qat_student, make_runners, measure_budget, parity_rows
+from edgekd.config import BuildConfig
+from edgekd.data.corpus import load_speech_commands
+from edgekd.errors import EdgekdError
+from edgekd.models.teachers import build_teacher
+from edgekd.train.trainer import predict
+from edgekd.verify.parity import parity_report
+
+
+def load_build_config(build: Path) -> BuildConfig:
+    path = build / "config.json"
+    if not path.is_file():
+        raise EdgekdError(
+            f"{build}: not an edgekd build directory (no config.json); run `edgekd build` first"
+        )
+    return BuildConfig.model_validate(json.loads(path.read_text()))
+
+
+def evaluate(build: Path, data: Path, progress: bool = True, max_clips: int = 0) -> dict[str, Any]:
+    cfg = load_build_config(build)
+    # Every clip of the folder is held-out for this build: score them all.
+    data_cfg = cfg.data.model_copy(update={"path": str(data), "max_clips_per_label": max_clips})
+    cfg_eval = cfg.model_copy(update={"data": data_cfg})
+    corpus = load_speech_commands(cfg_eval, data, progress=progress)
+    clips = corpus.float_clips(np.arange(len(corpus.labels)))
+    y = corpus.labels
+    x = compute_features(make_frontend(cfg.frontend.name), clips, progress=progress)
+    weights = build / "weights"
+    cpu = torch.device("cpu")
+    teacher = build_teacher(cfg.teacher, cfg.classes, cfg.seed, cpu, load=False)
+    manifest = json.loads((build / "manifest.json").read_text())
+    feats = teacher.features(clips)
+    teacher.restore(weights, tuple(manifest["teacher"]["features_shape"]))
+    teacher_logits = teacher.logits(feats)
+    student = _student(cfg, x.shape[1:])
+    student.load_state_dict(torch.load(weights / "float.pt", weights_only=True))
+    fp32 = predict(student, x, cpu)
+    qat = predict(load_qat_student(cfg, weights, torch.as_tensor(x[:2])), x, cpu)
+    runners = make_runners(cfg, build)
+    rows = parity_rows(cfg, x, y, teacher_logits, fp32, qat, runners, progress)
+    budget = measure_budget(cfg, build, runners, x)
+    report = parity_report(cfg, rows, budget, len(y))
+    report["data"] = {"path": str(data), "skipped": corpus.skipped}
+    return report

@@ -1,0 +1,155 @@
+"""Tiny INT8-friendly students.
+
+Every student takes frontend features `[N, T, F]` (raw, unnormalised: the input quantizer learns
+their range, so the firmware feeds the frontend's output straight in) and returns logits `[N, C]`.
+Only ops that stay int8 end to end in the PT2E -> TFLite route are used: Conv/BN/ReLU(6), depthwise
+conv, residual add, average pooling and a linear layer (FINDINGS: hardswish, SE and friends leave
+float islands).
+
+Activation sizes decide the TFLite Micro arena (the two largest live buffers), so the first
+layers stride aggressively: for a 98x40 micro-frontend input, `ds_cnn` width S keeps every
+activation at 16 KB, which is what fits the ESP32-S3's 48 KB arena budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def conv_bn(
+    cin: int,
+    cout: int,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    groups: int = 1,
+    act: type[nn.Module] | None = nn.ReLU,
+) -> nn.Sequential:
+    pad = ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2)
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride=stride, padding=pad, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class DSBlock(nn.Sequential):
+    """Depthwise-separable block of DS-CNN (Zhang et al., "Hello Edge", 2017)."""
+
+    def __init__(self, cin: int, cout: int, stride: tuple[int, int]) -> None:
+        super().__init__(conv_bn(cin, cin, (3, 3), stride, groups=cin), conv_bn(cin, cout, (1, 1), (1, 1)))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block with ReLU6 (int8-friendly: ReLU6 folds into the conv's clamp)."""
+
+    def __init__(self, cin: int, cout: int, stride: tuple[int, int], expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        self.body = nn.Sequential(
+            conv_bn(cin, hidden, (1, 1), (1, 1), act=nn.ReLU6),
+            conv_bn(hidden, hidden, (3, 3), stride, groups=hidden, act=nn.ReLU6),
+            conv_bn(hidden, cout, (1, 1), (1, 1), act=None),
+        )
+        self.residual = stride == (1, 1) and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+class Student(nn.Module):
+    """features [N,T,F] -> stem -> blocks -> global average pool -> dropout -> linear."""
+
+    def __init__(
+        self, stem: nn.Module, blocks: nn.Module, channels: int, n_classes: int, dropout: float
+    ) -> None:
+        super().__init__()
+        self.stem = stem
+        self.blocks = blocks
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(channels, n_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled penultimate features (what feature-matching distillation projects)."""
+        x = self.blocks(self.stem(x.unsqueeze(1)))
+        return torch.flatten(self.pool(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.embed(x)))
+
+
+class TinyConv(nn.Module):
+    """TensorFlow speech_commands' tiny_conv: one strided conv and a linear layer."""
+
+    def __init__(self, n_classes: int, input_shape: tuple[int, int], width: int, dropout: float) -> None:
+        super().__init__()
+        self.conv = conv_bn(1, width, (10, 8), (4, 4))
+        t, f = _out_hw(input_shape, (10, 8), (4, 4))
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(width * t * f, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(torch.flatten(self.conv(x.unsqueeze(1)), 1)))
+
+
+def _out_hw(shape: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int]:
+    return tuple((n + 2 * ((k - 1) // 2) - k) // s + 1 for n, k, s in zip(shape, kernel, stride, strict=True))
+
+
+@dataclass(frozen=True)
+class DSCNNWidth:
+    stem: int
+    stem_stride: tuple[int, int]
+    blocks: tuple[tuple[int, tuple[int, int]], ...]
+
+
+DS_CNN_WIDTHS = {
+    "S": DSCNNWidth(32, (4, 2), ((64, (1, 2)), (64, (1, 1)), (64, (1, 1)), (64, (1, 1)))),
+    "M": DSCNNWidth(64, (2, 2), ((64, (1, 2)), (96, (2, 1)), (96, (1, 1)), (96, (1, 1)), (96, (1, 1)))),
+    "L": DSCNNWidth(96, (2, 2), ((128, (1, 2)), (128, (2, 1)), (160, (1, 1)), (160, (1, 1)), (160, (1, 1)))),
+}
+TINY_CONV_WIDTHS = {"S": 8, "M": 16, "L": 32}
+MOBILENET_WIDTHS = {"S": (16, 1.0), "M": (24, 1.5), "L": (32, 2.0)}
+
+
+def build_student(
+    arch: str, n_classes: int, input_shape: tuple[int, int], width: str = "S", dropout: float = 0.1
+) -> nn.Module:
+    """Student registry: `tiny_conv`, `ds_cnn` and `mobilenet`, each in widths S/M/L."""
+    if arch == "tiny_conv":
+        return TinyConv(n_classes, input_shape, TINY_CONV_WIDTHS[width], dropout)
+    if arch == "ds_cnn":
+        w = DS_CNN_WIDTHS[width]
+        blocks, cin = [], w.stem
+        for cout, stride in w.blocks:
+            blocks.append(DSBlock(cin, cout, stride))
+            cin = cout
+        return Student(
+            conv_bn(1, w.stem, (10, 4), w.stem_stride), nn.Sequential(*blocks), cin, n_classes, dropout
+        )
+    if arch == "mobilenet":
+        base, mult = MOBILENET_WIDTHS[width]
+        plan = [
+            (base, (1, 2), 1),
+            (int(base * 1.5 * mult), (2, 2), 4),
+            (int(base * 1.5 * mult), (1, 1), 4),
+            (int(base * 2 * mult), (2, 1), 4),
+            (int(base * 2 * mult), (1, 1), 4),
+        ]
+        blocks, cin = [], 2 * base
+        for cout, stride, expand in plan:
+            blocks.append(InvertedResidual(cin, cout, stride, expand))
+            cin = cout
+        stem = conv_bn(1, 2 * base, (5, 3), (2, 2), act=nn.ReLU6)
+        return Student(stem, nn.Sequential(*blocks), cin, n_classes, dropout)
+    raise ValueError(f"unknown student arch {arch!r}")
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,134 @@
+"""The build as a chain of cached stages.
+
+    corpus -> views -> features -> teacher -> student (float -> QAT) -> export -> verify -> report
+
+Each stage's output lives in `<cache>/<stage>/<key>/`, where `key` hashes exactly what the stage
+depends on (its config slice and the keys of its inputs). A stage directory is written under a
+temporary name and renamed into place when complete, so an interrupted build resumes from the last
+finished stage, and changing a parity setting re-runs only verify and report.
+
+The build directory is assembled in `<out>/.staging` and its files are moved over `<out>` only when
+every gate passes; a build that fails a gate leaves the previous good build untouched and puts its
+own artifacts in `<out>/rejected/` for inspection.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekd.artifacts import stable_hash, write_json
+from edgekd.config import BuildConfig
+
+DONE = "_done.json"
+
+
+def default_cache_root() -> Path:
+    return Path(os.environ.get("EDGEKD_CACHE", Path.home() / ".cache" / "edgekd"))
+
+
+class PeakRSS:
+    """Samples this process' resident memory in a thread: the peak a stage really needed (numpy,
+    torch and native runtimes included), which tracemalloc cannot see."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval, self.peak = interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.rss())
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self.rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+
+@dataclass
+class StageTiming:
+    name: str
+    seconds: float
+    peak_mb: float
+    cached: bool
+
+
+@dataclass
+class Stages:
+    """Runs stages with caching and records per-stage wall time and peak resident memory."""
+
+    cache_root: Path
+    log: Callable[[str], None] = print
+    timings: list[StageTiming] = field(default_factory=list)
+
+    def run(
+        self, name: str, key_obj: Any, produce: Callable[[Path], dict[str, Any] | None]
+    ) -> tuple[Path, str]:
+        """Return the finished stage directory and its key; run `produce(tmpdir)` only on a cache miss."""
+        key = (
+            stable_hash({"stage": name, **key_obj})
+            if isinstance(key_obj, dict)
+            else stable_hash([name, key_obj])
+        )
+        final = self.cache_root / name / key
+        if (final / DONE).exists():
+            self.timings.append(StageTiming(name, 0.0, 0.0, True))
+            self.log(f"[{name}] cached ({final})")
+            return final, key
+        tmp = final.with_name(f".{key}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.log(f"[{name}] running")
+        t0 = time.perf_counter()
+        try:
+            with PeakRSS() as mem:
+                info = produce(tmp) or {}
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        seconds = time.perf_counter() - t0
+        write_json(tmp / DONE, {"stage": name, "key": key, "seconds": seconds, **info})
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        self.timings.append(StageTiming(name, seconds, mem.peak / 2**20, False))
+        self.log(f"[{name}] done in {seconds:.1f} s")
+        return final, key
+
+
+def corpus_fingerprint(cfg: BuildConfig) -> dict[str, Any]:
+    """What the corpus depends on; for a user folder, the list of files with sizes and mtimes."""
+    base = {
+        "labels": cfg.labels,
+        "unknown": cfg.unknown_words,
+        "silence": cfg.silence,
+        "seed": cfg.seed,
+        "clip_ms": cfg.frontend.clip_ms,
+        "data": cfg.data.model_dump(mode="json", exclude={"augment", "path"}),
+    }
+    if cfg.data.path:
+        root = Path(cfg.data.path)
+        listing = sorted(
+            (str(p.relative_to(root)), p.stat().st_size, int(p.stat().st_mtime))
+            for p in root.rglob("*")
+            if p.is_file()
+        )
+        base["files"] = stable_hash(listing)
+        base["root"] = str(root.resolve())
+    return base

@@ -1,0 +1,192 @@
+"""Human-readable views of `parity.json`: the terminal summary and `report.md`.
+
+Both are rendered from the parity record alone (plus the manifest for context), so the report,
+the terminal table and `edgekd eval` can never disagree about a figure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROW_ORDER = [
+    "teacher_fp32",
+    "student_fp32",
+    "student_qat",
+    "student_int8_onnx",
+    "student_int8_litert",
+    "student_int8_tflm",
+]
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-flavoured markdown table that also reads well in a terminal."""
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    fmt = "| " + " | ".join(f"{{:<{w}}}" for w in widths) + " |"
+    lines = [fmt.format(*headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += [fmt.format(*r) for r in cells]
+    return "\n".join(lines)
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.2f}%"
+
+
+def _kb(n: int | None) -> str:
+    return "—" if n is None else f"{n / 1024:.1f} KB"
+
+
+def runtime_table(parity: dict[str, Any]) -> str:
+    rows = []
+    for name in ROW_ORDER:
+        r = parity["rows"].get(name)
+        if r is None:
+            continue
+        marker = " (device)" if name == parity["primary"] else ""
+        diff = r.get("max_abs_logit_diff")
+        rows.append(
+            [
+                name + marker,
+                _pct(r["accuracy"]),
+                _pct(r["macro_f1"]),
+                _pct(r["agreement_with_student_fp32"]),
+                _pct(r["agreement_with_teacher"]),
+                "—" if diff is None else f"{diff:.4f}",
+            ]
+        )
+    return table(
+        ["runtime", "accuracy", "macro-F1", "agree fp32", "agree teacher", "max |Δlogit| vs QAT"], rows
+    )
+
+
+def gates_table(parity: dict[str, Any]) -> str:
+    def show(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, list):
+            return f"{len(v)} ops"
+        return str(v)
+
+    rows = [
+        [
+            g["name"],
+            show(g["value"]),
+            f"{g.get('op', '')} {show(g['limit'])}".strip(),
+            "PASS" if g["passed"] else "FAIL",
+        ]
+        for g in parity["gates"]
+    ]
+    return table(["gate", "value", "limit", "result"], rows)
+
+
+def budget_lines(parity: dict[str, Any]) -> str:
+    b = parity["budget"]
+    lat = "—" if b.get("latency_ms") is None else f"{b['latency_ms']:.2f} ms ({b['latency_source']})"
+    return "\n".join(
+        [
+            f"- model: {_kb(b['model_bytes'])} ({b['model_bytes']} B), fully INT8: {b['fully_int8']}",
+            f"- tensor arena (TFLite Micro, host): {_kb(b['arena_bytes'])}; with headroom: "
+            f"{_kb(b['arena_bytes_with_headroom'])}",
+            f"- ops: {', '.join(b['ops']) or '—'}; MACs/inference: {b['macs']:,}",
+            f"- latency: {lat}",
+        ]
+    )
+
+
+def summary(parity: dict[str, Any]) -> str:
+    """The short table printed at the end of `build` and `eval`."""
+    verdict = (
+        "PASS"
+        if parity["passed"]
+        else "FAIL: " + ", ".join(g["name"] for g in parity["gates"] if not g["passed"])
+    )
+    return "\n".join(
+        [
+            f"target {parity['target']} — {parity['n_clips']} held-out clips",
+            runtime_table(parity),
+            "",
+            budget_lines(parity),
+            "",
+            gates_table(parity),
+            "",
+            f"result: {verdict}",
+        ]
+    )
+
+
+def per_class_table(parity: dict[str, Any]) -> str:
+    names = [n for n in ROW_ORDER if n in parity["rows"]]
+    rows = [
+        [c] + [_pct(parity["rows"][n]["per_class_accuracy"].get(c)) for n in names] for c in parity["classes"]
+    ]
+    return table(["class", *names], rows)
+
+
+def confusion_table(parity: dict[str, Any], runtime: str) -> str:
+    cm = parity["rows"][runtime]["confusion"]
+    classes = parity["classes"]
+    return table(["true \\ pred", *classes], [[c, *cm[i]] for i, c in enumerate(classes)])
+
+
+def report_md(parity: dict[str, Any], manifest: dict[str, Any]) -> str:
+    t = manifest.get("teacher", {})
+    student = manifest.get("student", {})
+    data = manifest.get("data", {})
+    timing_rows = [
+        [s["name"], "cached" if s["cached"] else f"{s['seconds']:.1f} s", f"{s['peak_mb']:.0f} MB"]
+        for s in manifest.get("timings", [])
+    ]
+    parts = [
+        f"# edgekd build report — {parity['target']}",
+        "",
+        f"**Result: {'PASS' if parity['passed'] else 'FAIL'}** · recipe `{manifest.get('recipe')}` · "
+        f"student `{student.get('arch')}` ({student.get('params')} params) · "
+        f"teacher `{t.get('name')}` · edgekd {manifest.get('edgekd_version')}",
+        "",
+        "## Parity on held-out clips",
+        "",
+        f"{parity['n_clips']} clips the model never trained on ({data.get('test_note', 'test split')}). "
+        f"`{parity['primary']}` is what the device runs.",
+        "",
+        runtime_table(parity),
+        "",
+        "## Gates",
+        "",
+        gates_table(parity),
+        "",
+        "## Budget",
+        "",
+        budget_lines(parity),
+        "",
+        "## Per-class accuracy",
+        "",
+        per_class_table(parity),
+        "",
+        f"## Confusion matrix ({parity['primary']})",
+        "",
+        confusion_table(parity, parity["primary"]),
+        "",
+        "## Teacher",
+        "",
+        f"- {t.get('name')}: {t.get('why')}",
+        f"- accuracy: validation {_pct(t.get('accuracy', {}).get('validation'))}, "
+        f"test {_pct(t.get('accuracy', {}).get('test'))}",
+        "",
+        "## Data",
+        "",
+        table(
+            ["split", *parity["classes"]],
+            [
+                [s, *[data.get("summary", {}).get(s, {}).get(c, 0) for c in parity["classes"]]]
+                for s in ("train", "validation", "test")
+            ],
+        ),
+        "",
+        f"Skipped inputs: {data.get('skipped') or 'none'}",
+        "",
+        "## Stages",
+        "",
+        table(["stage", "wall time", "peak RSS"], timing_rows),
+        "",
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,161 @@
+"""Quantization-aware training on a PT2E graph that deploys to INT8 TFLite and INT8 ONNX.
+
+One prepared graph is trained and then converted twice, so both artifacts carry the same trained
+quantization grid. Two defects of litert-torch 0.10 / torchao 0.18 are handled here:
+
+A. litert-torch's conv-bn annotator hands a bare function to `torch.export`, which rejects it;
+   the pattern is wrapped in a module while the quantizer annotates.
+B. the default fused weight fake-quant computes symmetric scales that differ from what
+   `convert_pt2e` deploys (by 254/255), so the model would be trained on one grid and shipped on
+   another. Weights use a non-fused `FakeQuantize` whose scales come from the same observer
+   `convert_pt2e` reads, so trained scales equal deployed scales.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from litert_torch.quantize import pt2e_quantizer_utils
+from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+from litert_torch.quantize.pt2e_quantizer_utils import QuantizationConfig
+from torchao.quantization.pt2e import (
+    FakeQuantize,
+    FakeQuantizeBase,
+    MovingAveragePerChannelMinMaxObserver,
+    WrapperModule,
+    allow_exported_model_train_eval,
+    disable_observer,
+    move_exported_model_to_eval,
+)
+from torchao.quantization.pt2e.constant_fold import constant_fold
+from torchao.quantization.pt2e.export_utils import _EXPORTED_TRAINING_ATTR
+from torchao.quantization.pt2e.quantize_pt2e import _quant_node_constraint, convert_pt2e, prepare_qat_pt2e
+
+from edgekd.errors import EdgekdError
+
+_EPS = 2**-12  # litert-torch's observer floor; kept so weight scales match its activation specs
+
+
+@dataclasses.dataclass(frozen=True)
+class QatArtifacts:
+    """The two conversions of one trained graph: litert-torch needs unfolded quantize ops, ONNX
+    is smaller with weights folded to int8."""
+
+    for_tflite: torch.fx.GraphModule
+    for_onnx: torch.fx.GraphModule
+
+
+def qat_quantization_config() -> QuantizationConfig:
+    """litert-torch's symmetric per-channel QAT config with the weight fake-quant unfused (defect B)."""
+    base = get_symmetric_quantization_config(is_per_channel=True, is_qat=True)
+    weight = dataclasses.replace(
+        base.weight,
+        observer_or_fake_quant_ctr=FakeQuantize.with_args(
+            observer=MovingAveragePerChannelMinMaxObserver, eps=_EPS
+        ),
+    )
+    return dataclasses.replace(base, weight=weight)
+
+
+def make_quantizer() -> PT2EQuantizer:
+    """The quantizer handed to both `prepare_qat_pt2e` and litert-torch's converter."""
+    return PT2EQuantizer().set_global(qat_quantization_config())
+
+
+@contextlib.contextmanager
+def _patterns_wrapped_in_modules() -> Iterator[None]:
+    """Work around defect A: torch.export only accepts modules, litert-torch passes functions."""
+    original = pt2e_quantizer_utils._get_aten_graph_module_for_pattern
+
+    def wrapped(pattern: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.fx.GraphModule:
+        if not isinstance(pattern, torch.nn.Module):
+            pattern = WrapperModule(pattern)
+        return original(pattern, *args, **kwargs)
+
+    pt2e_quantizer_utils._get_aten_graph_module_for_pattern = wrapped
+    try:
+        yield
+    finally:
+        pt2e_quantizer_utils._get_aten_graph_module_for_pattern = original
+
+
+def prepare_qat(model: torch.nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
+    """Export `model` with a dynamic batch and insert fake-quant for INT8 QAT.
+
+    The model is copied and put in train mode first, so batch norms are captured in their training
+    form (QAT folds them into the convs' weights) and the caller's model is left untouched.
+    """
+    if example.dim() < 1:
+        raise EdgekdError(f"QAT example input must have a batch dimension, got shape {tuple(example.shape)}")
+    # A batch of 1 would be specialised by torch.export; 2 keeps the batch dimension symbolic.
+    if example.shape[0] < 2:
+        example = example.expand(2, *example.shape[1:]).clone()
+    model = copy.deepcopy(model).train()
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        exported = torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
+    except torch._dynamo.exc.UserError as exc:
+        raise EdgekdError(
+            f"model cannot be exported with a dynamic batch dimension for QAT: {exc}"
+        ) from exc
+    with _patterns_wrapped_in_modules():
+        prepared = prepare_qat_pt2e(exported, make_quantizer())
+    return allow_exported_model_train_eval(prepared)
+
+
+def _weight_fake_quants(prepared: torch.fx.GraphModule) -> Iterator[FakeQuantizeBase]:
+    """Weight fake-quants in the order their conv/linear runs (their own nodes sit wherever the
+    weight's get_attr landed). Only weights are per-channel in this config, which identifies them."""
+    seen: set[int] = set()
+    for node in prepared.graph.nodes:
+        for arg in node.all_input_nodes:
+            if arg.op != "call_module":
+                continue
+            module = prepared.get_submodule(arg.target)
+            if isinstance(module, FakeQuantizeBase) and module.is_per_channel and id(module) not in seen:
+                seen.add(id(module))
+                yield module
+
+
+def trained_weight_scales(prepared: torch.fx.GraphModule) -> list[np.ndarray]:
+    """Per-channel weight scales used by the last training step, in execution order, to prove the
+    deployed grid is the trained one."""
+    return [fq.scale.detach().cpu().numpy().astype(np.float64) for fq in _weight_fake_quants(prepared)]
+
+
+def freeze_observers(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Stop scales moving (fake-quant stays on): standard for the last QAT epochs, and required
+    before evaluating the fake-quant model, since observers otherwise update on every forward."""
+    prepared.apply(disable_observer)
+    return prepared
+
+
+def copy_prepared(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """A deep copy that keeps working `.train()`/`.eval()`: `copy.deepcopy` of a GraphModule drops
+    the methods and the train/eval flag `allow_exported_model_train_eval` attached, so `.eval()` on a
+    plain copy silently leaves batch norm in training form."""
+    clone = copy.deepcopy(prepared)
+    if hasattr(prepared, _EXPORTED_TRAINING_ATTR):
+        setattr(clone, _EXPORTED_TRAINING_ATTR, getattr(prepared, _EXPORTED_TRAINING_ATTR))
+    return allow_exported_model_train_eval(clone)
+
+
+def convert_qat(prepared: torch.fx.GraphModule) -> QatArtifacts:
+    """Convert a copy of the trained graph for each exporter; `prepared` stays trainable.
+
+    `convert_pt2e` spends ~20 s re-tracing conv-bn folding patterns, so it runs once; the ONNX copy
+    then gets the same weight-folding pass `convert_pt2e(fold_quantize=True)` ends with.
+    """
+    for_tflite = convert_pt2e(copy_prepared(prepared), fold_quantize=False)
+    move_exported_model_to_eval(for_tflite)
+    # Only the flags: the graph is already in eval form, and exporters warn on training-mode modules.
+    torch.nn.Module.train(for_tflite, False)
+    for_onnx = copy.deepcopy(for_tflite)
+    constant_fold(for_onnx, _quant_node_constraint)
+    return QatArtifacts(for_tflite=for_tflite, for_onnx=for_onnx)

@@ -1,0 +1,162 @@
+"""Parity: the same held-out clips through every runtime, compared, and checked against the target's gates.
+
+`parity.json` (schema `edgekd.parity/1`) is the machine-readable record users diff between releases:
+
+    schema, target, primary, classes, n_clips,
+    rows.<runtime>.{accuracy, macro_f1, agreement_with_student_fp32, agreement_with_teacher,
+                    max_abs_logit_diff, per_class_accuracy, confusion}
+    budget.{model_bytes, arena_bytes, arena_bytes_with_headroom, ops, macs, latency_ms, fully_int8}
+    gates[].{name, value, limit, passed}, passed
+
+Runtimes: teacher_fp32, student_fp32, student_qat (fake-quant torch), student_int8_onnx,
+student_int8_litert (reference kernels) and student_int8_tflm (TFLite Micro on the host).
+`max_abs_logit_diff` of an INT8 runtime is measured against the fake-quant model it was converted from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgekd.config import BuildConfig
+
+SCHEMA = "edgekd.parity/1"
+RUNTIME_ROWS = {"tflm": "student_int8_tflm", "litert": "student_int8_litert", "onnx": "student_int8_onnx"}
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
+    m = np.zeros((n, n), dtype=np.int64)
+    np.add.at(m, (y_true, y_pred), 1)
+    return m
+
+
+def macro_f1(cm: np.ndarray) -> float:
+    tp = np.diag(cm).astype(float)
+    precision = np.divide(tp, cm.sum(0), out=np.zeros_like(tp), where=cm.sum(0) > 0)
+    recall = np.divide(tp, cm.sum(1), out=np.zeros_like(tp), where=cm.sum(1) > 0)
+    f1 = np.divide(
+        2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0
+    )
+    present = cm.sum(1) > 0
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+def row(
+    logits: np.ndarray,
+    y: np.ndarray,
+    classes: list[str],
+    student_pred: np.ndarray,
+    teacher_pred: np.ndarray,
+    reference_logits: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Metrics of one runtime's logits on the held-out clips."""
+    pred = logits.argmax(1)
+    cm = confusion(y, pred, len(classes))
+    per_class = {c: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None) for i, c in enumerate(classes)}
+    out: dict[str, Any] = {
+        "accuracy": float((pred == y).mean()),
+        "macro_f1": macro_f1(cm),
+        "agreement_with_student_fp32": float((pred == student_pred).mean()),
+        "agreement_with_teacher": float((pred == teacher_pred).mean()),
+        "per_class_accuracy": per_class,
+        "confusion": cm.tolist(),
+    }
+    if reference_logits is not None:
+        out["max_abs_logit_diff"] = float(np.max(np.abs(logits - reference_logits)))
+    return out
+
+
+@dataclass(frozen=True)
+class Budget:
+    model_bytes: int
+    arena_bytes: int | None
+    ops: list[str]
+    macs: int
+    fully_int8: bool
+    float_tensors: list[str]
+    latency_ms: float | None
+    latency_source: str
+
+    def as_dict(self, headroom: float) -> dict[str, Any]:
+        return {
+            "model_bytes": self.model_bytes,
+            "arena_bytes": self.arena_bytes,
+            "arena_bytes_with_headroom": self.arena_with_headroom(headroom),
+            "ops": self.ops,
+            "macs": self.macs,
+            "fully_int8": self.fully_int8,
+            "float_tensors": self.float_tensors,
+            "latency_ms": self.latency_ms,
+            "latency_source": self.latency_source,
+        }
+
+    def arena_with_headroom(self, headroom: float) -> int | None:
+        return None if self.arena_bytes is None else int(np.ceil(self.arena_bytes * (1.0 + headroom)))
+
+
+def gates(cfg: BuildConfig, rows: dict[str, dict[str, Any]], budget: Budget) -> list[dict[str, Any]]:
+    """Evaluate the target's gates; each names its value, its limit and whether it passed."""
+    primary = rows[RUNTIME_ROWS[cfg.verify.primary]]
+    fp32 = rows["student_fp32"]
+    g = cfg.gates
+    out = [
+        _gate(
+            f"agreement_{cfg.verify.primary}_vs_student_fp32",
+            primary["agreement_with_student_fp32"],
+            g.min_agreement,
+            ">=",
+        ),
+        _gate(
+            f"accuracy_drop_pts_{cfg.verify.primary}",
+            round(100 * (fp32["accuracy"] - primary["accuracy"]), 3),
+            g.max_accuracy_drop,
+            "<=",
+        ),
+    ]
+    if g.min_accuracy > 0:
+        out.append(_gate(f"accuracy_{cfg.verify.primary}", primary["accuracy"], g.min_accuracy, ">="))
+    b = cfg.budget
+    if b.model_bytes is not None:
+        out.append(_gate("model_bytes", budget.model_bytes, b.model_bytes, "<="))
+    if b.arena_bytes is not None and budget.arena_bytes is not None:
+        out.append(
+            _gate(
+                "arena_bytes_with_headroom", budget.arena_with_headroom(b.arena_headroom), b.arena_bytes, "<="
+            )
+        )
+    if b.ops is not None:
+        extra = sorted(set(budget.ops) - set(b.ops))
+        out.append(
+            {"name": "ops_supported", "value": extra or "all supported", "limit": b.ops, "passed": not extra}
+        )
+    if "tflm" in cfg.verify.runtimes or "litert" in cfg.verify.runtimes:
+        out.append(
+            {"name": "fully_int8", "value": budget.fully_int8, "limit": True, "passed": budget.fully_int8}
+        )
+    if b.latency_ms is not None and budget.latency_ms is not None:
+        out.append(_gate("latency_ms", round(budget.latency_ms, 3), b.latency_ms, "<="))
+    return out
+
+
+def _gate(name: str, value: float, limit: float, op: str) -> dict[str, Any]:
+    passed = value >= limit if op == ">=" else value <= limit
+    return {"name": name, "value": value, "limit": limit, "op": op, "passed": bool(passed)}
+
+
+def parity_report(
+    cfg: BuildConfig, rows: dict[str, dict[str, Any]], budget: Budget, n_clips: int
+) -> dict[str, Any]:
+    gate_list = gates(cfg, rows, budget)
+    return {
+        "schema": SCHEMA,
+        "target": cfg.target,
+        "primary": RUNTIME_ROWS[cfg.verify.primary],
+        "classes": cfg.classes,
+        "n_clips": n_clips,
+        "rows": rows,
+        "budget": budget.as_dict(cfg.budget.arena_headroom),
+        "gates": gate_list,
+        "passed": all(x["passed"] for x in gate_list),
+    }

@@ -1,0 +1,98 @@
+"""Config merging and validation: every bad value fails before any work, naming file, field, value, range."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgekd.config import SILENCE, UNKNOWN, load_config, parse_override
+from edgekd.errors import ConfigError
+
+
+def test_targets_and_recipe_merge_into_one_validated_config() -> None:
+    cfg = load_config("esp32s3")
+    assert cfg.target == "esp32s3" and cfg.recipe == "kws12"
+    assert cfg.classes[:10] == ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+    assert cfg.classes[10:] == [UNKNOWN, SILENCE]
+    assert cfg.frontend.name == "micro" and cfg.verify.primary == "tflm"
+    assert load_config("mobile").frontend.name == "logmel"
+    assert load_config("p100").train.device == "cuda"
+
+
+def test_override_wins_and_is_typed() -> None:
+    cfg = load_config(
+        "esp32s3",
+        overrides=[
+            "distill.alpha=0.7",
+            "train.epochs=3",
+            "export.formats=[tflite]",
+            "verify.runtimes=[tflm]",
+        ],
+    )
+    assert cfg.distill.alpha == 0.7 and cfg.train.epochs == 3 and cfg.export.formats == ["tflite"]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("distill.alpha=1.5", ["--set distill.alpha=1.5", "distill.alpha", "1.5", "[0, 1]"]),
+        ("distill.temperature=0", ["distill.temperature", "(0, 20]"]),
+        ("distill.temperature=25", ["distill.temperature", "25", "(0, 20]"]),
+        ("budget.arena_bytes=-1", ["budget.arena_bytes", "-1", "greater than 0"]),
+        ("budget.ops=[CONV_2D,NOT_AN_OP]", ["budget.ops", "NOT_AN_OP", "unknown TFLite op"]),
+        ("train.epochs=abc", ["train.epochs", "abc", "integer"]),
+        ("distil.alpha=0.5", ["unknown field 'distil'"]),
+        ("train.epoch=3", ["unknown field 'train.epoch'"]),
+        ("labels=[yes,no]", ["quote them"]),
+        ("verify.runtimes=[litert]", ["verify.primary='tflm' must be one of verify.runtimes"]),
+        ("data.augment.snr_db=[30,5]", ["low <= high"]),
+    ],
+)
+def test_bad_values_name_source_field_value_and_range(override: str, expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("esp32s3", overrides=[override])
+    for text in expected:
+        assert text in str(err.value), str(err.value)
+
+
+def test_error_names_the_file_that_set_the_bad_value(tmp_path: Path) -> None:
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text('labels: ["yes"]\ndistill:\n  alpha: 2\n')
+    with pytest.raises(ConfigError) as err:
+        load_config("esp32s3", str(recipe))
+    assert f"{recipe}: distill.alpha = 2" in str(err.value)
+
+
+def test_unknown_target_lists_known_ones() -> None:
+    with pytest.raises(ConfigError, match="unknown target 'esp32'.*esp32s3"):
+        load_config("esp32")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("no_equals", "expected key=value"),
+        ("a..b=1", "empty field name"),
+        ("a=[1,", "not valid YAML"),
+    ],
+)
+def test_malformed_overrides(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_override(text)
+
+
+def test_yaml_errors_name_the_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("labels: [yes\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config("esp32s3", str(broken))
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config("esp32s3", str(listy))
+
+
+def test_runtimes_need_their_export_format() -> None:
+    with pytest.raises(ConfigError, match="need export.formats to include"):
+        load_config("esp32s3", overrides=["export.formats=[onnx]"])

@@ -1,0 +1,173 @@
+"""One small real build through the CLI: every stage, TFLite Micro included, then the promises around it.
+
+A few synthetic voices and a few epochs keep it to a couple of minutes; accuracy gates are relaxed
+because the point here is the chain, the artifacts and the caching, not the model's quality (the
+bench measures that).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekd.artifacts import sha256_file
+from edgekd.audio.io import write_wav
+from edgekd.cli import main
+from edgekd.data.corpus import Corpus
+
+SMALL = [
+    "data.synth.espeak_voices=10",
+    "data.synth.piper_voices=2",
+    "data.synth.unknown_words_per_voice=2",
+    "data.augment.views=1",
+    "train.epochs=3",
+    "train.qat_epochs=2",
+    "teacher.epochs=5",
+    "gates.min_accuracy=0",
+    "gates.min_agreement=0",
+    "gates.max_accuracy_drop=100",
+]
+
+
+def _args(out: Path, cache: Path, *extra: str) -> list[str]:
+    sets = [x for s in [*SMALL, *extra] for x in ("--set", s)]
+    return ["build", "--target", "esp32s3", "--out", str(out), "--cache", str(cache), "--quiet", *sets]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("e2e")
+    out, cache = root / "build", root / "cache"
+    assert main(_args(out, cache)) == 0
+    return out, cache
+
+
+def test_build_writes_every_artifact(built: tuple[Path, Path]) -> None:
+    out, _ = built
+    for name in (
+        "model.tflite",
+        "model.onnx",
+        "model_data.h",
+        "model_data.cc",
+        "manifest.json",
+        "parity.json",
+        "report.md",
+        "config.json",
+        "weights/float.pt",
+        "weights/qat.pt",
+        "weights/teacher_head.pt",
+    ):
+        assert (out / name).is_file(), name
+    assert not (out / ".staging").exists() and not (out / "rejected").exists()
+
+
+def test_parity_json_schema(built: tuple[Path, Path]) -> None:
+    parity = json.loads((built[0] / "parity.json").read_text())
+    assert parity["schema"] == "edgekd.parity/1" and parity["target"] == "esp32s3"
+    for runtime in (
+        "teacher_fp32",
+        "student_fp32",
+        "student_qat",
+        "student_int8_onnx",
+        "student_int8_litert",
+        "student_int8_tflm",
+    ):
+        r = parity["rows"][runtime]
+        for key in ("accuracy", "macro_f1", "agreement_with_student_fp32", "agreement_with_teacher"):
+            assert 0.0 <= r[key] <= 1.0
+    assert parity["budget"]["arena_bytes"] > 0 and parity["budget"]["model_bytes"] > 0
+    assert set(parity["budget"]["ops"]) <= set(
+        json.loads((built[0] / "config.json").read_text())["budget"]["ops"]
+    )
+    assert parity["budget"]["fully_int8"] is True
+    assert all({"name", "value", "limit", "passed"} <= set(g) for g in parity["gates"]) and parity["passed"]
+    # the INT8 TFLite on TFLite Micro reproduces the fake-quant model it was converted from
+    assert parity["rows"]["student_int8_tflm"]["agreement_with_student_fp32"] >= 0.9
+
+
+def test_manifest_hashes_match_files(built: tuple[Path, Path]) -> None:
+    out = built[0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    for name, info in manifest["files"].items():
+        assert sha256_file(out / name) == info["sha256"], name
+    assert manifest["versions"]["torch"].startswith("2.13")
+    assert (
+        manifest["model_io"]["input"]["dtype"] == "int8" and manifest["model_io"]["output"]["dtype"] == "int8"
+    )
+    assert manifest["classes"][-2:] == ["_unknown_", "_silence_"]
+
+
+def test_parity_only_change_does_not_retrain(built: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    out, cache = built
+    assert main(_args(out, cache, "verify.max_clips=20")) == 0
+    timings = {t["name"]: t["cached"] for t in json.loads((out / "manifest.json").read_text())["timings"]}
+    assert timings == {
+        "corpus": True,
+        "views": True,
+        "features": True,
+        "teacher": True,
+        "student": True,
+        "export": True,
+        "verify": False,
+    }
+    assert json.loads((out / "parity.json").read_text())["n_clips"] == 20
+
+
+def test_failed_gate_keeps_previous_build(built: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    out, cache = built
+    before = sha256_file(out / "parity.json")
+    assert main(_args(out, cache, "budget.model_bytes=1000")) == 1
+    assert sha256_file(out / "parity.json") == before
+    rejected = json.loads((out / "rejected" / "parity.json").read_text())
+    assert not rejected["passed"]
+    assert [g["name"] for g in rejected["gates"] if not g["passed"]] == ["model_bytes"]
+    assert "gates failed" in capsys.readouterr().out
+
+
+def test_eval_scores_a_speech_commands_folder(
+    built: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out, cache = built
+    corpus = Corpus.load(next(cache.glob("corpus/*/corpus.npz")))
+    for i in corpus.indices("test")[:40]:
+        label = corpus.classes[corpus.labels[i]]
+        folder = "dog" if label == "_unknown_" else label
+        if label != "_silence_":
+            write_wav(tmp_path / folder / f"spk{i % 5}_nohash_{i}.wav", corpus.clips[i] / 32768.0)
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "yes" / "broken_nohash_0.wav").write_bytes(b"not audio")
+    for word in ("no", "up", "down", "left", "right", "on", "off", "stop", "go", "yes"):
+        (tmp_path / word).mkdir(exist_ok=True)
+    capsys.readouterr()
+    assert (
+        main(["eval", str(out), "--data", str(tmp_path), "--quiet", "--json", str(tmp_path / "eval.json")])
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "student_int8_tflm (device)" in text
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["data"]["skipped"] == {"unreadable": 1}
+    assert np.isclose(
+        sum(sum(r) for r in report["rows"]["student_int8_tflm"]["confusion"]), report["n_clips"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["build", "--target", "nope"], "unknown target 'nope'"),
+        (["build", "--target", "esp32s3", "--set", "distill.alpha=2"], "distill.alpha = 2"),
+        (["build", "--target", "esp32s3", "--data", "/nonexistent/corpus"], "is not a directory"),
+        (["build", "--target", "p100"], "--device cpu"),
+        (["eval", "/nonexistent", "--data", "/tmp"], "not an edgekd build directory"),
+    ],
+)
+def test_user_errors_exit_2_with_a_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    assert main([*argv, *(["--cache", str(tmp_path)] if argv[0] == "build" else [])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edgekd: error:") and message in err and "Traceback" not in err

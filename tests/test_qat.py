@@ -1,0 +1,90 @@
+"""QAT preparation: the prepared graph trains like a module, switches train/eval, and freezes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from _models import TinyDsCnn, realistic_features, train_steps
+
+from edgekd.errors import EdgekdError
+from edgekd.train.qat import copy_prepared, freeze_observers, prepare_qat, trained_weight_scales
+
+
+@pytest.fixture(scope="module")
+def prepared_once() -> torch.fx.GraphModule:
+    torch.manual_seed(0)
+    return prepare_qat(TinyDsCnn(), realistic_features(1, seed=0))
+
+
+@pytest.fixture
+def prepared(prepared_once: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """A fresh copy per test (preparing costs seconds, copying milliseconds)."""
+    torch.manual_seed(0)
+    return copy_prepared(prepared_once)
+
+
+def test_training_updates_weights_with_finite_loss(prepared: torch.fx.GraphModule) -> None:
+    before = {k: v.detach().clone() for k, v in prepared.named_parameters()}
+    losses = train_steps(prepared, steps=3, seed=1)
+    assert all(math.isfinite(loss) for loss in losses)
+    changed = [k for k, v in prepared.named_parameters() if not torch.equal(v, before[k])]
+    assert len(changed) == len(before), f"unchanged parameters: {set(before) - set(changed)}"
+
+
+def test_batch_dimension_is_dynamic(prepared: torch.fx.GraphModule) -> None:
+    # prepared from a batch of 1, run with other batch sizes
+    for batch in (1, 5):
+        assert prepared(realistic_features(batch, seed=2)).shape == (batch, 12)
+
+
+def test_eval_uses_running_stats_and_train_switches_back(prepared: torch.fx.GraphModule) -> None:
+    train_steps(prepared, steps=2, seed=3)
+    freeze_observers(prepared)
+    x = realistic_features(8, seed=4)
+    prepared.eval()
+    with torch.no_grad():
+        # eval batch norm: a sample's output does not depend on the rest of its batch
+        torch.testing.assert_close(prepared(x[:1]), prepared(x)[:1], rtol=1e-5, atol=1e-5)
+        prepared.train()
+        assert not torch.allclose(prepared(x[:2])[:1], prepared(x)[:1], atol=1e-3)
+
+
+def test_prepare_leaves_callers_model_untouched() -> None:
+    torch.manual_seed(0)
+    model = TinyDsCnn().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_steps(prepare_qat(model, realistic_features(2, seed=0)), steps=2, seed=5)
+    assert not model.training
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_frozen_observers_keep_scales_while_weights_train(prepared: torch.fx.GraphModule) -> None:
+    train_steps(prepared, steps=2, seed=6)
+    freeze_observers(prepared)
+    scales = trained_weight_scales(prepared)
+    weight = prepared.get_parameter("classifier.weight").detach().clone()
+    train_steps(prepared, steps=2, seed=7)
+    assert not torch.equal(weight, prepared.get_parameter("classifier.weight"))
+    assert [s.shape for s in scales] == [(16,), (16,), (16,), (12,)]
+    for before, after in zip(scales, trained_weight_scales(prepared), strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_example_without_batch_dimension_is_refused() -> None:
+    with pytest.raises(EdgekdError, match="batch dimension"):
+        prepare_qat(TinyDsCnn(), torch.tensor(1.0))
+
+
+def test_copies_keep_train_eval_switching(prepared: torch.fx.GraphModule) -> None:
+    train_steps(prepared, steps=1, seed=8)
+    freeze_observers(prepared)
+    prepared.eval()
+    x = realistic_features(4, seed=9)
+    clone = copy_prepared(prepared)
+    clone.train()
+    clone.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x), prepared(x))
