@@ -206,6 +206,7 @@ def stage_student(
         f = np.load(features_dir / "features.npz")
         x_tr, y_tr, x_val, y_val = f["train"], f["y_train"], f["validation"], f["y_validation"]
         teacher_logits = np.load(teacher_dir / "logits.npz")["train"] if use_teacher else None
+        torch.manual_seed(cfg.seed)  # initial weights: fit() seeds only what happens after construction
         model = _student(cfg, x_tr.shape[1:]).to(device)
         common = dict(
             batch_size=t.batch_size,
@@ -231,6 +232,9 @@ def stage_student(
         )
         model = model.cpu()
         torch.save(model.state_dict(), d / "float.pt")
+        # QAT's job is to reproduce the float student under int8, not to keep learning: its soft target
+        # is the float student's own prediction on the same (un-masked) input, mixed with the labels.
+        float_logits = predict(model, x_tr, torch.device("cpu"))
         prepared = prepare_qat(model, _example(x_tr))
         freeze_at = max(1, t.qat_epochs - 2)  # last epochs train with frozen scales: the grid that ships
 
@@ -245,10 +249,18 @@ def stage_student(
             y_tr,
             x_val,
             y_val,
-            FitSpec(epochs=t.qat_epochs, lr=t.qat_lr, warmup_epochs=0.0, **common),
+            FitSpec(
+                epochs=t.qat_epochs,
+                lr=t.qat_lr,
+                warmup_epochs=0.0,
+                batch_size=t.batch_size,
+                weight_decay=t.weight_decay,
+                alpha=t.qat_self_distill,
+                temperature=t.qat_temperature,
+            ),
             device=torch.device("cpu"),
             seed=cfg.seed + 1,
-            teacher_logits=teacher_logits,
+            teacher_logits=float_logits,
             desc="student QAT",
             progress=progress,
             on_epoch_start=on_epoch_start,
@@ -319,9 +331,20 @@ def stage_export(
     )
 
 
-def _host_latency_ms(runner: Any, x: np.ndarray, repeats: int = 20) -> float:
+def _host_latency_ms(cfg: BuildConfig, export_dir: Path, x: np.ndarray, repeats: int = 20) -> float:
+    """Median batch-1 latency on this host, on the fast kernels a phone or server would run
+    (XNNPACK LiteRT, onnxruntime) — not the reference kernels used for parity."""
     import time
 
+    from edgekd.verify.runners import LiteRTRunner, OrtRunner, TFLMRunner
+
+    primary = cfg.verify.primary
+    if primary == "onnx":
+        runner: Any = OrtRunner(export_dir / "model.onnx")
+    elif primary == "litert":
+        runner = LiteRTRunner(export_dir / "model.tflite", reference=False)
+    else:
+        runner = TFLMRunner(export_dir / "model.tflite")
     runner.predict(x[:1])
     times = []
     for _ in range(repeats):
@@ -331,47 +354,37 @@ def _host_latency_ms(runner: Any, x: np.ndarray, repeats: int = 20) -> float:
     return float(np.median(times) * 1000)
 
 
-def measure_budget(cfg: BuildConfig, export_dir: Path, runners: dict[str, Any], x: np.ndarray) -> Any:
+def measure_budget(cfg: BuildConfig, export_dir: Path, x: np.ndarray) -> Any:
+    """Flash, arena, ops, MACs and latency of the artifact the target's device runs."""
     from edgekd.verify.parity import Budget
 
-    tflite = export_dir / "model.tflite"
+    tflite, onnx = export_dir / "model.tflite", export_dir / "model.onnx"
+    model_bytes = (onnx if cfg.verify.primary == "onnx" else tflite).stat().st_size
+    ops: list[str] = []
+    macs, fully_int8, float_tensors, arena = 0, True, [], None
     if tflite.exists():
         from edgekd.verify.tflite_info import describe, measure_arena
 
         info = describe(tflite)
-        model_bytes, ops, macs = info.flash_bytes, info.op_set, info.macs
-        fully_int8, float_tensors = info.is_fully_int8, info.float_tensors
+        ops, macs, fully_int8, float_tensors = info.op_set, info.macs, info.is_fully_int8, info.float_tensors
         arena = measure_arena(tflite) if "tflm" in cfg.verify.runtimes else None
-    else:
-        model_bytes, ops, macs, fully_int8, float_tensors, arena = (
-            (export_dir / "model.onnx").stat().st_size,
-            [],
-            0,
-            True,
-            [],
-            None,
-        )
     b = cfg.budget
     if b.clock_mhz is not None and b.macs_per_cycle is not None and macs:
-        latency, source = (
-            macs / (b.macs_per_cycle * b.clock_mhz * 1e3),
-            f"estimate: {macs} MACs / ({b.macs_per_cycle} MAC/cycle x {b.clock_mhz} MHz)",
-        )
+        latency = macs / (b.macs_per_cycle * b.clock_mhz * 1e3)
+        source = f"estimate: {macs} MACs / ({b.macs_per_cycle} MAC/cycle x {b.clock_mhz} MHz)"
     else:
-        latency, source = (
-            _host_latency_ms(runners[cfg.verify.primary], x),
-            f"measured on this host ({cfg.verify.primary}, batch 1, median of 20)",
-        )
+        latency = _host_latency_ms(cfg, export_dir, x)
+        source = f"measured on this host ({cfg.verify.primary}, fast kernels, batch 1, median of 20)"
     return Budget(model_bytes, arena, ops, macs, fully_int8, float_tensors, latency, source)
 
 
-def make_runners(cfg: BuildConfig, export_dir: Path, arena: int | None = None) -> dict[str, Any]:
+def make_runners(cfg: BuildConfig, export_dir: Path) -> dict[str, Any]:
     from edgekd.verify.runners import LiteRTRunner, OrtRunner, TFLMRunner
 
     made: dict[str, Any] = {}
     for name in cfg.verify.runtimes:
         if name == "tflm":
-            made[name] = TFLMRunner(export_dir / "model.tflite", arena)
+            made[name] = TFLMRunner(export_dir / "model.tflite")
         elif name == "litert":
             made[name] = LiteRTRunner(export_dir / "model.tflite", reference=True)
         else:
@@ -440,7 +453,7 @@ def stage_verify(
         rows = parity_rows(
             cfg, x[:n], y[:n], teacher[:n], s["fp32_test"][:n], s["qat_test"][:n], runners, progress
         )
-        budget = measure_budget(cfg, export_dir, runners, x)
+        budget = measure_budget(cfg, export_dir, x)
         write_json(d / "parity.json", parity_report(cfg, rows, budget, n))
         return {}
 
@@ -486,6 +499,13 @@ def run_build(
     from edgekd.export.manifest import build_manifest, file_hashes, model_io
     from edgekd.report.markdown import report_md, summary
 
+    if cfg.data.path and not Path(cfg.data.path).is_dir():  # fail before any stage starts
+        from edgekd.errors import DataError
+
+        raise DataError(
+            f"data.path {cfg.data.path!r} is not a directory; pass --data a folder in the Speech "
+            "Commands layout (one folder per label with .wav files)"
+        )
     device = resolve_device(cfg.train.device)
     torch.set_num_threads(cfg.train.threads)
     stages = Stages(cache_root, log=log)
@@ -493,6 +513,11 @@ def run_build(
     views_dir, views_key = stage_views(cfg, corpus_dir, corpus_key, stages, progress)
     features_dir, features_key = stage_features(cfg, corpus_dir, views_dir, views_key, stages, progress)
     teacher_dir, teacher_key = stage_teacher(cfg, corpus_dir, views_dir, views_key, stages, device, progress)
+    teacher_info = json.loads((teacher_dir / "_done.json").read_text())
+    log(
+        f"teacher: {teacher_info['name']} ({teacher_info['why']}); held-out accuracy "
+        f"{100 * teacher_info['accuracy']['test']:.1f}%"
+    )
     student_dir, student_key = stage_student(
         cfg, features_dir, features_key, teacher_dir, teacher_key, stages, device, progress
     )
@@ -526,7 +551,6 @@ def run_build(
 
     parity = json.loads((verify_dir / "parity.json").read_text())
     corpus_info = json.loads((corpus_dir / "_done.json").read_text())
-    teacher_info = json.loads((teacher_dir / "_done.json").read_text())
     student_info = json.loads((student_dir / "_done.json").read_text())
     features_info = json.loads((features_dir / "_done.json").read_text())
     write_json(

@@ -70,6 +70,10 @@ class TrainConfig(Section):
     qat_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 5e-4
     weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-3
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    # QAT distils from the float student it starts from (weight of that term, and its temperature), so the
+    # int8 model reproduces the float model's decisions instead of drifting on borderline clips.
+    qat_self_distill: Fraction = 0.9
+    qat_temperature: Annotated[float, Field(gt=0.0, le=20.0)] = 2.0
 
 
 class DistillConfig(Section):

@@ -37,7 +37,7 @@ def evaluate(build: Path, data: Path, progress: bool = True, max_clips: int = 0)
     # Every clip of the folder is held-out for this build: score them all.
     data_cfg = cfg.data.model_copy(update={"path": str(data), "max_clips_per_label": max_clips})
     cfg_eval = cfg.model_copy(update={"data": data_cfg})
-    corpus = load_speech_commands(cfg_eval, data, progress=progress)
+    corpus = load_speech_commands(cfg_eval, data, progress=progress, held_out=True)
     clips = corpus.float_clips(np.arange(len(corpus.labels)))
     y = corpus.labels
     x = compute_features(make_frontend(cfg.frontend.name), clips, progress=progress)
@@ -54,7 +54,7 @@ def evaluate(build: Path, data: Path, progress: bool = True, max_clips: int = 0)
     qat = predict(load_qat_student(cfg, weights, torch.as_tensor(x[:2])), x, cpu)
     runners = make_runners(cfg, build)
     rows = parity_rows(cfg, x, y, teacher_logits, fp32, qat, runners, progress)
-    budget = measure_budget(cfg, build, runners, x)
+    budget = measure_budget(cfg, build, x)
     report = parity_report(cfg, rows, budget, len(y))
     report["data"] = {"path": str(data), "skipped": corpus.skipped}
     return report

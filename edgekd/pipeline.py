@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekd import __version__
 from edgekd.artifacts import stable_hash, write_json
 from edgekd.config import BuildConfig
 
@@ -79,14 +80,11 @@ class Stages:
     timings: list[StageTiming] = field(default_factory=list)
 
     def run(
-        self, name: str, key_obj: Any, produce: Callable[[Path], dict[str, Any] | None]
+        self, name: str, key_obj: dict[str, Any], produce: Callable[[Path], dict[str, Any] | None]
     ) -> tuple[Path, str]:
         """Return the finished stage directory and its key; run `produce(tmpdir)` only on a cache miss."""
-        key = (
-            stable_hash({"stage": name, **key_obj})
-            if isinstance(key_obj, dict)
-            else stable_hash([name, key_obj])
-        )
+        # the package version is part of every key: a new edgekd never reuses an older one's stages
+        key = stable_hash({"stage": name, "edgekd": __version__, **key_obj})
         final = self.cache_root / name / key
         if (final / DONE).exists():
             self.timings.append(StageTiming(name, 0.0, 0.0, True))

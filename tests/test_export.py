@@ -82,7 +82,9 @@ def test_deployed_weight_scales_are_the_trained_ones(pipeline: Pipeline) -> None
     assert len(trained) == len(deployed) == 4
     for i, (t, d) in enumerate(zip(trained, deployed, strict=True)):
         assert t.shape == d.shape, f"weight {i}"
-        np.testing.assert_allclose(d, t, rtol=1e-6, err_msg=f"weight {i}: deployed grid is not the trained one")
+        np.testing.assert_allclose(
+            d, t, rtol=1e-6, err_msg=f"weight {i}: deployed grid is not the trained one"
+        )
 
 
 def test_onnx_is_valid_int8_with_dynamic_batch(pipeline: Pipeline) -> None:
@@ -112,7 +114,9 @@ def test_fake_quant_torch_tflite_and_onnx_agree(pipeline: Pipeline) -> None:
         q = np.clip(np.round(sample / in_scale) + in_zero, -128, 127).astype(np.int8)
         interpreter.set_tensor(inp["index"], q[None])
         interpreter.invoke()
-        tflite_logits.append((interpreter.get_tensor(out["index"])[0].astype(np.float32) - out_zero) * out_scale)
+        tflite_logits.append(
+            (interpreter.get_tensor(out["index"])[0].astype(np.float32) - out_zero) * out_scale
+        )
     tflite_top = np.argmax(tflite_logits, axis=1)
 
     session = ort.InferenceSession(str(pipeline.onnx), providers=["CPUExecutionProvider"])

@@ -14,9 +14,14 @@ from edgekd.train.qat import copy_prepared, freeze_observers, prepare_qat, train
 
 
 @pytest.fixture(scope="module")
-def prepared_once() -> torch.fx.GraphModule:
+def source_model() -> TinyDsCnn:
     torch.manual_seed(0)
-    return prepare_qat(TinyDsCnn(), realistic_features(1, seed=0))
+    return TinyDsCnn().eval()
+
+
+@pytest.fixture(scope="module")
+def prepared_once(source_model: TinyDsCnn) -> torch.fx.GraphModule:
+    return prepare_qat(source_model, realistic_features(1, seed=0))
 
 
 @pytest.fixture
@@ -52,13 +57,13 @@ def test_eval_uses_running_stats_and_train_switches_back(prepared: torch.fx.Grap
         assert not torch.allclose(prepared(x[:2])[:1], prepared(x)[:1], atol=1e-3)
 
 
-def test_prepare_leaves_callers_model_untouched() -> None:
-    torch.manual_seed(0)
-    model = TinyDsCnn().eval()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    train_steps(prepare_qat(model, realistic_features(2, seed=0)), steps=2, seed=5)
-    assert not model.training
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+def test_prepare_leaves_callers_model_untouched(
+    source_model: TinyDsCnn, prepared: torch.fx.GraphModule
+) -> None:
+    before = {k: v.clone() for k, v in source_model.state_dict().items()}
+    train_steps(prepared, steps=2, seed=5)
+    assert not source_model.training
+    assert all(torch.equal(v, before[k]) for k, v in source_model.state_dict().items())
 
 
 def test_frozen_observers_keep_scales_while_weights_train(prepared: torch.fx.GraphModule) -> None:
@@ -88,3 +93,17 @@ def test_copies_keep_train_eval_switching(prepared: torch.fx.GraphModule) -> Non
     clone.eval()
     with torch.no_grad():
         torch.testing.assert_close(clone(x), prepared(x))
+
+
+class _FixedBatch(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(40, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.reshape(4, -1, 40))
+
+
+def test_model_that_fixes_the_batch_size_is_refused() -> None:
+    with pytest.raises(EdgekdError, match="dynamic batch dimension"):
+        prepare_qat(_FixedBatch(), realistic_features(4, seed=0))

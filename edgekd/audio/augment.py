@@ -22,7 +22,9 @@ def coloured_noise(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
     if kind == "hum":
         t = np.arange(n) / SAMPLE_RATE
         f0 = rng.choice([50.0, 60.0])
-        x = sum(rng.uniform(0.2, 1.0) * np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6.3)) for h in (1, 2, 3, 5))
+        x = sum(
+            rng.uniform(0.2, 1.0) * np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6.3)) for h in (1, 2, 3, 5)
+        )
         x = x + 0.05 * rng.standard_normal(n)
     else:
         spec = np.fft.rfft(rng.standard_normal(n))
@@ -52,7 +54,7 @@ def pick_noise(n: int, rng: np.random.Generator, backgrounds: list[np.ndarray] |
         if len(bg) < n:
             bg = np.tile(bg, n // len(bg) + 1)
         start = rng.integers(0, len(bg) - n + 1)
-        seg = bg[start:start + n].astype(np.float32)
+        seg = bg[start : start + n].astype(np.float32)
         return seg / (np.sqrt(np.mean(seg**2)) + 1e-9)
     return coloured_noise(n, NOISE_KINDS[rng.integers(len(NOISE_KINDS))], rng)
 
@@ -66,8 +68,9 @@ def synthetic_rir(rng: np.random.Generator) -> np.ndarray:
     return (rir / np.sqrt(np.sum(rir**2))).astype(np.float32)
 
 
-def augment(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
-            backgrounds: list[np.ndarray] | None = None) -> np.ndarray:
+def augment(
+    x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, backgrounds: list[np.ndarray] | None = None
+) -> np.ndarray:
     """One augmented view of a fixed-length clip: time shift, reverb, gain, additive noise."""
     n = len(x)
     y = x.astype(np.float32)

@@ -12,32 +12,34 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 import torch
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, NotImplemented
 
 from edgekd.artifacts import atomic_path
 from edgekd.errors import EdgekdError
 
+INPUT_NAME, OUTPUT_NAME = "features", "logits"
 
-def export_onnx(
-    converted: torch.fx.GraphModule, example: torch.Tensor, path: str | os.PathLike[str]
-) -> Path:
-    """Export with the dynamo exporter, check, and write atomically."""
+
+def export_onnx(converted: torch.fx.GraphModule, example: torch.Tensor, path: str | os.PathLike[str]) -> Path:
+    """Export with the dynamo exporter (input `features`, output `logits`, float at both ends),
+    check, and write atomically."""
     path = Path(path)
-    batch = torch.export.Dim("batch", min=1)
     with atomic_path(path) as tmp:
-        program = torch.onnx.export(
+        torch.onnx.export(
             converted,
             (example,),
+            str(tmp),
             dynamo=True,
             external_data=False,
-            dynamic_shapes=({0: batch},),
-            input_names=["features"],
-            output_names=["logits"],
-            verbose=False,
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
         )
-        program.save(str(tmp), external_data=False)
         try:
             onnx.checker.check_model(str(tmp), full_check=True)
             ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        except (onnx.checker.ValidationError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:
-            raise EdgekdError(f"{path}: exported ONNX model is invalid: {exc}") from exc
+        except (onnx.checker.ValidationError, Fail, InvalidGraph, NotImplemented) as exc:
+            raise EdgekdError(
+                f"{path}: exported ONNX model does not check or load in onnxruntime: {exc}"
+            ) from exc
     return path

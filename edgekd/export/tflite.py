@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from edgekd.artifacts import atomic_path
 from edgekd.errors import EdgekdError
+
+if TYPE_CHECKING:
+    from ai_edge_litert.interpreter import Interpreter
 
 # Ops whose second input is a per-channel quantized weight.
 _WEIGHTED_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"})
@@ -41,7 +45,7 @@ def export_tflite(
     return path
 
 
-def _interpreter(path: str | os.PathLike[str]):  # -> ai_edge_litert.interpreter.Interpreter
+def _interpreter(path: str | os.PathLike[str]) -> Interpreter:
     from ai_edge_litert.interpreter import Interpreter
 
     return Interpreter(model_path=str(path))

@@ -66,12 +66,20 @@ class Student(nn.Module):
     """features [N,T,F] -> stem -> blocks -> global average pool -> dropout -> linear."""
 
     def __init__(
-        self, stem: nn.Module, blocks: nn.Module, channels: int, n_classes: int, dropout: float
+        self,
+        stem: nn.Module,
+        blocks: nn.Module,
+        channels: int,
+        n_classes: int,
+        dropout: float,
+        input_shape: tuple[int, int],
     ) -> None:
         super().__init__()
         self.stem = stem
         self.blocks = blocks
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        with torch.no_grad():
+            final_hw = self.blocks(self.stem(torch.zeros(1, 1, *input_shape))).shape[2:]
+        self.pool = nn.AvgPool2d(tuple(final_hw))
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(channels, n_classes)
 
@@ -130,9 +138,8 @@ def build_student(
         for cout, stride in w.blocks:
             blocks.append(DSBlock(cin, cout, stride))
             cin = cout
-        return Student(
-            conv_bn(1, w.stem, (10, 4), w.stem_stride), nn.Sequential(*blocks), cin, n_classes, dropout
-        )
+        stem = conv_bn(1, w.stem, (10, 4), w.stem_stride)
+        return Student(stem, nn.Sequential(*blocks), cin, n_classes, dropout, input_shape)
     if arch == "mobilenet":
         base, mult = MOBILENET_WIDTHS[width]
         plan = [
@@ -147,7 +154,7 @@ def build_student(
             blocks.append(InvertedResidual(cin, cout, stride, expand))
             cin = cout
         stem = conv_bn(1, 2 * base, (5, 3), (2, 2), act=nn.ReLU6)
-        return Student(stem, nn.Sequential(*blocks), cin, n_classes, dropout)
+        return Student(stem, nn.Sequential(*blocks), cin, n_classes, dropout, input_shape)
     raise ValueError(f"unknown student arch {arch!r}")
 
 

@@ -47,10 +47,18 @@ class TeacherRun:
 class EmbeddingHead(nn.Module):
     """[N, E, D] embeddings -> logits; small MLP so the fit takes seconds on a CPU."""
 
-    def __init__(self, n_frames: int, dim: int, n_classes: int, hidden: int = 128, dropout: float = 0.3) -> None:
+    def __init__(
+        self, n_frames: int, dim: int, n_classes: int, hidden: int = 128, dropout: float = 0.3
+    ) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Dropout(0.1), nn.Linear(n_frames * dim, hidden), nn.ReLU(),
-                                 nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(0.1),
+            nn.Linear(n_frames * dim, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_classes),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -58,8 +66,10 @@ class EmbeddingHead(nn.Module):
 
 class SpeechEmbeddingTeacher:
     name = "speech_embedding"
-    why = ("pretrained speech-embedding model bundled in pyopen-wakeword (works offline); pretrained "
-           "wav2vec2 weights are not available on this machine")
+    why = (
+        "pretrained speech-embedding model bundled in pyopen-wakeword (works offline); pretrained "
+        "wav2vec2 weights are not available on this machine"
+    )
 
     def __init__(self, cfg: TeacherConfig, n_classes: int, seed: int) -> None:
         from edgekd.models.speech_embedding import SpeechEmbedding
@@ -71,13 +81,35 @@ class SpeechEmbeddingTeacher:
     def features(self, clips: np.ndarray) -> np.ndarray:
         return self.backbone.embed(clips)
 
-    def fit(self, train: np.ndarray, y_train: np.ndarray, val: np.ndarray, y_val: np.ndarray,
-            progress: bool = True) -> FitResult:
+    def fit(
+        self,
+        train: np.ndarray,
+        y_train: np.ndarray,
+        val: np.ndarray,
+        y_val: np.ndarray,
+        progress: bool = True,
+    ) -> FitResult:
+        torch.manual_seed(self.seed)  # the head's initial weights, not just the training order
         self.head = EmbeddingHead(train.shape[1], train.shape[2], self.n_classes)
-        spec = FitSpec(epochs=self.cfg.epochs, lr=self.cfg.lr, batch_size=self.cfg.batch_size, weight_decay=1e-2,
-                       label_smoothing=0.05)
-        return fit(self.head, train, y_train, val, y_val, spec, device=torch.device("cpu"), seed=self.seed,
-                   desc="teacher head", progress=progress)
+        spec = FitSpec(
+            epochs=self.cfg.epochs,
+            lr=self.cfg.lr,
+            batch_size=self.cfg.batch_size,
+            weight_decay=1e-2,
+            label_smoothing=0.05,
+        )
+        return fit(
+            self.head,
+            train,
+            y_train,
+            val,
+            y_val,
+            spec,
+            device=torch.device("cpu"),
+            seed=self.seed,
+            desc="teacher head",
+            progress=progress,
+        )
 
     def logits(self, feats: np.ndarray) -> np.ndarray:
         assert self.head is not None, "fit() first"
@@ -106,35 +138,67 @@ def load_hf_classifier(source: str, arch: str, n_classes: int, labels: list[str]
     config_cls = getattr(transformers, HF_CLASSES[arch][0])
     model_cls = getattr(transformers, HF_CLASSES[arch][1])
     id2label = dict(enumerate(labels))
-    kwargs = {"num_labels": n_classes, "id2label": id2label, "label2id": {v: k for k, v in id2label.items()},
-              "ignore_mismatched_sizes": True}
-    path = Path(source)
+    # id2label alone sets num_labels; passing both makes transformers warn that they disagree when the
+    # checkpoint was saved with a different number of labels.
+    labels_kw = {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
+    assert len(id2label) == n_classes, (labels, n_classes)
+    path = Path(source).expanduser()
     if path.suffix == ".safetensors":
         if not path.is_file():
             raise EdgekdError(f"teacher.source {source!r}: file not found")
         if not (path.parent / "config.json").is_file():
-            raise EdgekdError(f"teacher.source {source!r}: a .safetensors checkpoint needs its config.json in the "
-                              "same folder (as written by save_pretrained)")
-        config = config_cls.from_pretrained(path.parent, **{k: v for k, v in kwargs.items() if k != "ignore_mismatched_sizes"})
-        model = model_cls(config)
+            raise EdgekdError(
+                f"teacher.source {source!r}: a .safetensors checkpoint needs its config.json in the "
+                "same folder (as written by save_pretrained)"
+            )
+        config = config_cls.from_pretrained(path.parent, **labels_kw)
         from safetensors.torch import load_file
 
-        state = {k: v for k, v in load_file(str(path)).items() if not k.startswith(("classifier.", "projector."))}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected:
-            raise EdgekdError(f"teacher.source {source!r}: weights do not match a {arch} model "
-                              f"(unexpected keys such as {unexpected[:3]})")
-        return model
-    if path.exists() and not path.is_dir():
-        raise EdgekdError(f"teacher.source {source!r}: expected a hub id, a directory or a .safetensors file")
-    try:
-        return model_cls.from_pretrained(source, **kwargs)
-    except OSError as exc:
-        hint = ("this machine is offline (HF_HUB_OFFLINE=1)" if _offline() and not path.exists()
-                else str(exc).splitlines()[0])
-        raise EdgekdError(f"teacher.source {source!r}: could not load a {arch} model: {hint}. Supply the weights "
-                          "locally: download them where there is network (`hf download "
-                          f"{source}`) and set teacher.source to that directory or its model.safetensors") from None
+        state = {
+            k: v for k, v in load_file(str(path)).items() if not k.startswith(("classifier.", "projector."))
+        }
+        # through from_pretrained, so that pre-training (`Wav2Vec2ForPreTraining`) and bare base-model
+        # (`HubertModel`) checkpoints -- what the hub ships -- load like a save_pretrained directory does
+        model, info = model_cls.from_pretrained(
+            None, config=config, state_dict=state, ignore_mismatched_sizes=True, output_loading_info=True
+        )
+    else:
+        if path.exists() and not path.is_dir():
+            raise EdgekdError(
+                f"teacher.source {source!r}: expected a hub id, a directory or a .safetensors file"
+            )
+        if not path.exists() and (
+            path.is_absolute() or source.startswith((".", "~")) or source.count("/") > 1
+        ):
+            raise EdgekdError(f"teacher.source {source!r}: directory not found (and not a hub id)")
+        try:
+            model, info = model_cls.from_pretrained(
+                str(path) if path.exists() else source,
+                **labels_kw,
+                ignore_mismatched_sizes=True,
+                output_loading_info=True,
+            )
+        except OSError as exc:
+            hint = (
+                "this machine is offline (HF_HUB_OFFLINE=1)"
+                if _offline() and not path.exists()
+                else str(exc).splitlines()[0]
+            )
+            raise EdgekdError(
+                f"teacher.source {source!r}: could not load a {arch} model: {hint}. Supply the weights "
+                "locally: download them where there is network (`hf download "
+                f"{source}`) and set teacher.source to that directory or its model.safetensors"
+            ) from None
+    head = ("classifier.", "projector.")
+    missing = [k for k in info["missing_keys"] if not k.startswith(head)]
+    mismatched = [k[0] if isinstance(k, tuple) else k for k in info["mismatched_keys"]]
+    mismatched = [k for k in mismatched if not k.startswith(head)]
+    if missing or mismatched:  # otherwise the "pretrained" teacher would silently be a random one
+        raise EdgekdError(
+            f"teacher.source {source!r}: weights do not match a {arch} model (missing or mis-shaped "
+            f"keys such as {(missing + mismatched)[:3]}); check teacher.arch"
+        )
+    return model
 
 
 class HFTeacher:
@@ -142,14 +206,18 @@ class HFTeacher:
 
     name = "hf"
 
-    def __init__(self, cfg: TeacherConfig, classes: list[str], seed: int, device: torch.device,
-                 load: bool = True) -> None:
+    def __init__(
+        self, cfg: TeacherConfig, classes: list[str], seed: int, device: torch.device, load: bool = True
+    ) -> None:
         if not cfg.source:
-            raise EdgekdError("teacher.kind=hf needs teacher.source: a hub id, a local directory or a .safetensors")
+            raise EdgekdError(
+                "teacher.kind=hf needs teacher.source: a hub id, a local directory or a .safetensors"
+            )
         self.cfg, self.seed, self.device = cfg, seed, device
         if not load:  # weights come from restore()
             self.why, self.name = f"transformers {cfg.arch} from {cfg.source}", f"hf:{cfg.arch}"
             return
+        torch.manual_seed(seed)  # the fresh classification head is randomly initialised
         self.model = load_hf_classifier(cfg.source, cfg.arch, len(classes), classes).to(device)
         if hasattr(self.model, "freeze_feature_encoder"):
             self.model.freeze_feature_encoder()
@@ -174,11 +242,29 @@ class HFTeacher:
 
         return Logits()
 
-    def fit(self, train: np.ndarray, y_train: np.ndarray, val: np.ndarray, y_val: np.ndarray,
-            progress: bool = True) -> FitResult:
-        spec = FitSpec(epochs=self.cfg.epochs, lr=self.cfg.lr, batch_size=self.cfg.batch_size, weight_decay=1e-2)
-        return fit(self._logits_module(), train, y_train, val, y_val, spec, device=self.device, seed=self.seed,
-                   desc="teacher fine-tune", progress=progress)
+    def fit(
+        self,
+        train: np.ndarray,
+        y_train: np.ndarray,
+        val: np.ndarray,
+        y_val: np.ndarray,
+        progress: bool = True,
+    ) -> FitResult:
+        spec = FitSpec(
+            epochs=self.cfg.epochs, lr=self.cfg.lr, batch_size=self.cfg.batch_size, weight_decay=1e-2
+        )
+        return fit(
+            self._logits_module(),
+            train,
+            y_train,
+            val,
+            y_val,
+            spec,
+            device=self.device,
+            seed=self.seed,
+            desc="teacher fine-tune",
+            progress=progress,
+        )
 
     def logits(self, feats: np.ndarray) -> np.ndarray:
         return predict(self._logits_module(), feats, self.device, batch_size=32)
@@ -191,12 +277,16 @@ class HFTeacher:
         self.model = model_cls.from_pretrained(folder / "teacher_hf").to(self.device).eval()
 
     def identity(self) -> dict[str, str]:
-        return {"source": str(self.cfg.source), "arch": self.cfg.arch,
-                "params": str(sum(p.numel() for p in self.model.parameters()))}
+        return {
+            "source": str(self.cfg.source),
+            "arch": self.cfg.arch,
+            "params": str(sum(p.numel() for p in self.model.parameters())),
+        }
 
 
-def build_teacher(cfg: TeacherConfig, classes: list[str], seed: int, device: torch.device,
-                  load: bool = True) -> SpeechEmbeddingTeacher | HFTeacher:
+def build_teacher(
+    cfg: TeacherConfig, classes: list[str], seed: int, device: torch.device, load: bool = True
+) -> SpeechEmbeddingTeacher | HFTeacher:
     """`load=False` skips fetching pretrained weights: the caller restores a fitted teacher instead."""
     if cfg.kind == "speech_embedding":
         return SpeechEmbeddingTeacher(cfg, len(classes), seed)

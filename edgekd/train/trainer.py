@@ -47,8 +47,10 @@ class FitResult:
 def resolve_device(requested: str) -> torch.device:
     """`cuda` without a GPU is a user error (the p100 profile); `auto` falls back to CPU."""
     if requested == "cuda" and not torch.cuda.is_available():
-        raise EdgekdError("this target trains on CUDA but no CUDA device is available here; "
-                          "pass --device cpu to train on the CPU (slower), or run on a GPU machine")
+        raise EdgekdError(
+            "this target trains on CUDA but no CUDA device is available here; "
+            "pass --device cpu to train on the CPU (slower), or run on a GPU machine"
+        )
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
@@ -65,7 +67,8 @@ def spec_augment(x: torch.Tensor, gen: torch.Generator, max_t: int = 10, max_f: 
     tt = torch.arange(t).view(1, t, 1)
     ff = torch.arange(f).view(1, 1, f)
     mask = ((tt >= t0.view(n, 1, 1)) & (tt < (t0 + tw).view(n, 1, 1))) | (
-        (ff >= f0.view(n, 1, 1)) & (ff < (f0 + fw).view(n, 1, 1)))
+        (ff >= f0.view(n, 1, 1)) & (ff < (f0 + fw).view(n, 1, 1))
+    )
     fill = x.amin(dim=(1, 2), keepdim=True).expand_as(x)
     return torch.where(mask.to(x.device), fill, x)
 
@@ -73,16 +76,33 @@ def spec_augment(x: torch.Tensor, gen: torch.Generator, max_t: int = 10, max_f: 
 @torch.no_grad()
 def predict(model: nn.Module, x: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
     model.eval()
-    out = [model(torch.as_tensor(x[i:i + batch_size], dtype=torch.float32, device=device)).float().cpu().numpy()
-           for i in range(0, len(x), batch_size)]
+    out = [
+        model(torch.as_tensor(x[i : i + batch_size], dtype=torch.float32, device=device))
+        .float()
+        .cpu()
+        .numpy()
+        for i in range(0, len(x), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-        spec: FitSpec, *, device: torch.device, seed: int, teacher_logits: np.ndarray | None = None,
-        fp16: bool = False, desc: str = "train", progress: bool = True,
-        on_epoch_start: Callable[[nn.Module, int], None] | None = None,
-        before_eval: Callable[[nn.Module], None] | None = None) -> FitResult:
+def fit(
+    model: nn.Module,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    spec: FitSpec,
+    *,
+    device: torch.device,
+    seed: int,
+    teacher_logits: np.ndarray | None = None,
+    fp16: bool = False,
+    desc: str = "train",
+    progress: bool = True,
+    on_epoch_start: Callable[[nn.Module, int], None] | None = None,
+    before_eval: Callable[[nn.Module], None] | None = None,
+) -> FitResult:
     """Train `model` in place; restore the weights of the best validation epoch.
 
     `on_epoch_start(model, epoch)` and `before_eval(model)` let QAT switch its observers on for
@@ -93,8 +113,9 @@ def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.nd
     # Eager NCHW conv/BN training takes a ~10x slower oneDNN path on CPU (measured: ds_cnn S, batch 64,
     # 1.38 s/step NCHW vs 0.14 s channels_last); the layout is restored before returning.
     model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.lr,
-                            weight_decay=spec.weight_decay)
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=spec.lr, weight_decay=spec.weight_decay
+    )
     steps_per_epoch = max(1, math.ceil(len(x_train) / spec.batch_size))
     total = spec.epochs * steps_per_epoch
     warmup = int(spec.warmup_epochs * steps_per_epoch)
@@ -120,21 +141,30 @@ def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.nd
         sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "grad_norm": 0.0}
         n_ok = 0
         for i in range(steps_per_epoch):
-            idx = order[i * spec.batch_size:(i + 1) * spec.batch_size]
+            idx = order[i * spec.batch_size : (i + 1) * spec.batch_size]
             xb = x_all[idx]
             if spec.spec_augment:
                 xb = spec_augment(xb, gen)
             xb, yb = xb.to(device), y_all[idx].to(device)
             tb = t_all[idx].to(device) if t_all is not None else None
+            # A train-mode forward updates buffers (BatchNorm statistics, QAT observers) before the loss
+            # is known: keep a copy so that a skipped step cannot leave NaN in them.
+            buffers = list(model.buffers())
+            saved = [b.detach().clone() for b in buffers]
             with torch.autocast(device.type, dtype=torch.float16, enabled=fp16 and device.type == "cuda"):
                 logits = model(xb)
             loss, parts = kd_loss(logits, yb, tb, spec.alpha, spec.temperature, spec.label_smoothing)
             opt.zero_grad(set_to_none=True)
             if not torch.isfinite(loss):
+                with torch.no_grad():
+                    for b, s in zip(buffers, saved, strict=True):
+                        b.resize_(s.shape).copy_(s)  # observers resize their buffers in place, too
                 result.skipped_steps += 1
                 if result.skipped_steps > MAX_SKIPPED_FRACTION * total + 3:
-                    raise EdgekdError(f"{desc}: {result.skipped_steps} steps had a non-finite loss; lower the "
-                                      "learning rate or check the input features for NaN/Inf")
+                    raise EdgekdError(
+                        f"{desc}: {result.skipped_steps} steps had a non-finite loss; lower the "
+                        "learning rate or check the input features for NaN/Inf"
+                    )
                 sched.step()
                 bar.update(1)
                 continue
@@ -153,8 +183,12 @@ def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.nd
         if before_eval is not None:
             before_eval(model)
         val_acc = float((predict(model, x_val, device).argmax(1) == y_val).mean()) if len(y_val) else 0.0
-        row = {"epoch": epoch + 1, **{k: v / max(1, n_ok) for k, v in sums.items()}, "val_accuracy": val_acc,
-               "lr": float(opt.param_groups[0]["lr"])}
+        row = {
+            "epoch": epoch + 1,
+            **{k: v / max(1, n_ok) for k, v in sums.items()},
+            "val_accuracy": val_acc,
+            "lr": float(opt.param_groups[0]["lr"]),
+        }
         result.history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{val_acc:.3f}")
         if val_acc >= result.best_val_accuracy:

@@ -1,0 +1,61 @@
+"""Students: shapes and sizes per arch/width, and the exported INT8 graph reproducing the fake-quant model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _models import realistic_features
+
+from edgekd.models.students import build_student, count_params
+from edgekd.train.qat import convert_qat, freeze_observers, prepare_qat
+from edgekd.verify.runners import LiteRTRunner
+from edgekd.verify.tflite_info import describe
+
+
+@pytest.mark.parametrize("arch", ["tiny_conv", "ds_cnn", "mobilenet"])
+@pytest.mark.parametrize("width", ["S", "M", "L"])
+def test_every_student_maps_features_to_logits(arch: str, width: str) -> None:
+    model = build_student(arch, 12, (98, 40), width).eval()
+    assert model(torch.rand(3, 98, 40) * 20).shape == (3, 12)
+    assert 5_000 < count_params(model) < 400_000
+
+
+def test_widths_grow() -> None:
+    for arch in ("tiny_conv", "ds_cnn", "mobilenet"):
+        sizes = [count_params(build_student(arch, 12, (98, 40), w)) for w in "SML"]
+        assert sizes == sorted(sizes) and len(set(sizes)) == 3
+
+
+def test_unknown_arch_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown student arch"):
+        build_student("transformer", 12, (98, 40))
+
+
+@pytest.mark.parametrize("arch", ["ds_cnn", "mobilenet"])
+def test_int8_tflite_reproduces_fake_quant_logits(arch: str, tmp_path: Path) -> None:
+    """Guards the pooling choice: a global MEAN made TFLite's logits drift ~100 output steps per class
+    away from the fake-quant model; AVERAGE_POOL_2D keeps them within a step or two."""
+    from edgekd.export.tflite import export_tflite
+
+    torch.manual_seed(0)
+    x = realistic_features(128, seed=1)
+    prepared = prepare_qat(build_student(arch, 12, (98, 40), "S"), x[:2])
+    opt = torch.optim.SGD(prepared.parameters(), lr=1e-2)
+    labels = torch.randint(0, 12, (128,))
+    for i in range(4):
+        loss = torch.nn.functional.cross_entropy(prepared(x[i * 32 : (i + 1) * 32]), labels[i * 32 : (i + 1) * 32])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    freeze_observers(prepared)
+    prepared.eval()
+    fake_quant = prepared(x).detach().numpy()
+    path = export_tflite(convert_qat(prepared).for_tflite, x[:1], tmp_path / "m.tflite")
+    info = describe(path)
+    assert info.is_fully_int8 and "MEAN" not in info.op_set
+    steps = (LiteRTRunner(path).predict(x.numpy()) - fake_quant) / info.output.scale
+    assert np.abs(steps.mean(axis=0)).max() < 1.0  # no per-class offset
+    assert np.abs(steps).max() <= 3.0
