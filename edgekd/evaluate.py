@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from edgekd.audio.frontend import compute_features, make_frontend
-from edgekd.build import _student, load_qat_student, make_runners, measure_budget, parity_rows
 from edgekd.config import BuildConfig
 from edgekd.data.corpus import load_speech_commands
 from edgekd.errors import EdgekdError
 from edgekd.models.teachers import build_teacher
+from edgekd.stages.distill import load_qat_student, make_student
+from edgekd.stages.verify import make_runners, measure_budget, parity_rows
 from edgekd.train.trainer import predict
 from edgekd.verify.parity import parity_report
 
@@ -48,7 +49,7 @@ def evaluate(build: Path, data: Path, progress: bool = True, max_clips: int = 0)
     feats = teacher.features(clips)
     teacher.restore(weights, tuple(manifest["teacher"]["features_shape"]))
     teacher_logits = teacher.logits(feats)
-    student = _student(cfg, x.shape[1:])
+    student = make_student(cfg, x.shape[1:])
     student.load_state_dict(torch.load(weights / "float.pt", weights_only=True))
     fp32 = predict(student, x, cpu)
     qat = predict(load_qat_student(cfg, weights, torch.as_tensor(x[:2])), x, cpu)

@@ -46,7 +46,9 @@ def test_int8_tflite_reproduces_fake_quant_logits(arch: str, tmp_path: Path) -> 
     opt = torch.optim.SGD(prepared.parameters(), lr=1e-2)
     labels = torch.randint(0, 12, (128,))
     for i in range(4):
-        loss = torch.nn.functional.cross_entropy(prepared(x[i * 32 : (i + 1) * 32]), labels[i * 32 : (i + 1) * 32])
+        loss = torch.nn.functional.cross_entropy(
+            prepared(x[i * 32 : (i + 1) * 32]), labels[i * 32 : (i + 1) * 32]
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

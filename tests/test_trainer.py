@@ -226,10 +226,10 @@ def test_predict_batches_and_empty_input() -> None:
 def test_student_stage_is_reproducible_whatever_ran_before(tmp_path) -> None:
     """Regression: the student's initial weights were drawn before fit() seeded torch, so two builds
     with the same seed in two processes trained different models."""
-    import edgekd.build as build
     from edgekd.artifacts import write_npz
     from edgekd.config import load_config
     from edgekd.pipeline import Stages
+    from edgekd.stages.distill import stage_student
 
     cfg = load_config("esp32s3", overrides=["train.epochs=1", "train.qat_epochs=1", "train.batch_size=32"])
     rng = np.random.default_rng(0)
@@ -245,6 +245,6 @@ def test_student_stage_is_reproducible_whatever_ran_before(tmp_path) -> None:
     for run in (1, 2):
         torch.manual_seed(run * 1000)  # whatever ran earlier in the process leaves a different state
         stages = Stages(tmp_path / f"cache{run}", log=lambda _m: None)
-        out, _ = build.stage_student(cfg, feats, "f", None, None, stages, torch.device("cpu"), progress=False)
+        out, _ = stage_student(cfg, feats, "f", None, None, stages, torch.device("cpu"), progress=False)
         states.append(torch.load(out / "float.pt", weights_only=True))
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

@@ -1,0 +1,1 @@
+"""The pipeline's stages, in order: data -> teacher -> distill -> export -> verify."""

@@ -1,0 +1,152 @@
+"""Verify stage: the held-out clips through every runtime, the measured budget and the target's gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from edgekd.artifacts import write_json
+from edgekd.config import BuildConfig
+from edgekd.pipeline import Stages
+
+
+def _host_latency_ms(cfg: BuildConfig, export_dir: Path, x: np.ndarray, repeats: int = 20) -> float:
+    """Median batch-1 latency on this host, on the fast kernels a phone or server would run
+    (XNNPACK LiteRT, onnxruntime) — not the reference kernels used for parity."""
+    import time
+
+    from edgekd.verify.runners import LiteRTRunner, OrtRunner, TFLMRunner
+
+    primary = cfg.verify.primary
+    if primary == "onnx":
+        runner: Any = OrtRunner(export_dir / "model.onnx")
+    elif primary == "litert":
+        runner = LiteRTRunner(export_dir / "model.tflite", reference=False)
+    else:
+        runner = TFLMRunner(export_dir / "model.tflite")
+    runner.predict(x[:1])
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        runner.predict(x[:1])
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000)
+
+
+def measure_budget(cfg: BuildConfig, export_dir: Path, x: np.ndarray) -> Any:
+    """Flash, arena, ops, MACs and latency of the artifact the target's device runs."""
+    from edgekd.verify.parity import Budget
+
+    tflite, onnx = export_dir / "model.tflite", export_dir / "model.onnx"
+    model_bytes = (onnx if cfg.verify.primary == "onnx" else tflite).stat().st_size
+    ops: list[str] = []
+    macs, fully_int8, float_tensors, arena = 0, True, [], None
+    if tflite.exists():
+        from edgekd.verify.tflite_info import describe, measure_arena
+
+        info = describe(tflite)
+        ops, macs, fully_int8, float_tensors = info.op_set, info.macs, info.is_fully_int8, info.float_tensors
+        arena = measure_arena(tflite) if "tflm" in cfg.verify.runtimes else None
+    b = cfg.budget
+    if b.clock_mhz is not None and b.macs_per_cycle is not None and macs:
+        latency = macs / (b.macs_per_cycle * b.clock_mhz * 1e3)
+        source = f"estimate: {macs} MACs / ({b.macs_per_cycle} MAC/cycle x {b.clock_mhz} MHz)"
+    else:
+        latency = _host_latency_ms(cfg, export_dir, x)
+        source = f"measured on this host ({cfg.verify.primary}, fast kernels, batch 1, median of 20)"
+    return Budget(model_bytes, arena, ops, macs, fully_int8, float_tensors, latency, source)
+
+
+def make_runners(cfg: BuildConfig, export_dir: Path) -> dict[str, Any]:
+    from edgekd.verify.runners import LiteRTRunner, OrtRunner, TFLMRunner
+
+    made: dict[str, Any] = {}
+    for name in cfg.verify.runtimes:
+        if name == "tflm":
+            made[name] = TFLMRunner(export_dir / "model.tflite")
+        elif name == "litert":
+            made[name] = LiteRTRunner(export_dir / "model.tflite", reference=True)
+        else:
+            made[name] = OrtRunner(export_dir / "model.onnx")
+    return made
+
+
+def parity_rows(
+    cfg: BuildConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    teacher: np.ndarray,
+    fp32: np.ndarray,
+    qat: np.ndarray,
+    runners: dict[str, Any],
+    progress: bool,
+) -> dict[str, dict[str, Any]]:
+    """Every runtime's metrics on the same clips, each INT8 runtime compared with the fake-quant model."""
+    from edgekd.verify.parity import RUNTIME_ROWS, row
+
+    classes = cfg.classes
+    s_pred, t_pred = fp32.argmax(1), teacher.argmax(1)
+    rows = {
+        "teacher_fp32": row(teacher, y, classes, s_pred, t_pred),
+        "student_fp32": row(fp32, y, classes, s_pred, t_pred),
+        "student_qat": row(qat, y, classes, s_pred, t_pred, reference_logits=qat),
+    }
+    for name in ("onnx", "litert", "tflm"):
+        if name in runners:
+            logits = _batched(runners[name], x, name, progress)
+            rows[RUNTIME_ROWS[name]] = row(logits, y, classes, s_pred, t_pred, reference_logits=qat)
+    return rows
+
+
+def _batched(runner: Any, x: np.ndarray, name: str, progress: bool, chunk: int = 64) -> np.ndarray:
+    out = [
+        runner.predict(x[i : i + chunk])
+        for i in tqdm(
+            range(0, len(x), chunk), desc=f"verify {name}", unit="batch", disable=not progress, leave=False
+        )
+    ]
+    return np.concatenate(out)
+
+
+def stage_verify(
+    cfg: BuildConfig,
+    export_dir: Path,
+    export_key: str,
+    features_dir: Path,
+    features_key: str,
+    student_dir: Path,
+    teacher_dir: Path,
+    teacher_key: str,
+    stages: Stages,
+    progress: bool,
+) -> tuple[Path, str]:
+    from edgekd.verify.parity import parity_report
+
+    def produce(d: Path) -> dict[str, Any]:
+        f = np.load(features_dir / "features.npz")
+        x, y = f["test"], f["y_test"]
+        s = np.load(student_dir / "logits.npz")
+        teacher = np.load(teacher_dir / "logits.npz")["test"]
+        n = len(y) if not cfg.verify.max_clips else min(len(y), cfg.verify.max_clips)
+        runners = make_runners(cfg, export_dir)
+        rows = parity_rows(
+            cfg, x[:n], y[:n], teacher[:n], s["fp32_test"][:n], s["qat_test"][:n], runners, progress
+        )
+        budget = measure_budget(cfg, export_dir, x)
+        write_json(d / "parity.json", parity_report(cfg, rows, budget, n))
+        return {}
+
+    key = {
+        "export": export_key,
+        "features": features_key,
+        "teacher": teacher_key,
+        "verify": cfg.verify.model_dump(mode="json"),
+        "budget": cfg.budget.model_dump(mode="json"),
+        "gates": cfg.gates.model_dump(mode="json"),
+        "classes": cfg.classes,
+        "target": cfg.target,
+    }
+    return stages.run("verify", key, produce)

@@ -1,0 +1,103 @@
+"""Stages alone, on a small in-memory corpus (no TTS): views, features, and the wav2vec2 teacher path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_teachers import save_tiny
+
+from edgekd.config import load_config
+from edgekd.data.corpus import Corpus
+from edgekd.models.teachers import build_teacher
+from edgekd.pipeline import Stages
+from edgekd.stages.data import stage_features, stage_views
+from edgekd.stages.teacher import stage_teacher
+
+CLASSES_CFG = ['labels=["yes", "no"]', "unknown_words=[]", "silence=false"]
+
+
+def _corpus(tmp_path: Path) -> Path:
+    """24 clips: 'yes' = 500 Hz burst, 'no' = 2 kHz burst, at varied onsets, 4 speakers per split."""
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    clips, labels, splits, groups = [], [], [], []
+    for i in range(24):
+        label = i % 2
+        onset = rng.uniform(0.2, 0.5)
+        burst = np.sin(2 * np.pi * (500 if label == 0 else 2000) * t) * ((t > onset) & (t < onset + 0.3))
+        clips.append(np.round((0.5 * burst + 0.01 * rng.normal(size=t.size)) * 32767).astype(np.int16))
+        labels.append(label)
+        splits.append(("train", "train", "validation", "test")[(i // 2) % 4])
+        groups.append(f"speaker:{i // 2}")
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    Corpus(np.stack(clips), np.array(labels), np.array(splits), np.array(groups), ["yes", "no"]).save(
+        folder / "corpus.npz"
+    )
+    return folder
+
+
+def _stages(tmp_path: Path) -> Stages:
+    return Stages(tmp_path / "cache", log=lambda _m: None)
+
+
+def test_views_are_clean_plus_augmented_and_deterministic(tmp_path: Path) -> None:
+    cfg = load_config("esp32s3", overrides=[*CLASSES_CFG, "data.augment.views=2"])
+    corpus_dir = _corpus(tmp_path)
+    first, key = stage_views(cfg, corpus_dir, "c", _stages(tmp_path), progress=False)
+    z = np.load(first / "views.npz")
+    corpus = Corpus.load(corpus_dir / "corpus.npz")
+    train = corpus.indices("train")
+    assert len(z["audio"]) == 3 * len(train) and set(z["view"]) == {0, 1, 2}
+    assert np.array_equal(z["audio"][z["view"] == 0], corpus.clips[train])  # view 0 is the clean clip
+    assert not np.array_equal(z["audio"][z["view"] == 1], z["audio"][z["view"] == 2])
+    again, _ = stage_views(
+        cfg, corpus_dir, "c", Stages(tmp_path / "other", log=lambda _m: None), progress=False
+    )
+    assert np.array_equal(np.load(again / "views.npz")["audio"], z["audio"])
+
+
+@pytest.mark.parametrize(("target", "frontend"), [("esp32s3", "micro"), ("mobile", "logmel")])
+def test_features_follow_the_target_frontend(tmp_path: Path, target: str, frontend: str) -> None:
+    cfg = load_config(target, overrides=[*CLASSES_CFG, "data.augment.views=1"])
+    corpus_dir = _corpus(tmp_path)
+    stages = _stages(tmp_path)
+    views_dir, views_key = stage_views(cfg, corpus_dir, "c", stages, progress=False)
+    out, _ = stage_features(cfg, corpus_dir, views_dir, views_key, stages, progress=False)
+    f = np.load(out / "features.npz")
+    assert f["train"].shape == (2 * 12, 98, 40) and f["test"].shape == (6, 98, 40)
+    assert f["y_test"].tolist() == [0, 1] * 3
+    assert cfg.frontend.name == frontend and np.isfinite(f["train"]).all()
+    steps = f["train"] / 0.0390625  # the micro frontend's output unit (uint16 * 1/25.6)
+    is_micro = f["train"].min() >= 0 and np.allclose(steps, np.round(steps), atol=1e-3)
+    assert is_micro == (frontend == "micro")
+
+
+def test_wav2vec2_teacher_stage_fine_tunes_caches_logits_and_restores(tmp_path: Path) -> None:
+    ckpt = save_tiny(tmp_path / "w2v", "wav2vec2")
+    cfg = load_config(
+        "esp32s3",
+        overrides=[
+            *CLASSES_CFG,
+            "data.augment.views=1",
+            "teacher.kind=hf",
+            f"teacher.source={ckpt}",
+            "teacher.epochs=3",
+            "teacher.batch_size=8",
+        ],
+    )
+    corpus_dir = _corpus(tmp_path)
+    stages = _stages(tmp_path)
+    views_dir, views_key = stage_views(cfg, corpus_dir, "c", stages, progress=False)
+    out, _ = stage_teacher(cfg, corpus_dir, views_dir, views_key, stages, torch.device("cpu"), progress=False)
+    logits = np.load(out / "logits.npz")
+    assert logits["train"].shape == (24, 2) and logits["test"].shape == (6, 2)
+    assert (out / "teacher_hf" / "model.safetensors").is_file()
+    restored = build_teacher(cfg.teacher, cfg.classes, cfg.seed, torch.device("cpu"), load=False)
+    restored.restore(out, (16000,))
+    clips = Corpus.load(corpus_dir / "corpus.npz").float_clips(np.arange(24))
+    test = Corpus.load(corpus_dir / "corpus.npz").indices("test")
+    np.testing.assert_allclose(restored.logits(restored.features(clips[test])), logits["test"], atol=1e-5)
