@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from edgekd.artifacts import write_json, write_text
+from edgekd.artifacts import sha256_file, write_json, write_text
 from edgekd.config import BuildConfig
 from edgekd.pipeline import Stages
 from edgekd.stages.data import stage_corpus, stage_features, stage_views
@@ -104,6 +104,8 @@ def run_build(
         if (export_dir / name).exists():
             shutil.copy2(export_dir / name, staging / name)
     shutil.copy2(verify_dir / "parity.json", staging / "parity.json")
+    (staging / "logs").mkdir()
+    shutil.copy2(verify_dir / "logits.npz", staging / "logs" / "parity_logits.npz")
     for src, name in ((student_dir, "float.pt"), (student_dir, "qat.pt"), (teacher_dir, "teacher_head.pt")):
         if (src / name).exists():
             shutil.copy2(src / name, staging / "weights" / name)
@@ -145,6 +147,7 @@ def run_build(
             "used_teacher": student_info["used_teacher"],
         },
         data={
+            "corpus_sha256": sha256_file(corpus_dir / "corpus.npz"),
             "source": cfg.data.path or "synthetic (Piper + espeak-ng)",
             "summary": corpus_info["summary"],
             "skipped": corpus_info["skipped"],

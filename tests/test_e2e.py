@@ -62,6 +62,10 @@ def test_build_writes_every_artifact(built: tuple[Path, Path]) -> None:
     ):
         assert (out / name).is_file(), name
     assert not (out / ".staging").exists() and not (out / "rejected").exists()
+    logits = np.load(out / "logs" / "parity_logits.npz")
+    parity = json.loads((out / "parity.json").read_text())
+    for runtime, row in parity["rows"].items():  # every reported figure is backed by per-clip logits
+        assert np.isclose((logits[runtime].argmax(1) == logits["y"]).mean(), row["accuracy"])
 
 
 def test_parity_json_schema(built: tuple[Path, Path]) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edgekd.artifacts import write_json
+from edgekd.artifacts import write_json, write_npz
 from edgekd.config import BuildConfig
 from edgekd.pipeline import Stages
 
@@ -74,31 +74,33 @@ def make_runners(cfg: BuildConfig, export_dir: Path) -> dict[str, Any]:
     return made
 
 
-def parity_rows(
+def runtime_logits(
     cfg: BuildConfig,
     x: np.ndarray,
-    y: np.ndarray,
-    teacher: np.ndarray,
-    fp32: np.ndarray,
-    qat: np.ndarray,
+    reference: dict[str, np.ndarray],
     runners: dict[str, Any],
     progress: bool,
-) -> dict[str, dict[str, Any]]:
-    """Every runtime's metrics on the same clips, each INT8 runtime compared with the fake-quant model."""
-    from edgekd.verify.parity import RUNTIME_ROWS, row
+) -> dict[str, np.ndarray]:
+    """Logits of every parity row on the same clips: the torch references plus each exported runtime."""
+    from edgekd.verify.parity import RUNTIME_ROWS
 
-    classes = cfg.classes
-    s_pred, t_pred = fp32.argmax(1), teacher.argmax(1)
-    rows = {
-        "teacher_fp32": row(teacher, y, classes, s_pred, t_pred),
-        "student_fp32": row(fp32, y, classes, s_pred, t_pred),
-        "student_qat": row(qat, y, classes, s_pred, t_pred, reference_logits=qat),
-    }
+    logits = dict(reference)  # teacher_fp32, student_fp32, student_qat
     for name in ("onnx", "litert", "tflm"):
         if name in runners:
-            logits = _batched(runners[name], x, name, progress)
-            rows[RUNTIME_ROWS[name]] = row(logits, y, classes, s_pred, t_pred, reference_logits=qat)
-    return rows
+            logits[RUNTIME_ROWS[name]] = _batched(runners[name], x, name, progress)
+    return logits
+
+
+def parity_rows(cfg: BuildConfig, logits: dict[str, np.ndarray], y: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Every runtime's metrics; the fake-quant model is the reference for the exported runtimes' logits."""
+    from edgekd.verify.parity import row
+
+    s_pred, t_pred = logits["student_fp32"].argmax(1), logits["teacher_fp32"].argmax(1)
+    qat = logits["student_qat"]
+    return {
+        name: row(values, y, cfg.classes, s_pred, t_pred, reference_logits=None if "fp32" in name else qat)
+        for name, values in logits.items()
+    }
 
 
 def _batched(runner: Any, x: np.ndarray, name: str, progress: bool, chunk: int = 64) -> np.ndarray:
@@ -131,12 +133,15 @@ def stage_verify(
         s = np.load(student_dir / "logits.npz")
         teacher = np.load(teacher_dir / "logits.npz")["test"]
         n = len(y) if not cfg.verify.max_clips else min(len(y), cfg.verify.max_clips)
-        runners = make_runners(cfg, export_dir)
-        rows = parity_rows(
-            cfg, x[:n], y[:n], teacher[:n], s["fp32_test"][:n], s["qat_test"][:n], runners, progress
-        )
+        reference = {
+            "teacher_fp32": teacher[:n],
+            "student_fp32": s["fp32_test"][:n],
+            "student_qat": s["qat_test"][:n],
+        }
+        logits = runtime_logits(cfg, x[:n], reference, make_runners(cfg, export_dir), progress)
+        write_npz(d / "logits.npz", y=y[:n], **logits)  # per-clip evidence behind every figure
         budget = measure_budget(cfg, export_dir, x)
-        write_json(d / "parity.json", parity_report(cfg, rows, budget, n))
+        write_json(d / "parity.json", parity_report(cfg, parity_rows(cfg, logits, y[:n]), budget, n))
         return {}
 
     key = {
