@@ -175,3 +175,14 @@ def test_user_errors_exit_2_with_a_message(
     assert main([*argv, *(["--cache", str(tmp_path)] if argv[0] == "build" else [])]) == 2
     err = capsys.readouterr().err
     assert err.startswith("edgekd: error:") and message in err and "Traceback" not in err
+
+
+def test_a_second_cold_build_is_byte_identical(built: tuple[Path, Path], tmp_path: Path) -> None:
+    """Same config and seed, fresh cache, fresh process state: the same model, bit for bit."""
+    import torch
+
+    torch.manual_seed(12345)  # whatever ran before must not matter
+    out = tmp_path / "again"
+    assert main(_args(out, tmp_path / "cache")) == 0
+    for name in ("model.tflite", "model.onnx", "model_data.cc"):
+        assert sha256_file(out / name) == sha256_file(built[0] / name), name
