@@ -1,7 +1,8 @@
 """The `edgekd` command. Subcommands are declared in one table; each maps to a small handler.
 
-Exit codes: 0 success (every gate passed), 1 a gate failed, 2 a user error (bad config, data or
-path: the message says what to fix), 130 interrupted (the stage cache keeps finished stages).
+Exit codes: 0 success (every gate passed), 1 a gate failed (build), a budget check failed (inspect) or
+NEW regressed (compare), 2 a user error (bad config, data or path: the message says what to fix),
+130 interrupted (the stage cache keeps finished stages).
 """
 
 from __future__ import annotations
@@ -94,6 +95,53 @@ def cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from edgekd.artifacts import write_json
+    from edgekd.config import load_config
+    from edgekd.verify.inspect import inspect_model, render_inspect
+
+    model = Path(args.model)
+    if not model.exists():
+        raise EdgekdError(f"{model}: no such model file")
+    if model.is_dir():
+        hint = f" (did you mean {model / 'model.tflite'}?)" if (model / "model.tflite").is_file() else ""
+        raise EdgekdError(f"{model}: is a directory; pass a .tflite model file{hint}")
+    cfg = load_config(args.target, args.recipe, list(args.set or []))
+    record = inspect_model(model, cfg)
+    print(render_inspect(record, tensors=args.tensors))
+    if args.json:
+        write_json(args.json, record)
+    return 0 if record["passed"] else 1
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from edgekd.artifacts import write_json
+    from edgekd.report.compare import compare, default_tolerances, load_parity, render_compare
+
+    old, new = load_parity(args.old), load_parity(args.new)
+    tol = default_tolerances(args.new)
+    overrides = {
+        "max_drop": args.max_drop,
+        "min_agreement": args.min_agreement,
+        "max_class_drop": args.max_class_drop,
+        "max_growth_pct": args.max_growth,
+        "model_bytes": args.model_bytes,
+        "arena_bytes": args.arena_bytes,
+        "latency_ms": args.latency_ms,
+    }
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        tol = dataclasses.replace(tol, **given, source=f"{tol.source} and {flags}")
+    result = compare(old, new, tol, old_label=str(args.old), new_label=str(args.new))
+    print(render_compare(result, args.format))
+    if args.json:
+        write_json(args.json, result.as_dict())
+    return 0 if result.passed else 1
+
+
 Arg = tuple[tuple[str, ...], dict[str, Any]]
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[Arg]]] = {
     "build": (
@@ -136,6 +184,78 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[Arg]]] 
                 {"type": int, "default": 0, "help": "at most this many clips per label (0: all)"},
             ),
             (("--quiet", "-q"), {"action": "store_true"}),
+        ],
+    ),
+    "inspect": (
+        cmd_inspect,
+        "check any .tflite model against a target: INT8-ness, ops, flash, TFLM arena, MACs, latency",
+        [
+            (("model",), {"help": "a .tflite model, e.g. build/esp32s3/model.tflite or a third-party one"}),
+            (("--target",), {"required": True, "help": "target profile name (targets/*.yaml) or path"}),
+            (("--recipe",), {"default": "kws12", "help": "recipe name (configs/*.yaml) or path"}),
+            (
+                ("--set",),
+                {
+                    "action": "append",
+                    "metavar": "KEY=VALUE",
+                    "help": "override a target field, e.g. budget.arena_bytes=65536 (repeatable)",
+                },
+            ),
+            (("--tensors",), {"action": "store_true", "help": "list every tensor, not only inputs/outputs"}),
+            (("--json",), {"help": "also write the full record (schema edgekd.inspect/1) here"}),
+        ],
+    ),
+    "compare": (
+        cmd_compare,
+        "compare two builds (dirs or parity.json); exit 1 when NEW regresses beyond tolerances",
+        [
+            (("old",), {"help": "the baseline: a build directory or its parity.json"}),
+            (("new",), {"help": "the candidate: a build directory or its parity.json"}),
+            (
+                ("--max-drop",),
+                {
+                    "type": float,
+                    "metavar": "PTS",
+                    "help": "points accuracy/macro-F1 of a student row may drop (default: NEW's "
+                    "gates.max_accuracy_drop, else 0.5)",
+                },
+            ),
+            (
+                ("--min-agreement",),
+                {
+                    "type": float,
+                    "metavar": "FRACTION",
+                    "help": "floor for the device row's agreement with the float student "
+                    "(default: NEW's gates.min_agreement)",
+                },
+            ),
+            (
+                ("--max-class-drop",),
+                {
+                    "type": float,
+                    "metavar": "PTS",
+                    "help": "points any class's accuracy may drop (default: off)",
+                },
+            ),
+            (
+                ("--max-growth",),
+                {
+                    "type": float,
+                    "metavar": "PCT",
+                    "help": "percent model bytes, arena, MACs or estimated latency may grow (default: off)",
+                },
+            ),
+            (("--model-bytes",), {"type": int, "help": "model budget in bytes (default: NEW's budget)"}),
+            (
+                ("--arena-bytes",),
+                {"type": int, "help": "arena budget in bytes, with headroom (default: NEW's)"},
+            ),
+            (("--latency-ms",), {"type": float, "help": "latency budget (default: NEW's budget)"}),
+            (
+                ("--format",),
+                {"choices": ["text", "md"], "default": "text", "help": "md: a pull-request comment"},
+            ),
+            (("--json",), {"help": "also write the comparison as JSON here"}),
         ],
     ),
     "targets": (

@@ -16,9 +16,7 @@ from edgekd.pipeline import Stages
 def _host_latency_ms(cfg: BuildConfig, export_dir: Path, x: np.ndarray, repeats: int = 20) -> float:
     """Median batch-1 latency on this host, on the fast kernels a phone or server would run
     (XNNPACK LiteRT, onnxruntime) — not the reference kernels used for parity."""
-    import time
-
-    from edgekd.verify.runners import LiteRTRunner, OrtRunner, TFLMRunner
+    from edgekd.verify.runners import LiteRTRunner, OrtRunner, TFLMRunner, median_ms
 
     primary = cfg.verify.primary
     if primary == "onnx":
@@ -27,13 +25,7 @@ def _host_latency_ms(cfg: BuildConfig, export_dir: Path, x: np.ndarray, repeats:
         runner = LiteRTRunner(export_dir / "model.tflite", reference=False)
     else:
         runner = TFLMRunner(export_dir / "model.tflite")
-    runner.predict(x[:1])
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        runner.predict(x[:1])
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1000)
+    return median_ms(lambda: runner.predict(x[:1]), repeats)
 
 
 def measure_budget(cfg: BuildConfig, export_dir: Path, x: np.ndarray) -> Any:
@@ -50,10 +42,11 @@ def measure_budget(cfg: BuildConfig, export_dir: Path, x: np.ndarray) -> Any:
         info = describe(tflite)
         ops, macs, fully_int8, float_tensors = info.op_set, info.macs, info.is_fully_int8, info.float_tensors
         arena = measure_arena(tflite) if "tflm" in cfg.verify.runtimes else None
-    b = cfg.budget
-    if b.clock_mhz is not None and b.macs_per_cycle is not None and macs:
-        latency = macs / (b.macs_per_cycle * b.clock_mhz * 1e3)
-        source = f"estimate: {macs} MACs / ({b.macs_per_cycle} MAC/cycle x {b.clock_mhz} MHz)"
+    from edgekd.verify.inspect import build_latency_estimate
+
+    estimate = build_latency_estimate(macs, cfg.budget)  # MCUs: MACs at the target clock; one formula
+    if estimate is not None:
+        latency, source = estimate
     else:
         latency = _host_latency_ms(cfg, export_dir, x)
         source = f"measured on this host ({cfg.verify.primary}, fast kernels, batch 1, median of 20)"

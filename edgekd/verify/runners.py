@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -180,3 +182,14 @@ class OrtRunner:
         batches = [clip[None] for clip in x] if self._batch == 1 else [x]
         logits = [self._sess.run(None, {self._input_name: b})[0] for b in batches]
         return np.concatenate([y.reshape(len(y), -1) for y in logits]).astype(np.float32)
+
+
+def median_ms(run: Callable[[], object], repeats: int = 20) -> float:
+    """Median wall time of `run()` in milliseconds after one warm-up call (first calls allocate)."""
+    run()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000)

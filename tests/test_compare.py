@@ -1,0 +1,141 @@
+"""`edgekd compare`: identical reports pass, injected regressions fail naming the metric, errors are clear."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgekd.cli import main
+from edgekd.config import dump_config, load_config
+from edgekd.errors import EdgekdError
+from edgekd.report.compare import Tolerances, compare, default_tolerances, load_parity, render_compare
+from edgekd.verify.parity import Budget, parity_report, row
+
+CFG = load_config("esp32s3")
+
+
+def _parity(seed: int = 0) -> dict[str, Any]:
+    """A realistic parity record: 240 clips, ~95% accurate rows, an INT8 row that tracks the float one."""
+    rng = np.random.default_rng(seed)
+    n_cls = len(CFG.classes)
+    y = np.arange(240) % n_cls
+    logits = rng.normal(size=(240, n_cls)).astype(np.float32)
+    logits[np.arange(240), y] += 4.0
+    teacher = logits + rng.normal(scale=0.3, size=logits.shape).astype(np.float32)
+    s_pred, t_pred = logits.argmax(1), teacher.argmax(1)
+    rows = {
+        "teacher_fp32": row(teacher, y, CFG.classes, s_pred, t_pred),
+        "student_fp32": row(logits, y, CFG.classes, s_pred, t_pred),
+        "student_qat": row(logits, y, CFG.classes, s_pred, t_pred, reference_logits=logits),
+        "student_int8_tflm": row(logits + 0.01, y, CFG.classes, s_pred, t_pred, reference_logits=logits),
+    }
+    budget = Budget(48_904, 42_992, ["CONV_2D", "FULLY_CONNECTED"], 4_744_768, True, [], 19.77, "estimate: x")
+    return parity_report(CFG, rows, budget, len(y))
+
+
+def _write(d: Path, parity: dict[str, Any], config: dict[str, Any] | None = None) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "parity.json").write_text(json.dumps(parity))
+    (d / "config.json").write_text(json.dumps(config or dump_config(CFG)))
+    return d
+
+
+def test_identical_reports_pass(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    old = _write(tmp_path / "old", _parity())
+    new = _write(tmp_path / "new", _parity())
+    result = compare(load_parity(old), load_parity(new), default_tolerances(new))
+    assert result.passed and result.regressions == []
+    assert all(d.delta in (None, 0.0) for d in result.deltas)
+    assert main(["compare", str(old), str(new / "parity.json")]) == 0
+    out = capsys.readouterr().out
+    assert "edgekd compare: PASS" in out and "student_int8_tflm.accuracy" in out
+
+
+def test_injected_accuracy_regression_fails_naming_the_metric(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    base = _parity()
+    worse = copy.deepcopy(base)
+    worse["rows"]["student_int8_tflm"]["accuracy"] -= 0.03
+    old, new = _write(tmp_path / "old", base), _write(tmp_path / "new", worse)
+    assert main(["compare", str(old), str(new)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out
+    assert "student_int8_tflm.accuracy dropped 3.00 pts" in out and "0.5 pts allowed" in out
+    # The tolerance comes from NEW's config.json and is overridable on the command line.
+    assert main(["compare", str(old), str(new), "--max-drop", "5"]) == 0
+    assert "--max-drop" in capsys.readouterr().out
+
+
+def test_tolerances_default_to_new_builds_gates(tmp_path: Path) -> None:
+    cfg = dump_config(CFG)
+    cfg["gates"]["max_accuracy_drop"] = 4.0
+    new = _write(tmp_path / "new", _parity(), cfg)
+    tol = default_tolerances(new)
+    assert tol.max_drop == 4.0 and tol.min_agreement == CFG.gates.min_agreement
+    assert tol.model_bytes == CFG.budget.model_bytes and tol.arena_bytes == CFG.budget.arena_bytes
+    assert str(new / "config.json") in tol.source
+    (new / "config.json").unlink()
+    assert default_tolerances(new) == Tolerances()
+
+
+def test_per_class_deltas_and_markdown(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = _parity()
+    changed = copy.deepcopy(base)
+    changed["rows"]["student_int8_tflm"]["per_class_accuracy"]["yes"] -= 0.1
+    result = compare(base, changed, Tolerances(max_class_drop=5.0))
+    yes = next(d for d in result.deltas if d.section == "per_class" and d.name == "yes")
+    assert yes.delta == pytest.approx(-0.1) and yes.regression
+    assert len([d for d in result.deltas if d.section == "per_class"]) == len(CFG.classes)
+    assert any("per_class_accuracy[yes] dropped 10.00 pts" in r for r in result.regressions)
+    md = render_compare(result, "md")
+    assert md.startswith("### edgekd compare: FAIL")
+    assert "| metric " in md and "**Per-class accuracy (student_int8_tflm)**" in md
+    assert "| yes " in md and "-10.00 pts" in md
+    old, new = _write(tmp_path / "old", base), _write(tmp_path / "new", changed)
+    assert main(["compare", str(old), str(new), "--format", "md"]) == 0  # per-class drops are off by default
+    assert capsys.readouterr().out.startswith("### edgekd compare: PASS")
+
+
+def test_budget_and_agreement_regressions_are_named() -> None:
+    base = _parity()
+    worse = copy.deepcopy(base)
+    worse["budget"].update(model_bytes=70_000, arena_bytes_with_headroom=50_000, fully_int8=False)
+    worse["budget"]["float_tensors"] = ["input"]
+    worse["rows"]["student_int8_tflm"]["agreement_with_student_fp32"] = 0.99
+    tol = Tolerances(min_agreement=0.995, model_bytes=65_536, arena_bytes=49_152)
+    text = "\n".join(compare(base, worse, tol).regressions)
+    assert "budget.model_bytes is 70000 B, over the budget of 65536 B" in text
+    assert "budget.arena_bytes_with_headroom is 50000 B" in text
+    assert "budget.fully_int8 became false: float tensors input" in text
+    assert "student_int8_tflm.agreement_with_student_fp32 is 99.00%, below the 99.50% required" in text
+    grown = copy.deepcopy(base)
+    grown["budget"]["macs"] = int(base["budget"]["macs"] * 1.2)
+    assert compare(base, grown, Tolerances(max_growth_pct=25)).passed
+    assert "budget.macs grew 20.0%" in compare(base, grown, Tolerances(max_growth_pct=10)).regressions[0]
+
+
+def test_unreadable_inputs_are_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    good = _write(tmp_path / "good", _parity())
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"schema": "edgekd.inspect/1"}))
+    assert main(["compare", str(good), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "other.json: schema 'edgekd.inspect/1' is not 'edgekd.parity/1'" in err
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(EdgekdError, match="broken.json: not valid JSON"):
+        load_parity(broken)
+    with pytest.raises(EdgekdError, match="nothing: no such build directory or parity.json"):
+        load_parity(tmp_path / "nothing")
+    with pytest.raises(EdgekdError, match="no parity.json in this directory"):
+        load_parity(tmp_path)
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"schema": "edgekd.parity/1", "rows": {}}))
+    with pytest.raises(EdgekdError, match=r"partial.json: missing field\(s\)"):
+        load_parity(partial)
