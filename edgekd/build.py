@@ -169,6 +169,12 @@ def run_build(
         files=file_hashes(staging, [*ARTIFACTS, "parity.json"]),
     )
     write_json(staging / "manifest.json", manifest)
+    if (staging / "model.tflite").exists():  # firmware package: model_settings.h (+ ESPHome manifest)
+        from edgekd.export.firmware import write_firmware_package
+
+        written = write_firmware_package(staging)
+        manifest["files"].update(file_hashes(staging, [p.name for p in written]))
+        write_json(staging / "manifest.json", manifest)
     write_json(staging / "config.json", cfg.model_dump(mode="json"))
 
     write_text(staging / "report.md", report_md(parity, manifest))

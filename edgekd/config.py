@@ -162,6 +162,16 @@ class GatesConfig(Section):
     max_accuracy_drop: Annotated[float, Field(ge=0.0, le=100.0)] = 0.5  # points
 
 
+class FirmwareConfig(Section):
+    """The streaming decision the firmware runs (and `edgekd.detect` defines bit-exactly)."""
+
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8  # mean keyword probability that fires
+    window: Annotated[int, Field(ge=1, le=255)] = 3  # inferences averaged (ESPHome's sliding_window_size)
+    stride_frames: Annotated[int, Field(ge=1, le=100)] = 10  # 10 ms frames between inferences
+    refractory: Annotated[int, Field(ge=0, le=1000)] | None = None  # inferences muted after a detection;
+    # None = one model window
+
+
 class VerifyConfig(Section):
     runtimes: list[Literal["tflm", "litert", "onnx"]] = ["tflm", "litert", "onnx"]
     primary: Literal["tflm", "litert", "onnx"] = "tflm"
@@ -186,6 +196,7 @@ class BuildConfig(Section):
     budget: BudgetConfig = BudgetConfig()
     gates: GatesConfig = GatesConfig()
     verify: VerifyConfig = VerifyConfig()
+    firmware: FirmwareConfig = FirmwareConfig()
 
     @field_validator("labels", "unknown_words", mode="before")
     @classmethod

@@ -1,0 +1,436 @@
+"""Firmware: the host-built C++ (firmware_stub/components/kws) reproduces edgekd's decision logic bit for bit,
+the comparison fails when the Python rules change alone, and a build's firmware package compiles.
+
+Builds firmware_stub/host_test with cmake + the host C++ compiler once per module (~5 s on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekd import detect
+from edgekd.artifacts import sha256_bytes
+from edgekd.audio.frontend import MICRO_FEATURE_SCALE, MicroFrontend
+from edgekd.audio.io import SAMPLE_RATE
+from edgekd.audio.synth import Synthesizer, list_voices
+from edgekd.errors import EdgekdError
+from edgekd.export.c_array import write_c_array
+from edgekd.export.firmware import (
+    ESPHOME_INPUT_SCALE,
+    ESPHOME_MANIFEST,
+    SETTINGS_HEADER,
+    esphome_contract_violations,
+    resolver_method,
+    write_firmware_package,
+)
+from edgekd.verify import runners
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST_TEST = ROOT / "firmware_stub" / "host_test"
+CXX = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("cmake") is None or CXX is None,
+    reason="the firmware host tests need cmake and a C++17 compiler (apt-get install cmake g++)",
+)
+
+LABELS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "_unknown_", "_silence_"]
+INPUT_SCALE, INPUT_ZP = 0.10095298290252686, -128  # a real esp32s3 build's input quantization
+OUTPUT_SCALE = 0.06752128154039383
+# Quantization cases run over all 65536 uint16 frontend values. 0.078125 = 2 x the feature scale makes
+# every odd value an exact .5 (so a half-to-even rounding cannot hide); (0.15, 3) a positive zero point.
+QUANT_CASES = [(INPUT_SCALE, INPUT_ZP), (0.078125, -128), (0.15, 3)]
+RING_FRAMES, STRIDE, WINDOW, REFRACTORY = 98, 3, 3, 4
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+
+
+def _checked(cmd: list[str]) -> str:
+    proc = _run(cmd)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def host_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    build = tmp_path_factory.mktemp("kws-host")
+    _checked(["cmake", "-S", str(HOST_TEST), "-B", str(build), f"-DCMAKE_CXX_COMPILER={CXX}"])
+    _checked(["cmake", "--build", str(build), "-j2", "--target", "kws_unit_tests", "kws_vectors"])
+    return build
+
+
+def test_cpp_unit_tests_pass_under_ctest(host_build: Path) -> None:
+    proc = _run(["ctest", "--output-on-failure", "-R", "kws_unit_tests"], cwd=host_build)
+    assert proc.returncode == 0 and "100% tests passed" in proc.stdout, proc.stdout + proc.stderr
+
+
+# ----------------------------------------------------------------------------- bit-identity vectors
+
+
+@pytest.fixture(scope="module")
+def stream_raw() -> np.ndarray:
+    """uint16 micro-frontend frames [T, 40] of a 4 s stream with three spoken keywords (as a device hears)."""
+    voice = list_voices("espeak", 1, seed=0)[0]
+    synth = Synthesizer()
+    audio = np.random.default_rng(0).normal(0, 0.003, 4 * SAMPLE_RATE).astype(np.float32)
+    for word, start in (("yes", 0.3), ("stop", 1.5), ("no", 2.7)):
+        x = synth.synth(word, voice)
+        i = int(start * SAMPLE_RATE)
+        audio[i : i + len(x)] += x[: len(audio) - i]
+    # One call over the whole stream: the frontend's noise and gain state carry on, as on the device.
+    features = MicroFrontend()(audio)
+    raw = np.round(features / np.float32(MICRO_FEATURE_SCALE))
+    np.testing.assert_array_equal(raw * np.float32(MICRO_FEATURE_SCALE), features)  # exact codes
+    assert features.shape == (398, 40) and raw.max() > 400  # speech, not just noise
+    return raw.astype(np.uint16)
+
+
+def _crafted_logits(n: int, table: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """int8 logits for n inferences covering every branch of the rule, and the cutoff that makes one
+    window sum land exactly on cutoff * window (strict '>' must not fire there)."""
+    c = len(LABELS)
+    logits = rng.integers(-60, 21, size=(n, c)).astype(np.int8)
+    tie = np.full(c, -128, np.int8)
+    tie[[0, 1]] = (40, 30)
+    cutoff = int(detect.probabilities_u8(tie, table)[0])
+
+    def burst(start: int, length: int, cls: int, level: int = 100) -> None:
+        logits[start : start + length, cls] = level
+
+    burst(4, 12, 0)  # a long "yes": fires, refractory, fires again
+    burst(16, 5, c - 1)  # _silence_ dominates: never a detection
+    logits[24 : 24 + WINDOW] = tie  # sum == cutoff * window exactly: not fired
+    burst(30, 3, 4, 35)  # a weaker "left" near the cutoff
+    burst(40, 4, 8)  # "stop"
+    logits[50:53, 2] = logits[50:53, 3] = 90  # two keywords tie: the lower index wins
+    logits[60:62] = 127  # all equal: probabilities round half up
+    return logits, cutoff
+
+
+def write_vectors(path: Path, raw: np.ndarray, seed: int = 0) -> dict[str, int]:
+    """Inputs and edgekd's expected outputs in the format of firmware_stub/host_test/kws_vectors.cc."""
+    arrays: dict[str, np.ndarray | list[int]] = {}
+
+    def bits(x: float) -> int:
+        return int(np.float32(x).view(np.uint32))
+
+    arrays["feature_scale_bits"] = [bits(MICRO_FEATURE_SCALE)]
+    every = np.arange(1 << 16, dtype=np.uint16)
+    arrays["quant.cases"] = [len(QUANT_CASES)]
+    for i, (scale, zp) in enumerate(QUANT_CASES):
+        arrays[f"quant.{i}.scale_bits"] = [bits(scale)]
+        arrays[f"quant.{i}.zero_point"] = [zp]
+        arrays[f"quant.{i}.raw"] = every
+        arrays[f"quant.{i}.expected"] = detect.quantize_raw_features(every, scale, zp)
+
+    table = detect.exp_table(OUTPUT_SCALE)
+    frames_q = detect.quantize_raw_features(raw, INPUT_SCALE, INPUT_ZP)
+    scheduled = list(detect.feature_windows(frames_q, RING_FRAMES, STRIDE))
+    logits, cutoff = _crafted_logits(len(scheduled), table, np.random.default_rng(seed))
+    detectable = [lbl not in detect.NON_KEYWORDS for lbl in LABELS]
+    trace = detect.smooth_stream(logits, table, WINDOW, cutoff, detectable, REFRACTORY)
+    arrays.update(
+        {
+            "pipe.frames": [RING_FRAMES],
+            "pipe.features": [raw.shape[1]],
+            "pipe.stride": [STRIDE],
+            "pipe.scale_bits": [bits(INPUT_SCALE)],
+            "pipe.zero_point": [INPUT_ZP],
+            "pipe.classes": [len(LABELS)],
+            "pipe.window": [WINDOW],
+            "pipe.cutoff": [cutoff],
+            "pipe.refractory": [REFRACTORY],
+            "pipe.detectable": [int(d) for d in detectable],
+            "pipe.exp_table": table,
+            "pipe.raw": raw,
+            "pipe.due_frames": [t for t, _ in scheduled],
+            "pipe.windows": np.stack([w for _, w in scheduled]),
+            "pipe.logits": logits,
+            "pipe.probs": trace.probs,
+            "pipe.sums": trace.sums,
+            "pipe.detected": [int(d.detected) for d in trace.decisions],
+            "pipe.label": [d.label for d in trace.decisions],
+            "pipe.sum": [d.total for d in trace.decisions],
+            "pipe.average": [d.average for d in trace.decisions],
+        }
+    )
+    lines = ["edgekd-kws-vectors 1"]
+    for name, values in arrays.items():
+        flat = np.asarray(values).reshape(-1).astype(np.int64).tolist()
+        lines.append(f"{name} {len(flat)} {' '.join(map(str, flat))}")
+    path.write_text("\n".join(lines) + "\n")
+    return {
+        "inferences": len(scheduled),
+        "detections": sum(d.detected for d in trace.decisions),
+        "cutoff": cutoff,
+    }
+
+
+def test_reference_quantization_is_the_training_quantization(stream_raw: np.ndarray) -> None:
+    features = stream_raw.astype(np.float32) * np.float32(MICRO_FEATURE_SCALE)
+    np.testing.assert_array_equal(
+        detect.quantize_raw_features(stream_raw, INPUT_SCALE, INPUT_ZP),
+        runners.quantize_input(features, INPUT_SCALE, INPUT_ZP),
+    )
+
+
+def test_cpp_matches_python_bit_for_bit(host_build: Path, stream_raw: np.ndarray, tmp_path: Path) -> None:
+    vectors = tmp_path / "vectors.txt"
+    info = write_vectors(vectors, stream_raw)
+    assert info["inferences"] == (398 - RING_FRAMES) // STRIDE + 1
+    assert info["detections"] >= 3  # the crafted bursts fire; the run is not trivially quiet
+    proc = _run([str(host_build / "kws_vectors"), str(vectors)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"({info['inferences']} inferences, {info['detections']} detections)" in proc.stdout
+
+
+def _half_to_even(x: np.ndarray, scale: float, zero_point: int, dtype: type = np.int8) -> np.ndarray:
+    v = np.round(np.asarray(x, np.float32) / np.float32(scale))  # numpy rounds halves to even
+    info = np.iinfo(dtype)
+    return np.clip(v + zero_point, info.min, info.max).astype(dtype)
+
+
+class _WiderWindow(detect.PosteriorSmoother):
+    def __init__(self, n: int, window: int, cutoff: int, detectable: list[bool], refractory: int = 0) -> None:
+        super().__init__(n, window + 1, cutoff, detectable, refractory)
+
+
+class _ShorterRefractory(detect.PosteriorSmoother):
+    def __init__(self, n: int, window: int, cutoff: int, detectable: list[bool], refractory: int = 0) -> None:
+        super().__init__(n, window, cutoff, detectable, refractory - 1)
+
+
+BREAKAGES: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], str]] = {
+    "quantize rounds half to even": (
+        lambda mp: mp.setattr(runners, "quantize_input", _half_to_even),
+        "quant.1 raw",
+    ),
+    "probabilities round down": (
+        lambda mp: mp.setattr(detect, "div_round", lambda n, d: n // d),
+        "probability",
+    ),
+    "cutoff compared with >=": (
+        lambda mp: mp.setattr(detect, "exceeds_cutoff", lambda t, c, w: t >= c * w),
+        "detected",
+    ),
+    "smoothing window off by one": (
+        lambda mp: mp.setattr(detect, "PosteriorSmoother", _WiderWindow),
+        "average",  # the first inference's sums agree (one row filled); sum // window does not
+    ),
+    "refractory one inference shorter": (
+        lambda mp: mp.setattr(detect, "PosteriorSmoother", _ShorterRefractory),
+        "detected",
+    ),
+    "first inference one frame late": (
+        lambda mp: mp.setattr(detect, "window_schedule", lambda n, w, s: list(range(w + 1, n + 1, s))),
+        "inference due after frame 98",
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", list(BREAKAGES))
+def test_changing_the_python_rule_alone_fails_the_comparison(
+    breakage: str, host_build: Path, stream_raw: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    patch, where = BREAKAGES[breakage]
+    patch(monkeypatch)
+    vectors = tmp_path / "vectors.txt"
+    write_vectors(vectors, stream_raw)
+    proc = _run([str(host_build / "kws_vectors"), str(vectors)])
+    assert proc.returncode == 1, f"{breakage}: the C++ still matched\n{proc.stdout}"
+    assert "MISMATCH" in proc.stdout and where in proc.stdout, proc.stdout
+
+
+def test_vectors_file_errors_are_reported(host_build: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("something else\n")
+    proc = _run([str(host_build / "kws_vectors"), str(bad)])
+    assert proc.returncode == 2 and "not an edgekd-kws-vectors 1 file" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- firmware package
+
+
+def fake_build(folder: Path, **overrides: object) -> Path:
+    """A minimal build dir: manifest.json, parity.json and model_data.h/.cc of stand-in model bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = bytes(range(256)) * 5 + b"edgekd"
+    write_c_array(model, folder)
+    frontend = {**MicroFrontend().params(), "n_features": 40, "clip_ms": 1000, "input_shape": [98, 40]}
+    manifest: dict[str, object] = {
+        "schema": "edgekd.manifest/1",
+        "target": "esp32s3",
+        "classes": LABELS,
+        "frontend": frontend,
+        "model_io": {
+            "input": {
+                "dtype": "int8",
+                "shape": [1, 98, 40],
+                "scales": [INPUT_SCALE],
+                "zero_points": [INPUT_ZP],
+            },
+            "output": {
+                "dtype": "int8",
+                "shape": [1, 12],
+                "scales": [OUTPUT_SCALE],
+                "zero_points": [-21],
+            },
+        },
+        "arena": {"measured_bytes": 42992, "with_headroom_bytes": 47292},
+        "config": {},
+        "files": {"model.tflite": {"sha256": sha256_bytes(model), "bytes": len(model)}},
+    }
+    manifest.update(overrides)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    ops = ["AVERAGE_POOL_2D", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "PAD", "QUANTIZE", "RESHAPE"]
+    (folder / "parity.json").write_text(json.dumps({"budget": {"ops": ops}}))
+    return folder
+
+
+def test_model_settings_compiles_with_model_data_and_matches_manifest(
+    host_build: Path, tmp_path: Path
+) -> None:
+    build = fake_build(tmp_path / "esp32s3")
+    written = write_firmware_package(build)
+    assert written == [build / SETTINGS_HEADER]
+    assert not (build / ESPHOME_MANIFEST).exists()
+    header = (build / SETTINGS_HEADER).read_text()
+    assert "micro_wake_word manifest: not written" in header and "uint8 [1, 1]" in header
+
+    # The documented host step: point the host build at the build dir; nothing is copied by hand.
+    _checked(["cmake", "-S", str(HOST_TEST), "-B", str(host_build), f"-DEDGEKD_BUILD_DIR={build}"])
+    _checked(["cmake", "--build", str(host_build), "-j2", "--target", "settings_check"])
+    out = _checked([str(host_build / "settings_check")])
+    lines = [line.split(" ", 1) for line in out.splitlines()]
+    got: dict[str, str] = {k: v for k, v in lines if k != "label"}
+    manifest = json.loads((build / "manifest.json").read_text())
+    assert [v.split() for k, v in lines if k == "label"] == [
+        [lbl, "0" if lbl.startswith("_") else "1"] for lbl in LABELS
+    ]
+    assert int(got["num_classes"]) == len(manifest["classes"])
+    assert int(got["arena"]) == 47296 and int(got["arena"]) % 16 == 0
+    assert int(got["arena"]) >= manifest["arena"]["with_headroom_bytes"]
+    assert int(got["arena_measured"]) == manifest["arena"]["measured_bytes"]
+    assert np.float32(float(got["input_scale"])) == np.float32(manifest["model_io"]["input"]["scales"][0])
+    assert int(got["input_zero_point"]) == INPUT_ZP
+    assert np.float32(float(got["output_scale"])) == np.float32(OUTPUT_SCALE)
+    assert int(got["output_zero_point"]) == -21
+    assert [int(v) for v in got["exp_table"].split()] == detect.exp_table(OUTPUT_SCALE).tolist()
+    assert (int(got["feature_frames"]), int(got["feature_count"])) == (98, 40)
+    fe = manifest["frontend"]
+    assert (int(got["window_ms"]), int(got["step_ms"]), int(got["channels"])) == (30, 10, 40)
+    assert float(got["lower_band_limit_hz"]) == fe["lower_band_limit_hz"]
+    assert float(got["upper_band_limit_hz"]) == fe["upper_band_limit_hz"]
+    assert int(got["pcan_gain_bits"]) == fe["pcan_gain_control"]["gain_bits"]
+    assert int(got["log_scale_shift"]) == fe["log_scale"]["scale_shift"]
+    assert float(got["feature_scale"]) == MICRO_FEATURE_SCALE
+    assert int(got["window"]) == detect.DEFAULT_WINDOW and int(got["stride"]) == detect.DEFAULT_STRIDE_FRAMES
+    assert int(got["cutoff"]) == int(detect.DEFAULT_THRESHOLD * 255) == 204
+    assert int(got["refractory"]) == 10  # ceil(98 frames / 10): one input window
+    assert got["ops"].split() == [
+        "AveragePool2D",
+        "Conv2D",
+        "DepthwiseConv2D",
+        "FullyConnected",
+        "Pad",
+        "Quantize",
+        "Reshape",
+    ]
+    assert int(got["num_ops"]) == 7
+    assert got["model_sha256"] == manifest["files"]["model.tflite"]["sha256"]
+    assert int(got["model_bytes"]) == manifest["files"]["model.tflite"]["bytes"]
+
+
+def test_settings_follow_a_firmware_config_section(tmp_path: Path) -> None:
+    build = fake_build(tmp_path, config={"firmware": {"threshold": 0.9, "window": 5, "stride_frames": 4}})
+    s = detect.settings_from_build(build)
+    assert (s.threshold, s.window, s.stride_frames, s.cutoff, s.refractory) == (0.9, 5, 4, 229, 25)
+    assert s.detectable == tuple(not lbl.startswith("_") for lbl in LABELS)
+    assert detect.settings_from_build(build, threshold=0.5).cutoff == 127
+    header = write_firmware_package(build)[0].read_text()
+    assert "kSmoothingWindow = 5;" in header and "kProbabilityCutoff = 229;" in header
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model_io": None}, "missing field 'model_io.input'"),
+        ({"classes": LABELS[:5]}, "does not hold one score per class"),
+        ({"arena": {"measured_bytes": 100}}, "missing field 'arena.with_headroom_bytes'"),
+        ({"config": {"firmware": {"threshold": 1.5}}}, "threshold must be in (0, 1)"),
+    ],
+)
+def test_bad_build_dirs_fail_naming_the_field(tmp_path: Path, change: dict, message: str) -> None:
+    build = fake_build(tmp_path, **change)
+    with pytest.raises(EdgekdError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        write_firmware_package(build)
+
+
+def test_missing_manifest_and_model_mismatch_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(EdgekdError, match=r"manifest\.json"):
+        write_firmware_package(tmp_path)
+    build = fake_build(tmp_path / "b")
+    (build / "model.tflite").write_bytes(b"another model")
+    with pytest.raises(EdgekdError, match="belongs to another build"):
+        write_firmware_package(build)
+
+
+def test_esphome_manifest_only_for_a_streaming_single_word_uint8_model(tmp_path: Path) -> None:
+    streaming = fake_build(
+        tmp_path / "streaming",
+        classes=["hey_edgekd"],
+        model_io={
+            "input": {
+                "dtype": "int8",
+                "shape": [1, 3, 40],
+                "scales": [ESPHOME_INPUT_SCALE],
+                "zero_points": [-128],
+            },
+            "output": {"dtype": "uint8", "shape": [1, 1], "scales": [1 / 256], "zero_points": [0]},
+        },
+    )
+    ops = ["CALL_ONCE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CONV_2D", "LOGISTIC", "QUANTIZE"]
+    (streaming / "parity.json").write_text(json.dumps({"budget": {"ops": ops}}))
+    written = write_firmware_package(streaming)
+    assert [p.name for p in written] == [SETTINGS_HEADER, ESPHOME_MANIFEST]
+    mww = json.loads((streaming / ESPHOME_MANIFEST).read_text())
+    assert mww["type"] == "micro" and mww["version"] == 2 and mww["wake_word"] == "hey_edgekd"
+    assert mww["model"] == "model.tflite" and mww["trained_languages"] == ["en"]
+    assert mww["micro"] == {
+        "probability_cutoff": 0.8,
+        "feature_step_size": 10,
+        "sliding_window_size": 3,
+        "tensor_arena_size": 47296,
+        "minimum_esphome_version": "2024.7.0",
+    }
+    assert "kOutputIsInt8Logits = false;" in written[0].read_text()
+
+    # edgekd's own 12-class model: every failed clause is named.
+    settings = detect.settings_from_build(fake_build(tmp_path / "kws"))
+    reasons = esphome_contract_violations(settings, ["CONV_2D", "FULLY_CONNECTED", "RESHAPE"])
+    assert len(reasons) == 3
+    assert "int8 [1, 12]" in reasons[0] and "streaming" in reasons[1] and "input quantization" in reasons[2]
+    assert math.isclose(ESPHOME_INPUT_SCALE, 0.1016235, rel_tol=1e-6)
+
+
+def test_resolver_method_names() -> None:
+    assert resolver_method("CONV_2D") == "Conv2D"
+    assert resolver_method("DEPTHWISE_CONV_2D") == "DepthwiseConv2D"
+    assert resolver_method("FULLY_CONNECTED") == "FullyConnected"
+    assert resolver_method("AVERAGE_POOL_2D") == "AveragePool2D"
+    assert resolver_method("SPLIT_V") == "SplitV"
+    assert resolver_method("L2_NORMALIZATION") == "L2Normalization"
+    assert resolver_method("UNIDIRECTIONAL_SEQUENCE_LSTM") == "UnidirectionalSequenceLSTM"
+    with pytest.raises(EdgekdError):
+        resolver_method("CONV-2D")
