@@ -52,6 +52,7 @@ def test_build_writes_every_artifact(built: tuple[Path, Path]) -> None:
         "model.onnx",
         "model_data.h",
         "model_data.cc",
+        "model_settings.h",
         "manifest.json",
         "parity.json",
         "report.md",
