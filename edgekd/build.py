@@ -53,12 +53,43 @@ def _promote(staging: Path, out: Path, passed: bool) -> Path:
     return out
 
 
+def _write_reports(
+    staging: Path,
+    parity: dict[str, Any],
+    manifest: dict[str, Any],
+    training: dict[str, Any],
+    features_dir: Path,
+    log: Any,
+) -> None:
+    """report.md and the self-contained report.html, with a per-layer float-vs-INT8 comparison that
+    names the layer where a failing build loses accuracy (shown for passing builds too, ~10 s)."""
+    import numpy as np
+
+    from edgekd.report.html import logit_diffs_from_logits, report_html
+    from edgekd.report.markdown import report_md
+    from edgekd.verify.layers import compare_layers, layers_md, worst_sentence
+
+    layers = None
+    if (staging / "model.tflite").exists():
+        layers = compare_layers(staging, np.load(features_dir / "features.npz")["test"], max_clips=32)
+        write_json(staging / "logs" / "layers.json", layers)
+        if not parity["passed"]:
+            log(f"per-layer comparison: {worst_sentence(layers)}")
+    md = report_md(parity, manifest)
+    if layers and not parity["passed"]:
+        md += "\n## Per-layer float vs INT8\n\n" + layers_md(layers) + "\n"
+    write_text(staging / "report.md", md)
+    logits = dict(np.load(staging / "logs" / "parity_logits.npz"))
+    html = report_html(parity, manifest, training, logit_diffs_from_logits(logits), layers=layers)
+    write_text(staging / "report.html", html)
+
+
 def run_build(
     cfg: BuildConfig, out: Path, cache_root: Path, progress: bool = True, log: Any = print
 ) -> BuildResult:
     """Run every stage (cached), verify, and write the build directory."""
     from edgekd.export.manifest import build_manifest, file_hashes, model_io
-    from edgekd.report.markdown import report_md, summary
+    from edgekd.report.markdown import summary
 
     if cfg.data.path and not Path(cfg.data.path).is_dir():  # fail before any stage starts
         from edgekd.errors import DataError
@@ -116,14 +147,12 @@ def run_build(
     corpus_info = json.loads((corpus_dir / "_done.json").read_text())
     student_info = json.loads((student_dir / "_done.json").read_text())
     features_info = json.loads((features_dir / "_done.json").read_text())
-    write_json(
-        staging / "logs" / "training.json",
-        {
-            "teacher": teacher_info.get("history"),
-            "student_float": student_info["float"]["history"],
-            "student_qat": student_info["qat"]["history"],
-        },
-    )
+    training = {
+        "teacher": teacher_info.get("history"),
+        "student_float": student_info["float"]["history"],
+        "student_qat": student_info["qat"]["history"],
+    }
+    write_json(staging / "logs" / "training.json", training)
     manifest = build_manifest(
         target=cfg.target,
         recipe=cfg.recipe,
@@ -177,6 +206,6 @@ def run_build(
         write_json(staging / "manifest.json", manifest)
     write_json(staging / "config.json", cfg.model_dump(mode="json"))
 
-    write_text(staging / "report.md", report_md(parity, manifest))
+    _write_reports(staging, parity, manifest, training, features_dir, log)
     final = _promote(staging, out, parity["passed"])
     return BuildResult(final, parity["passed"], parity, summary(parity))

@@ -153,8 +153,13 @@ def build_student(
         for cout, stride, expand in plan:
             blocks.append(InvertedResidual(cin, cout, stride, expand))
             cin = cout
+        # MobileNetV2's 1x1 "head" conv before pooling. Beyond accuracy it gives the pooled tensor its own
+        # trained quantizer: a residual ADD feeding the pool had none, so the converter borrowed the
+        # post-pool scale and clipped 10% of the ADD's values (per-layer comparison, mobile build).
+        head = 2 * cin
+        blocks.append(conv_bn(cin, head, (1, 1), (1, 1), act=nn.ReLU6))
         stem = conv_bn(1, 2 * base, (5, 3), (2, 2), act=nn.ReLU6)
-        return Student(stem, nn.Sequential(*blocks), cin, n_classes, dropout, input_shape)
+        return Student(stem, nn.Sequential(*blocks), head, n_classes, dropout, input_shape)
     raise ValueError(f"unknown student arch {arch!r}")
 
 

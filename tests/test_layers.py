@@ -1,0 +1,153 @@
+"""Per-layer float-vs-INT8 comparison on a small real build: healthy layers agree, a damaged one is named.
+
+The build directory is made by hand the way `run_build` lays it out (config.json, weights/float.pt,
+weights/qat.pt, model.tflite), from a DS-CNN S trained a few steps and QAT-trained a few more, so the
+test exercises the real conversion and the real module names in about half a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _models import energy_labels, realistic_features
+
+from edgekd.config import load_config
+from edgekd.stages.distill import make_student
+from edgekd.train.qat import convert_qat, freeze_observers, prepare_qat
+from edgekd.verify.layers import compare_layers, layers_md, worst_layer
+
+DS_CNN_S_LAYERS = [
+    "input",
+    "stem.0",
+    *[f"blocks.{b}.{i}.0" for b in range(4) for i in range(2)],
+    "pool",
+    "fc",
+]
+
+
+def _steps(model: torch.nn.Module, opt: torch.optim.Optimizer, steps: int, seed: int, batch: int) -> None:
+    model.train()
+    for step in range(steps):
+        x = realistic_features(batch, seed=seed * 1000 + step)
+        loss = torch.nn.functional.cross_entropy(model(x), energy_labels(x))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _make_build(tmp_path_factory.mktemp("layers") / "build", "esp32s3")
+
+
+def _make_build(out: Path, target: str) -> Path:
+    from edgekd.export.tflite import export_tflite
+
+    (out / "weights").mkdir(parents=True)
+    cfg = load_config(target)
+    (out / "config.json").write_text(json.dumps(cfg.model_dump(mode="json")))
+    torch.manual_seed(0)
+    # channels_last: eager conv+BN training is ~10x faster (DESIGN.md); 200 steps take ~4 s.
+    model = make_student(cfg, (98, 40)).to(memory_format=torch.channels_last)
+    _steps(model, torch.optim.Adam(model.parameters(), lr=3e-3), steps=200, seed=1, batch=32)
+    with torch.no_grad():  # settle batch-norm statistics on the final weights, as late epochs do
+        for step in range(20):
+            model(realistic_features(64, seed=5000 + step))
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    torch.save(model.state_dict(), out / "weights" / "float.pt")
+    prepared = prepare_qat(model, realistic_features(2, seed=7))
+    _steps(prepared, torch.optim.SGD(prepared.parameters(), lr=1e-3), steps=3, seed=2, batch=64)
+    freeze_observers(prepared)
+    prepared.eval()
+    torch.save(prepared.state_dict(), out / "weights" / "qat.pt")
+    export_tflite(convert_qat(prepared).for_tflite, realistic_features(1, seed=8), out / "model.tflite")
+    return out
+
+
+@pytest.fixture(scope="module")
+def clips() -> np.ndarray:
+    return realistic_features(16, seed=123).numpy()
+
+
+@pytest.fixture(scope="module")
+def healthy(build: Path, clips: np.ndarray) -> list[dict]:
+    return compare_layers(build, clips, max_clips=16)
+
+
+def test_healthy_model_every_layer_matched_with_high_sqnr(healthy: list[dict]) -> None:
+    rows = healthy
+    assert [r["layer"] for r in rows] == DS_CNN_S_LAYERS
+    ops = {r["layer"]: r["op"] for r in rows}
+    assert all(
+        ops[f"blocks.{b}.0.0"] == "DEPTHWISE_CONV_2D" and ops[f"blocks.{b}.1.0"] == "CONV_2D"
+        for b in range(4)
+    )
+    assert ops["pool"] == "AVERAGE_POOL_2D" and ops["fc"] == "FULLY_CONNECTED"
+    for r in rows:
+        for key in (
+            "sqnr_db",
+            "rel_error",
+            "cosine",
+            "error_added",
+            "sqnr_qat_float_db",
+            "sqnr_fake_quant_db",
+        ):
+            assert np.isfinite(r[key]), (r["layer"], key)
+        assert r["sqnr_db"] > 20, r
+        assert r["cosine"] > 0.99, r
+        assert r["trained_quantizer"] is True, r  # every tensor's grid was trained
+        assert r["sqnr_fake_quant_db"] > 30, r  # INT8 reproduces the graph it was converted from
+    assert sum(r["worst"] for r in rows) == 1
+    json.dumps(rows, allow_nan=False)  # storable as-is next to parity.json
+
+
+def _corrupt_weights(src: Path, dst: Path, layer_index: int) -> str:
+    """Negate the int8 weights of the `layer_index`-th conv/FC op in a copy of `src`; return its op name."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(src))
+    interp.allocate_tensors()
+    weighted = [
+        op
+        for op in interp._get_ops_details()
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+    ]
+    op = weighted[layer_index]
+    weights = interp.get_tensor(int(op["inputs"][1]))
+    data = src.read_bytes()
+    original = weights.astype(np.int8).tobytes()
+    assert data.count(original) == 1  # the weight buffer, found by content
+    negated = np.clip(-weights.astype(np.int16), -127, 127).astype(np.int8).tobytes()
+    dst.write_bytes(data.replace(original, negated))
+    return op["op_name"]
+
+
+def test_corrupted_layer_is_named_worst(
+    build: Path, clips: np.ndarray, healthy: list[dict], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(build, broken)
+    # Weighted ops in order: stem, then (depthwise, pointwise) per block: index 4 is blocks.1.1's conv.
+    assert _corrupt_weights(build / "model.tflite", broken / "model.tflite", 4) == "CONV_2D"
+    rows = compare_layers(broken, clips, max_clips=16)
+    worst = worst_layer(rows)
+    assert worst is not None and worst["layer"] == "blocks.1.1.0"
+    assert worst["cause"] == "conversion"  # the INT8 file no longer computes what was trained
+    assert worst["sqnr_db"] < 10 and worst["sqnr_fake_quant_db"] < 10
+    before = rows.index(worst)
+    assert [r["sqnr_db"] for r in rows[:before]] == [r["sqnr_db"] for r in healthy[:before]]
+    md = layers_md(rows)
+    assert "Worst layer: `blocks.1.1.0` (CONV_2D)" in md and "| **blocks.1.1.0** |" in md
+    assert "converter or kernel problem, or a damaged model file" in md
+
+
+def test_every_mobilenet_activation_has_a_trained_quantizer(tmp_path: Path, clips: np.ndarray) -> None:
+    """Regression: the residual ADD feeding the pool had no QAT quantizer, so the converter borrowed the
+    post-pool scale and clipped ~10% of its values; the head conv before pooling gives it one."""
+    rows = compare_layers(_make_build(tmp_path / "build", "mobile"), clips, max_clips=8)
+    assert [r["layer"] for r in rows if not r["trained_quantizer"]] == []
