@@ -198,7 +198,7 @@ def run_build(
         files=file_hashes(staging, [*ARTIFACTS, "parity.json"]),
     )
     write_json(staging / "manifest.json", manifest)
-    if (staging / "model.tflite").exists():  # firmware package: model_settings.h (+ ESPHome manifest)
+    if "tflm" in cfg.verify.runtimes:  # MCU firmware package: model_settings.h (+ ESPHome manifest)
         from edgekd.export.firmware import write_firmware_package
 
         written = write_firmware_package(staging)

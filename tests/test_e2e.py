@@ -32,9 +32,9 @@ SMALL = [
 ]
 
 
-def _args(out: Path, cache: Path, *extra: str) -> list[str]:
+def _args(out: Path, cache: Path, *extra: str, target: str = "esp32s3") -> list[str]:
     sets = [x for s in [*SMALL, *extra] for x in ("--set", s)]
-    return ["build", "--target", "esp32s3", "--out", str(out), "--cache", str(cache), "--quiet", *sets]
+    return ["build", "--target", target, "--out", str(out), "--cache", str(cache), "--quiet", *sets]
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +187,19 @@ def test_a_second_cold_build_is_byte_identical(built: tuple[Path, Path], tmp_pat
     assert main(_args(out, tmp_path / "cache")) == 0
     for name in ("model.tflite", "model.onnx", "model_data.cc"):
         assert sha256_file(out / name) == sha256_file(built[0] / name), name
+
+
+@pytest.mark.parametrize(("target", "extra"), [("mobile", []), ("p100", ["--device", "cpu"])])
+def test_other_targets_build_and_pass(
+    built: tuple[Path, Path], tmp_path: Path, target: str, extra: list[str]
+) -> None:
+    """mobile (log-mel, MobileNet, LiteRT) and p100 on the CPU (log-mel, ds_cnn L, onnxruntime), sharing the
+    corpus, views and teacher stages with the esp32s3 build."""
+    out = tmp_path / target
+    assert main([*_args(out, built[1], "train.batch_size=64", target=target), *extra]) == 0
+    parity = json.loads((out / "parity.json").read_text())
+    primary = {"mobile": "student_int8_litert", "p100": "student_int8_onnx"}[target]
+    assert parity["primary"] == primary and parity["passed"]
+    assert not (out / "model_settings.h").exists()  # the firmware package is for TFLite Micro targets
+    timings = {t["name"]: t["cached"] for t in json.loads((out / "manifest.json").read_text())["timings"]}
+    assert timings["corpus"] and timings["views"] and timings["teacher"]  # shared with the esp32s3 build
