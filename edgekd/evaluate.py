@@ -18,7 +18,7 @@ from edgekd.config import BuildConfig
 from edgekd.data.corpus import load_speech_commands
 from edgekd.errors import EdgekdError
 from edgekd.models.teachers import build_teacher
-from edgekd.stages.distill import load_qat_student, make_student
+from edgekd.stages.distill import load_qat_student, make_student, predict_float_twin
 from edgekd.stages.verify import make_runners, measure_budget, parity_rows, runtime_logits
 from edgekd.train.trainer import predict
 from edgekd.verify.parity import parity_report
@@ -51,9 +51,13 @@ def evaluate(build: Path, data: Path, progress: bool = True, max_clips: int = 0)
     teacher_logits = teacher.logits(feats)
     student = make_student(cfg, x.shape[1:])
     student.load_state_dict(torch.load(weights / "float.pt", weights_only=True))
-    fp32 = predict(student, x, cpu)
-    qat = predict(load_qat_student(cfg, weights, torch.as_tensor(x[:2])), x, cpu)
-    reference = {"teacher_fp32": teacher_logits, "student_fp32": fp32, "student_qat": qat}
+    prepared = load_qat_student(cfg, weights, torch.as_tensor(x[:2]))
+    reference = {
+        "teacher_fp32": teacher_logits,
+        "student_fp32_pre_qat": predict(student, x, cpu),
+        "student_fp32": predict_float_twin(prepared, x),
+        "student_qat": predict(prepared, x, cpu),
+    }
     rows = parity_rows(cfg, runtime_logits(cfg, x, reference, make_runners(cfg, build), progress), y)
     budget = measure_budget(cfg, build, x)
     report = parity_report(cfg, rows, budget, len(y))

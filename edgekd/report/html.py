@@ -33,6 +33,7 @@ INT8_ROWS = ("student_int8_tflm", "student_int8_litert", "student_int8_onnx")
 # One colour per runtime, the same in every plot (Okabe-Ito: distinguishable with colour blindness).
 RUNTIME_COLORS = {
     "teacher_fp32": "#7f7f7f",
+    "student_fp32_pre_qat": "#CC79A7",
     "student_fp32": "#0072B2",
     "student_qat": "#56B4E9",
     "student_int8_onnx": "#E69F00",
@@ -41,7 +42,8 @@ RUNTIME_COLORS = {
 }
 RUNTIME_LABELS = {
     "teacher_fp32": "teacher (fp32)",
-    "student_fp32": "student (fp32)",
+    "student_fp32_pre_qat": "student before QAT (fp32)",
+    "student_fp32": "student (fp32, shipped weights)",
     "student_qat": "student (fake-quant)",
     "student_int8_onnx": "INT8 onnxruntime",
     "student_int8_litert": "INT8 LiteRT (ref)",

@@ -10,6 +10,7 @@ from typing import Any
 
 ROW_ORDER = [
     "teacher_fp32",
+    "student_fp32_pre_qat",
     "student_fp32",
     "student_qat",
     "student_int8_onnx",

@@ -37,6 +37,23 @@ def load_qat_student(cfg: BuildConfig, student_dir: Path, example: torch.Tensor)
     return prepared
 
 
+def predict_float_twin(prepared: torch.fx.GraphModule, x: np.ndarray) -> np.ndarray:
+    """The shipped weights run in float32: the QAT graph with its fake quantizers switched off.
+
+    This is the float model the INT8 artifacts must reproduce (measured: 100% argmax agreement with
+    the fake-quant model); the float student before QAT differs from it only by fine-tuning drift.
+    """
+    from torchao.quantization.pt2e import disable_fake_quant, enable_fake_quant
+
+    from edgekd.train.trainer import predict
+
+    prepared.apply(disable_fake_quant)
+    try:
+        return predict(prepared, x, torch.device("cpu"))
+    finally:
+        prepared.apply(enable_fake_quant)
+
+
 def stage_student(
     cfg: BuildConfig,
     features_dir: Path,
@@ -123,8 +140,9 @@ def stage_student(
         torch.save(prepared.state_dict(), d / "qat.pt")
         logits = {}
         for split in ("validation", "test"):
-            logits[f"fp32_{split}"] = predict(model, f[split], torch.device("cpu"))
+            logits[f"pre_qat_{split}"] = predict(model, f[split], torch.device("cpu"))
             logits[f"qat_{split}"] = predict(prepared, f[split], torch.device("cpu"))
+            logits[f"fp32_{split}"] = predict_float_twin(prepared, f[split])
         write_npz(d / "logits.npz", **logits)
         from edgekd.models.students import count_params
 

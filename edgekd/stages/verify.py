@@ -77,7 +77,7 @@ def runtime_logits(
     """Logits of every parity row on the same clips: the torch references plus each exported runtime."""
     from edgekd.verify.parity import RUNTIME_ROWS
 
-    logits = dict(reference)  # teacher_fp32, student_fp32, student_qat
+    logits = dict(reference)  # teacher_fp32, student_fp32_pre_qat, student_fp32, student_qat
     for name in ("onnx", "litert", "tflm"):
         if name in runners:
             logits[RUNTIME_ROWS[name]] = _batched(runners[name], x, name, progress)
@@ -128,6 +128,7 @@ def stage_verify(
         n = len(y) if not cfg.verify.max_clips else min(len(y), cfg.verify.max_clips)
         reference = {
             "teacher_fp32": teacher[:n],
+            "student_fp32_pre_qat": s["pre_qat_test"][:n],
             "student_fp32": s["fp32_test"][:n],
             "student_qat": s["qat_test"][:n],
         }

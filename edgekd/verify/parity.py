@@ -8,8 +8,12 @@
     budget.{model_bytes, arena_bytes, arena_bytes_with_headroom, ops, macs, latency_ms, fully_int8}
     gates[].{name, value, limit, passed}, passed
 
-Runtimes: teacher_fp32, student_fp32, student_qat (fake-quant torch), student_int8_onnx,
-student_int8_litert (reference kernels) and student_int8_tflm (TFLite Micro on the host).
+Runtimes: teacher_fp32; student_fp32_pre_qat (the float student before quantization-aware fine-tuning);
+student_fp32 (the shipped weights in float32: the QAT graph with quantizers off — what the INT8 artifacts
+must reproduce, so the agreement and drop gates measure conversion); student_qat (fake-quant torch);
+student_int8_onnx, student_int8_litert (reference kernels) and student_int8_tflm (TFLite Micro on the
+host). A second drop gate compares the device runtime with the pre-QAT float student, so QAT + INT8
+together cannot cost accuracy unnoticed.
 `max_abs_logit_diff` of an INT8 runtime is measured against the fake-quant model it was converted from.
 """
 
@@ -115,6 +119,12 @@ def gates(cfg: BuildConfig, rows: dict[str, dict[str, Any]], budget: Budget) -> 
             "<=",
         ),
     ]
+    pre_qat = rows.get("student_fp32_pre_qat")
+    if pre_qat is not None:  # QAT fine-tuning + INT8 together must not cost accuracy either
+        drop = round(100 * (pre_qat["accuracy"] - primary["accuracy"]), 3)
+        out.append(
+            _gate(f"accuracy_drop_pts_{cfg.verify.primary}_vs_pre_qat", drop, g.max_accuracy_drop, "<=")
+        )
     if g.min_accuracy > 0:
         out.append(_gate(f"accuracy_{cfg.verify.primary}", primary["accuracy"], g.min_accuracy, ">="))
     b = cfg.budget
