@@ -8,6 +8,7 @@ NEW regressed (compare), 2 a user error (bad config, data or path: the message s
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from typing import Any
 from edgekd.errors import EdgekdError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# torchao warns at import about CUDA-only kernels a CPU wheel cannot load: noise for every user here.
+logging.getLogger("torchao").setLevel(logging.ERROR)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
