@@ -16,7 +16,3 @@ class ConfigError(EdgekdError):
 
 class DataError(EdgekdError):
     """Input audio or corpus layout is unusable."""
-
-
-class GateError(EdgekdError):
-    """The build finished but one or more of the target's gates failed."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from edgekd.audio.frontend import compute_features, make_frontend
 from edgekd.config import BuildConfig
@@ -25,12 +26,24 @@ from edgekd.verify.parity import parity_report
 
 
 def load_build_config(build: Path) -> BuildConfig:
+    """The merged config a build was made with, checked along with the files `eval` needs."""
     path = build / "config.json"
     if not path.is_file():
         raise EdgekdError(
             f"{build}: not an edgekd build directory (no config.json); run `edgekd build` first"
         )
-    return BuildConfig.model_validate(json.loads(path.read_text()))
+    missing = [
+        n for n in ("manifest.json", "weights/float.pt", "weights/qat.pt") if not (build / n).is_file()
+    ]
+    if missing:
+        raise EdgekdError(f"{build}: incomplete build directory, missing {missing}; re-run `edgekd build`")
+    try:
+        return BuildConfig.model_validate(json.loads(path.read_text()))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        first = str(exc).splitlines()[0]
+        raise EdgekdError(
+            f"{path}: not a valid edgekd build config ({first}); re-run `edgekd build`"
+        ) from None
 
 
 def evaluate(build: Path, data: Path, progress: bool = True, max_clips: int = 0) -> dict[str, Any]:

@@ -172,6 +172,7 @@ def test_eval_scores_a_speech_commands_folder(
         (["build", "--target", "esp32s3", "--data", "/nonexistent/corpus"], "is not a directory"),
         (["build", "--target", "p100"], "--device cpu"),
         (["eval", "/nonexistent", "--data", "/tmp"], "not an edgekd build directory"),
+        (["eval", "tests", "--data", "/tmp"], "not an edgekd build directory"),
     ],
 )
 def test_user_errors_exit_2_with_a_message(
@@ -207,3 +208,14 @@ def test_other_targets_build_and_pass(
     assert not (out / "model_settings.h").exists()  # the firmware package is for TFLite Micro targets
     timings = {t["name"]: t["cached"] for t in json.loads((out / "manifest.json").read_text())["timings"]}
     assert timings["corpus"] and timings["views"] and timings["teacher"]  # shared with the esp32s3 build
+
+
+def test_eval_refuses_incomplete_or_corrupt_build_dirs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    assert main(["eval", str(tmp_path), "--data", str(tmp_path)]) == 2
+    assert "incomplete build directory, missing ['manifest.json'" in capsys.readouterr().err
+    for name in ("manifest.json", "weights/float.pt", "weights/qat.pt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert main(["eval", str(tmp_path), "--data", str(tmp_path)]) == 2
+    assert "config.json: not a valid edgekd build config" in capsys.readouterr().err
