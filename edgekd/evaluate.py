@@ -26,17 +26,12 @@ from edgekd.verify.parity import parity_report
 
 
 def load_build_config(build: Path) -> BuildConfig:
-    """The merged config a build was made with, checked along with the files `eval` needs."""
+    """The merged config a build was made with (clear errors for a missing or corrupt file)."""
     path = build / "config.json"
     if not path.is_file():
         raise EdgekdError(
             f"{build}: not an edgekd build directory (no config.json); run `edgekd build` first"
         )
-    missing = [
-        n for n in ("manifest.json", "weights/float.pt", "weights/qat.pt") if not (build / n).is_file()
-    ]
-    if missing:
-        raise EdgekdError(f"{build}: incomplete build directory, missing {missing}; re-run `edgekd build`")
     try:
         return BuildConfig.model_validate(json.loads(path.read_text()))
     except (json.JSONDecodeError, ValidationError) as exc:
@@ -48,6 +43,11 @@ def load_build_config(build: Path) -> BuildConfig:
 
 def evaluate(build: Path, data: Path, progress: bool = True, max_clips: int = 0) -> dict[str, Any]:
     cfg = load_build_config(build)
+    missing = [
+        n for n in ("manifest.json", "weights/float.pt", "weights/qat.pt") if not (build / n).is_file()
+    ]
+    if missing:
+        raise EdgekdError(f"{build}: incomplete build directory, missing {missing}; re-run `edgekd build`")
     # Every clip of the folder is held-out for this build: score them all.
     data_cfg = cfg.data.model_copy(update={"path": str(data), "max_clips_per_label": max_clips})
     cfg_eval = cfg.model_copy(update={"data": data_cfg})
