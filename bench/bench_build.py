@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from edgekd.build import run_build  # noqa: E402
 from edgekd.config import load_config  # noqa: E402
-from edgekd.report.markdown import table  # noqa: E402
+from edgekd.report.markdown import STAGE_HEADERS, stage_rows, table  # noqa: E402
 
 
 def run(target: str, overrides: list[str], out: Path, cache: Path) -> tuple[float, object, list]:
@@ -43,19 +43,7 @@ def main() -> int:
         out = Path(tmp) / "build"
         cold_s, result, timings = run(args.target, args.set, out, cache)
         print(f"## {args.target}: cold build {cold_s / 60:.1f} min ({cold_s:.0f} s)\n")
-        print(
-            table(
-                ["stage", "wall s", "peak RSS MB"],
-                [
-                    [
-                        t["name"],
-                        "cached" if t["cached"] else f"{t['seconds']:.1f}",
-                        "—" if t["cached"] else f"{t['peak_mb']:.0f}",
-                    ]
-                    for t in timings
-                ],
-            )
-        )
+        print(table(STAGE_HEADERS, stage_rows(timings)))
         print()
         print(result.summary)
         if not args.no_warm:

@@ -26,7 +26,7 @@ from matplotlib import ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from edgekd.report.markdown import ROW_ORDER
+from edgekd.report.markdown import ROW_ORDER, STAGE_HEADERS, stage_rows
 
 DPI = 110
 INT8_ROWS = ("student_int8_tflm", "student_int8_litert", "student_int8_onnx")
@@ -804,15 +804,8 @@ def _context_sections(parity: Mapping[str, Any], manifest: Mapping[str, Any]) ->
             ),
             "<h2 id=stages>Stages</h2>",
             _table(
-                ["stage", "wall time", "peak RSS"],
-                [
-                    [
-                        s["name"],
-                        "cached" if s["cached"] else f"{s['seconds']:.1f} s",
-                        "—" if s["cached"] else f"{s['peak_mb']:.0f} MB",
-                    ]
-                    for s in timings
-                ],
+                STAGE_HEADERS,
+                stage_rows(timings),
                 [False, True, True],
             )
             if timings

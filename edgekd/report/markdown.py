@@ -19,6 +19,21 @@ ROW_ORDER = [
 ]
 
 
+STAGE_HEADERS = ["stage", "wall time", "peak RSS"]
+
+
+def stage_rows(timings: list[dict[str, Any]]) -> list[list[str]]:
+    """Per-stage wall time and peak memory rows, as the report, report.html and the bench show them."""
+    return [
+        [
+            t["name"],
+            "cached" if t["cached"] else f"{t['seconds']:.1f} s",
+            "—" if t["cached"] else f"{t['peak_mb']:.0f} MB",
+        ]
+        for t in timings
+    ]
+
+
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     """A GitHub-flavoured markdown table that also reads well in a terminal."""
     cells = [[str(c) for c in r] for r in rows]
@@ -133,10 +148,6 @@ def report_md(parity: dict[str, Any], manifest: dict[str, Any]) -> str:
     t = manifest.get("teacher", {})
     student = manifest.get("student", {})
     data = manifest.get("data", {})
-    timing_rows = [
-        [s["name"], "cached" if s["cached"] else f"{s['seconds']:.1f} s", f"{s['peak_mb']:.0f} MB"]
-        for s in manifest.get("timings", [])
-    ]
     parts = [
         f"# edgekd build report — {parity['target']}",
         "",
@@ -187,7 +198,7 @@ def report_md(parity: dict[str, Any], manifest: dict[str, Any]) -> str:
         "",
         "## Stages",
         "",
-        table(["stage", "wall time", "peak RSS"], timing_rows),
+        table(STAGE_HEADERS, stage_rows(manifest.get("timings", []))),
         "",
     ]
     return "\n".join(parts)
