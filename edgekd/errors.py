@@ -16,3 +16,7 @@ class ConfigError(EdgekdError):
 
 class DataError(EdgekdError):
     """Input audio or corpus layout is unusable."""
+
+
+class GateError(EdgekdError):
+    """A release gate refused to go on (the teacher gate, before any student is trained)."""

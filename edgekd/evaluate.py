@@ -57,11 +57,12 @@ def evaluate(build: Path, data: Path, progress: bool = True, max_clips: int = 0)
     x = compute_features(make_frontend(cfg.frontend.name), clips, progress=progress)
     weights = build / "weights"
     cpu = torch.device("cpu")
-    teacher = build_teacher(cfg.teacher, cfg.classes, cfg.seed, cpu, load=False)
+    # the reference row is the fp32 teacher, on the CPU, whatever precision the build trained it in
+    teacher_cfg = cfg.teacher.model_copy(update={"precision": "fp32", "device": "cpu"})
+    teacher = build_teacher(teacher_cfg, cfg.classes, cfg.seed, cpu, load=False)
     manifest = json.loads((build / "manifest.json").read_text())
-    feats = teacher.features(clips)
-    teacher.restore(weights, tuple(manifest["teacher"]["features_shape"]))
-    teacher_logits = teacher.logits(feats)
+    teacher.restore(weights, tuple(manifest["teacher"]["features_shape"]))  # before features(): Whisper's
+    teacher_logits = teacher.logits(teacher.features(clips))  # feature extractor comes from the checkpoint
     student = make_student(cfg, x.shape[1:])
     student.load_state_dict(torch.load(weights / "float.pt", weights_only=True))
     prepared = load_qat_student(cfg, weights, torch.as_tensor(x[:2]))

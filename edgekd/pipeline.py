@@ -110,6 +110,16 @@ class Stages:
         return final, key
 
 
+def folder_fingerprint(root: Path) -> dict[str, str]:
+    """A user folder's identity: its resolved path and every file's name, size and mtime."""
+    listing = sorted(
+        (str(p.relative_to(root)), p.stat().st_size, int(p.stat().st_mtime))
+        for p in root.rglob("*")
+        if p.is_file()
+    )
+    return {"files": stable_hash(listing), "root": str(root.resolve())}
+
+
 def corpus_fingerprint(cfg: BuildConfig) -> dict[str, Any]:
     """What the corpus depends on; for a user folder, the list of files with sizes and mtimes."""
     base = {
@@ -118,15 +128,10 @@ def corpus_fingerprint(cfg: BuildConfig) -> dict[str, Any]:
         "silence": cfg.silence,
         "seed": cfg.seed,
         "clip_ms": cfg.frontend.clip_ms,
-        "data": cfg.data.model_dump(mode="json", exclude={"augment", "path"}),
+        "data": cfg.data.model_dump(
+            mode="json", exclude={"augment", "path", "unlabeled", "unlabeled_max_clips"}
+        ),
     }
     if cfg.data.path:
-        root = Path(cfg.data.path)
-        listing = sorted(
-            (str(p.relative_to(root)), p.stat().st_size, int(p.stat().st_mtime))
-            for p in root.rglob("*")
-            if p.is_file()
-        )
-        base["files"] = stable_hash(listing)
-        base["root"] = str(root.resolve())
+        base.update(folder_fingerprint(Path(cfg.data.path)))
     return base

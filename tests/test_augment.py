@@ -183,3 +183,133 @@ def test_synthetic_rir_has_unit_energy_and_decays() -> None:
         assert 0.15 * SAMPLE_RATE - 1 <= len(rir) <= 0.8 * SAMPLE_RATE
         tenth = len(rir) // 10
         assert np.sum(rir[-tenth:] ** 2) < 1e-3 * np.sum(rir[1 : tenth + 1] ** 2)
+
+
+# --- pitch / tempo, band limiting, mixing with another clip ----------------------------------------
+
+
+def _tone_burst(freq: float = 440.0, amp: float = 0.3) -> np.ndarray:
+    """One pure tone with the keyword envelope: its pitch and duration are easy to measure."""
+    t = np.arange(N) / SAMPLE_RATE
+    env = np.clip((t - 0.2) / 0.05, 0, 1) * np.clip((0.8 - t) / 0.05, 0, 1)
+    return (amp * env * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def _peak_hz(y: np.ndarray) -> float:
+    spec = np.abs(np.fft.rfft(y.astype(np.float64) * np.hanning(len(y))))
+    return float(np.fft.rfftfreq(len(y), 1 / SAMPLE_RATE)[spec.argmax()])
+
+
+def _active_s(y: np.ndarray) -> float:
+    """Seconds between the first and last 25 ms frame holding half the peak short-time energy."""
+    e = np.convolve(y.astype(np.float64) ** 2, np.ones(400) / 400, "same")
+    on = np.flatnonzero(e > 0.5 * e.max())
+    return float(on[-1] - on[0]) / SAMPLE_RATE
+
+
+NEW_STEPS = {
+    "pitch": {"pitch_prob": 1.0},
+    "tempo": {"tempo_prob": 1.0},
+    "bandlimit": {"bandlimit_prob": 1.0},
+}
+
+
+@pytest.mark.parametrize("step", [*NEW_STEPS, "mix"])
+def test_new_steps_change_the_view_and_keep_it_well_formed(step: str) -> None:
+    """Each new step alters the clip, keeps its length and dtype, stays finite and unclipped, and is
+    deterministic per view stream."""
+    loud = _speech(amp=0.98)
+    other = _speech(amp=0.98, seed=5)[::-1].copy()
+    cfg = _cfg(mix_prob=1.0) if step == "mix" else _cfg(**NEW_STEPS[step])
+    kw = {"other": other} if step == "mix" else {}
+    for v in range(3):
+        y = augment(loud, cfg, view_rng(0, 0, v), **kw)
+        assert y.shape == loud.shape and y.dtype == np.float32
+        assert np.all(np.isfinite(y)) and np.max(np.abs(y)) <= PEAK
+        assert not np.allclose(y, loud, atol=1e-3), f"{step} did nothing"
+        np.testing.assert_array_equal(y, augment(loud, cfg, view_rng(0, 0, v), **kw))
+    assert not np.array_equal(
+        augment(loud, cfg, view_rng(0, 0, 0), **kw), augment(loud, cfg, view_rng(0, 0, 1), **kw)
+    )
+    np.testing.assert_array_equal(loud, _speech(amp=0.98))  # inputs untouched
+    np.testing.assert_array_equal(other, _speech(amp=0.98, seed=5)[::-1])
+
+
+def test_pitch_shift_moves_the_pitch_within_the_range_in_both_directions() -> None:
+    x = _tone_burst(440.0)
+    cfg = _cfg(pitch_prob=1.0, pitch_semitones=3.0)
+    semis = []
+    for v in range(8):
+        y = augment(x, cfg, view_rng(1, 0, v))
+        semis.append(12 * np.log2(_peak_hz(y) / 440.0))
+        assert _active_s(y) == pytest.approx(_active_s(x), abs=0.02)  # tempo kept
+    assert max(np.abs(semis)) <= 3.0 + 0.05
+    assert min(semis) < -0.3 and max(semis) > 0.3
+
+
+def test_tempo_changes_the_duration_but_not_the_pitch() -> None:
+    x = _tone_burst(440.0)
+    cfg = _cfg(tempo_prob=1.0, tempo_range=(0.85, 1.15))
+    ratios = []
+    for v in range(8):
+        y = augment(x, cfg, view_rng(1, 0, v))
+        assert _peak_hz(y) == pytest.approx(440.0, abs=3.0)
+        ratios.append(_active_s(y) / _active_s(x))
+    assert min(ratios) >= 1 / 1.15 - 0.05 and max(ratios) <= 1 / 0.85 + 0.05
+    assert min(ratios) < 0.95 and max(ratios) > 1.05  # faster and slower both drawn
+
+
+def test_band_limiting_removes_lows_and_highs() -> None:
+    """White noise through the band limiter: < 2% of the energy left below 80 Hz and above 7 kHz, the
+    1-2 kHz band untouched (the filter's edges are drawn from 100-400 Hz and 2.5-6 kHz)."""
+    w = (0.1 * np.random.default_rng(0).standard_normal(N)).astype(np.float32)
+    before = np.abs(np.fft.rfft(w.astype(np.float64))) ** 2
+    f = np.fft.rfftfreq(N, 1 / SAMPLE_RATE)
+    bands = {"low": f < 80, "high": f > 7000, "mid": (f > 1000) & (f < 2000)}
+    for v in range(10):
+        y = augment(w, _cfg(bandlimit_prob=1.0), view_rng(0, 0, v))
+        after = np.abs(np.fft.rfft(y.astype(np.float64))) ** 2
+        kept = {k: after[m].sum() / before[m].sum() for k, m in bands.items()}
+        assert kept["low"] < 0.02 and kept["high"] < 0.02, kept
+        assert kept["mid"] == pytest.approx(1.0, abs=0.1), kept
+
+
+def test_mixing_adds_the_other_clip_6_to_20_db_down() -> None:
+    x = _speech()
+    other = (0.5 * np.random.default_rng(2).standard_normal(N)).astype(np.float32)
+    levels = [_snr_db(x, augment(x, _cfg(mix_prob=1.0), view_rng(0, i, 1), other=other)) for i in range(30)]
+    assert min(levels) >= 6 - 0.05 and max(levels) <= 20 + 0.05
+    assert min(levels) < 10 and max(levels) > 16  # the range is used
+    # the difference is the other clip, scaled
+    y = augment(x, _cfg(mix_prob=1.0), view_rng(0, 0, 1), other=other)
+    scale = float(np.dot(y - x, other) / np.dot(other, other))
+    np.testing.assert_allclose(y - x, scale * other, atol=1e-5)
+
+
+def test_mix_prob_zero_never_mixes() -> None:
+    x, other = _speech(), _speech(seed=3)[::-1].copy()
+    for i in range(5):
+        np.testing.assert_array_equal(augment(x, _cfg(), view_rng(0, i, 1), other=other), x)
+
+
+def test_disabled_new_steps_leave_the_old_views_unchanged() -> None:
+    """Old caches stay valid: with the new probabilities at 0 their parameters draw nothing."""
+    x = _speech()
+    old = AugmentConfig(noise_prob=1.0, reverb_prob=0.5)
+    tweaked = AugmentConfig(noise_prob=1.0, reverb_prob=0.5, pitch_semitones=7.0, tempo_range=(0.5, 2.0))
+    for i in range(5):
+        np.testing.assert_array_equal(
+            augment(x, old, view_rng(0, i, 1)), augment(x, tweaked, view_rng(0, i, 1))
+        )
+
+
+def test_passing_other_with_mix_prob_zero_keeps_the_random_stream() -> None:
+    """With every new probability at 0, handing `other` must give the bit-identical view the same rng
+    gives without it (the data stage passes `other` only when mix_prob > 0, but any caller that always
+    passes it would silently get different views and invalidate cached teacher logits)."""
+    x, other = _speech(), _speech(seed=3)[::-1].copy()
+    cfg = AugmentConfig(noise_prob=1.0, reverb_prob=0.5)
+    for i in range(5):
+        np.testing.assert_array_equal(
+            augment(x, cfg, view_rng(0, i, 1), other=other), augment(x, cfg, view_rng(0, i, 1))
+        )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_teachers import save_tiny
 
 from edgekd.artifacts import sha256_file
 from edgekd.audio.io import write_wav
@@ -29,6 +30,8 @@ SMALL = [
     "gates.min_accuracy=0",
     "gates.min_agreement=0",
     "gates.max_accuracy_drop=100",
+    # a 3-epoch toy teacher need not beat the plain student; the gate has its own test below
+    "distill.teacher_gate=warn",
 ]
 
 
@@ -118,6 +121,7 @@ def test_parity_only_change_does_not_retrain(built: tuple[Path, Path], capsys: p
         "views": True,
         "features": True,
         "teacher": True,
+        "baseline": True,
         "student": True,
         "export": True,
         "verify": False,
@@ -219,3 +223,85 @@ def test_eval_refuses_incomplete_or_corrupt_build_dirs(tmp_path: Path, capsys: p
     (tmp_path / "config.json").write_text("{}")
     assert main(["eval", str(tmp_path), "--data", str(tmp_path)]) == 2
     assert "config.json: not a valid edgekd build config" in capsys.readouterr().err
+
+
+def test_teacher_gate_refuses_a_teacher_that_does_not_beat_the_plain_student(
+    built: tuple[Path, Path], capsys: pytest.CaptureFixture
+) -> None:
+    """An impossible margin: the gate must refuse before any student is trained, exit 1, keep the build."""
+    out, cache = built
+    before = sha256_file(out / "parity.json")
+    assert main(_args(out, cache, "distill.teacher_gate=refuse", "distill.teacher_gate_margin=100")) == 1
+    err = capsys.readouterr().err
+    assert "teacher gate" in err and "plain student" in err and "distillation refused" in err
+    assert "distill.teacher_gate=warn" in err  # says how to proceed
+    assert sha256_file(out / "parity.json") == before
+    parity = json.loads((out / "parity.json").read_text())
+    assert "student_plain_fp32" in parity["rows"]  # the build shows what distillation gained
+
+
+def test_unlabeled_audio_is_labelled_by_the_teacher_and_distilled(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out, cache = built
+    corpus = Corpus.load(next(cache.glob("corpus/*/corpus.npz")))
+    pool = tmp_path / "recordings" / "device-7"
+    test = corpus.indices("test")[:12]
+    for i in test:  # clips of voices the labelled training never saw, labels thrown away
+        write_wav(pool / f"rec_{i}.wav", corpus.float_clips(np.array([i]))[0])
+    write_wav(tmp_path / "recordings" / "long.wav", np.concatenate(corpus.float_clips(test[:3])))
+    new_out = tmp_path / "build"
+    args = _args(new_out, cache, "train.epochs=2")
+    assert main([*args, "--unlabeled", str(tmp_path / "recordings")]) == 0
+    manifest = json.loads((new_out / "manifest.json").read_text())
+    assert manifest["cache_keys"]["unlabeled"]
+    # 12 short files + 5 half-overlapping windows of the 3 s file, each clean + 1 augmented view
+    assert manifest["student"]["unlabeled_rows"] == (12 + 5) * 2
+    assert list((new_out / "logs" / "tensorboard" / "float").glob("events.out.tfevents.*"))
+
+
+def test_missing_unlabeled_folder_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = _args(tmp_path / "b", tmp_path / "c")
+    assert main([*args, "--unlabeled", str(tmp_path / "nope")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_tiny_wav2vec2_is_fine_tuned_and_distilled_end_to_end(
+    built: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A wav2vec2 saved locally (save_pretrained) is the teacher: fine-tuned, cached, distilled, restored."""
+    _, cache = built
+    monkeypatch.setenv("EDGEKD_MODELS", str(tmp_path))
+    ckpt = save_tiny(tmp_path / "w2v", "wav2vec2")
+    out = tmp_path / "build"
+    args = _args(
+        out,
+        cache,
+        "teacher.kind=hf",
+        f"teacher.source={ckpt}",
+        "teacher.epochs=1",
+        "teacher.batch_size=16",
+        "teacher.layer_lr_decay=0.8",
+    )
+    assert main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["teacher"]["name"] == "hf:wav2vec2"
+    assert manifest["student"]["used_teacher"]
+    assert (out / "weights" / "teacher_hf" / "model.safetensors").is_file()
+    history = json.loads((out / "logs" / "training.json").read_text())
+    assert history["teacher"] and all(row["kd"] > 0 for row in history["student_float"])
+    # the restored fine-tuned teacher reproduces the build's teacher row on the same clips
+    parity = json.loads((out / "parity.json").read_text())
+    corpus = Corpus.load(next(cache.glob("corpus/*/corpus.npz")))
+    folder = tmp_path / "sc"
+    for j, i in enumerate(corpus.indices("test")):
+        label = manifest["classes"][corpus.labels[i]]
+        if not label.startswith("_"):
+            write_wav(folder / label / f"spk{j}_nohash_0.wav", corpus.float_clips(np.array([i]))[0])
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", str(folder), "--json", str(tmp_path / "eval.json"), "-q"]) in (
+        0,
+        1,
+    )
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert "teacher_fp32" in evaluated["rows"] and "teacher_fp32" in parity["rows"]

@@ -87,6 +87,7 @@ def test_wav2vec2_teacher_stage_fine_tunes_caches_logits_and_restores(tmp_path: 
             f"teacher.source={ckpt}",
             "teacher.epochs=3",
             "teacher.batch_size=8",
+            f'teacher.allowed_roots=["{tmp_path}"]',
         ],
     )
     corpus_dir = _corpus(tmp_path)
@@ -94,7 +95,8 @@ def test_wav2vec2_teacher_stage_fine_tunes_caches_logits_and_restores(tmp_path: 
     views_dir, views_key = stage_views(cfg, corpus_dir, "c", stages, progress=False)
     out, _ = stage_teacher(cfg, corpus_dir, views_dir, views_key, stages, torch.device("cpu"), progress=False)
     logits = np.load(out / "logits.npz")
-    assert logits["train"].shape == (24, 2) and logits["test"].shape == (6, 2)
+    soft = np.load(out / "train_logits.npy", mmap_mode="r")  # the soft-label cache, memory-mapped
+    assert isinstance(soft, np.memmap) and soft.shape == (24, 2) and logits["test"].shape == (6, 2)
     assert (out / "teacher_hf" / "model.safetensors").is_file()
     restored = build_teacher(cfg.teacher, cfg.classes, cfg.seed, torch.device("cpu"), load=False)
     restored.restore(out, (16000,))

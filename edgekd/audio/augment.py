@@ -9,7 +9,7 @@ decaying impulse responses (RT60 0.15-0.8 s), a standard stand-in for measured R
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import fftconvolve
+from scipy.signal import butter, fftconvolve, sosfilt
 
 from edgekd.audio.io import SAMPLE_RATE
 from edgekd.config import AugmentConfig
@@ -68,12 +68,46 @@ def synthetic_rir(rng: np.random.Generator) -> np.ndarray:
     return (rir / np.sqrt(np.sum(rir**2))).astype(np.float32)
 
 
+def pitch_tempo(y: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Voice variation synthetic voices lack: pitch shift (tempo kept) and tempo change (pitch kept)."""
+    import librosa  # phase-vocoder effects; imported here because librosa's import costs ~1 s
+
+    n = len(y)
+    if rng.random() < cfg.pitch_prob:
+        steps = rng.uniform(-cfg.pitch_semitones, cfg.pitch_semitones)
+        y = librosa.effects.pitch_shift(y, sr=SAMPLE_RATE, n_steps=steps)
+    if rng.random() < cfg.tempo_prob:
+        y = librosa.effects.time_stretch(y, rate=rng.uniform(*cfg.tempo_range))
+    out = np.zeros(n, np.float32)  # centred again: stretching moves the word
+    m = min(n, len(y))
+    start, src = (n - m) // 2, (len(y) - m) // 2
+    out[start : start + m] = y[src : src + m]
+    return out
+
+
+def band_limit(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A telephone-like or cheap-microphone band: high-pass 100-400 Hz, low-pass 2.5-6 kHz."""
+    lo, hi = rng.uniform(100, 400), rng.uniform(2500, 6000)
+    sos = butter(4, [lo, hi], btype="bandpass", fs=SAMPLE_RATE, output="sos")
+    return sosfilt(sos, y).astype(np.float32)
+
+
 def augment(
-    x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, backgrounds: list[np.ndarray] | None = None
+    x: np.ndarray,
+    cfg: AugmentConfig,
+    rng: np.random.Generator,
+    backgrounds: list[np.ndarray] | None = None,
+    other: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One augmented view of a fixed-length clip: time shift, reverb, gain, additive noise."""
+    """One augmented view of a fixed-length clip.
+
+    Pitch/tempo, time shift, reverb, band limiting, gain, a second clip mixed in 6-20 dB down
+    (`other`; the label stays the main clip's, the teacher labels the mixture) and additive noise.
+    """
     n = len(x)
     y = x.astype(np.float32)
+    if cfg.pitch_prob or cfg.tempo_prob:
+        y = pitch_tempo(y, cfg, rng)
     if cfg.shift_ms:
         shift = int(rng.integers(-cfg.shift_ms, cfg.shift_ms + 1) * SAMPLE_RATE / 1000)
         y = np.roll(y, shift)
@@ -83,6 +117,11 @@ def augment(
             y[shift:] = 0.0
     if rng.random() < cfg.reverb_prob:
         y = fftconvolve(y, synthetic_rir(rng))[:n].astype(np.float32)
+    if cfg.bandlimit_prob and rng.random() < cfg.bandlimit_prob:  # guarded: keeps older views' streams
+        y = band_limit(y, rng)
+    if other is not None and cfg.mix_prob and rng.random() < cfg.mix_prob:
+        rms_y, rms_o = np.sqrt(np.mean(y**2)) + 1e-9, np.sqrt(np.mean(other**2)) + 1e-9
+        y = y + other.astype(np.float32) * np.float32(rms_y / rms_o / 10 ** (rng.uniform(6, 20) / 20))
     y = y * np.float32(10 ** (rng.uniform(*cfg.gain_db) / 20))
     if rng.random() < cfg.noise_prob:
         rms = np.sqrt(np.mean(y**2)) + 1e-9

@@ -26,13 +26,14 @@ from matplotlib import ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from edgekd.report.markdown import ROW_ORDER, STAGE_HEADERS, stage_rows
+from edgekd.report.markdown import ROW_ORDER, STAGE_HEADERS, distill_summary, stage_rows
 
 DPI = 110
 INT8_ROWS = ("student_int8_tflm", "student_int8_litert", "student_int8_onnx")
 # One colour per runtime, the same in every plot (Okabe-Ito: distinguishable with colour blindness).
 RUNTIME_COLORS = {
     "teacher_fp32": "#7f7f7f",
+    "student_plain_fp32": "#bcbd22",
     "student_fp32_pre_qat": "#CC79A7",
     "student_fp32": "#0072B2",
     "student_qat": "#56B4E9",
@@ -42,6 +43,7 @@ RUNTIME_COLORS = {
 }
 RUNTIME_LABELS = {
     "teacher_fp32": "teacher (fp32)",
+    "student_plain_fp32": "student without teacher (fp32)",
     "student_fp32_pre_qat": "student before QAT (fp32)",
     "student_fp32": "student (fp32, shipped weights)",
     "student_qat": "student (fake-quant)",
@@ -315,13 +317,15 @@ def _budget_figure(items: Sequence[tuple[str, float, float, str]]) -> Figure:
 
 _PHASES = (
     ("teacher", "teacher head"),
-    ("student_float", "student (float)"),
+    ("student_plain", "student without teacher"),
+    ("student_float", "student (float, distilled)"),
     ("student_qat", "student (QAT)"),
 )
 _COMPONENTS = (
     ("loss", "total loss", "#1f2328", "-"),
     ("ce", "cross-entropy", "#0072B2", "--"),
     ("kd", "distillation (KL)", "#D55E00", ":"),
+    ("feature", "feature matching", "#009E73", "-."),
 )
 
 
@@ -342,7 +346,7 @@ def _training_figure(training: Mapping[str, Any]) -> Figure | None:
         ax = axes[0, col]
         for key, label, color, style in _COMPONENTS:
             values = [h.get(key) for h in hist]
-            if all(v is None for v in values) or (key == "kd" and not any(values)):
+            if all(v is None for v in values) or (key in ("kd", "feature") and not any(values)):
                 continue
             ax.plot(
                 epochs,
@@ -708,12 +712,14 @@ def _training_section(training: Mapping[str, Any] | None) -> str:
                 f"best validation accuracy {100 * best:.1f}%"
             )
     alt = (
-        "Training curves: total loss, cross-entropy and distillation loss per epoch (top) and validation "
+        "Training curves: total loss, cross-entropy, distillation and feature-matching loss per epoch (top) "
+        "and validation "
         "accuracy (bottom) for each phase. " + "; ".join(parts) + "."
     )
     return (
-        head + "<p>Loss components per epoch (the total is (1−α)·CE + α·T²·KL; QAT distils from the float "
-        "student) and validation accuracy.</p>" + _png(fig, alt, None)
+        head + "<p>Loss components per epoch (the total is (1−α)·CE + α·T²·KL + w·feature-matching MSE; QAT "
+        "distils from the float student) and validation accuracy. Per step, with gradient norms, α and T: "
+        "<code>tensorboard --logdir logs/tensorboard</code>.</p>" + _png(fig, alt, None)
     )
 
 
@@ -776,18 +782,17 @@ def _layers_section(layers: Sequence[Mapping[str, Any]] | None, failed: bool) ->
 
 
 def _context_sections(parity: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
-    t = manifest.get("teacher") or {}
     data = manifest.get("data") or {}
-    acc = t.get("accuracy") or {}
     summary = data.get("summary") or {}
     timings = manifest.get("timings") or []
     versions = manifest.get("versions") or {}
     skipped = data.get("skipped")
     return "".join(
         [
-            "<h2 id=teacher>Teacher</h2>",
-            f"<p><strong>{_e(t.get('name'))}</strong>: {_e(t.get('why'))}</p>",
-            f"<p>Accuracy: validation {_pct(acc.get('validation'))}, test {_pct(acc.get('test'))}.</p>",
+            "<h2 id=teacher>Teacher and distillation</h2>",
+            _table(
+                ["", ""], [[label, value] for label, value in distill_summary(dict(parity), dict(manifest))]
+            ),
             "<h2 id=data>Data</h2>",
             f"<p>Source: {_e(data.get('source', '—'))}. Skipped inputs: {_e(skipped or 'none')}.</p>",
             _table(

@@ -10,6 +10,7 @@ from typing import Any
 
 ROW_ORDER = [
     "teacher_fp32",
+    "student_plain_fp32",
     "student_fp32_pre_qat",
     "student_fp32",
     "student_qat",
@@ -144,6 +145,76 @@ def confusion_table(parity: dict[str, Any], runtime: str) -> str:
     return table(["true \\ pred", *classes], [[c, *cm[i]] for i, c in enumerate(classes)])
 
 
+def _sched(start: Any, end: Any, kind: str) -> str:
+    return (
+        f"{start:g}" if end is None or end == start or kind == "constant" else f"{start:g} → {end:g} ({kind})"
+    )
+
+
+def distill_summary(parity: dict[str, Any], manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the teacher is, whether it passed its gate, what distillation gained, and how it trained.
+
+    One list of (label, value) rows for both report.md and report.html.
+    """
+    t = manifest.get("teacher", {})
+    student = manifest.get("student", {})
+    acc = t.get("accuracy", {})
+    rows = [("teacher", f"{t.get('name')} — {t.get('why')}")]
+    rows.append(
+        ("teacher accuracy", f"validation {_pct(acc.get('validation'))}, test {_pct(acc.get('test'))}")
+    )
+    gate = student.get("teacher_gate")
+    if gate:
+        verdict = "PASS" if gate["passed"] else f"FAIL ({gate['mode']}: distilled anyway)"
+        rows.append(
+            (
+                "teacher gate",
+                f"{_pct(gate['teacher_validation'])} vs plain student "
+                f"{_pct(gate['plain_student_validation'])} on validation, "
+                f"needs > {gate['margin_pts']:+g} pts: {verdict}",
+            )
+        )
+    r = parity.get("rows", {})
+    if "student_plain_fp32" in r and "student_fp32_pre_qat" in r:
+        plain, kd = r["student_plain_fp32"]["accuracy"], r["student_fp32_pre_qat"]["accuracy"]
+        rows.append(
+            (
+                "distillation gain (test, float)",
+                f"{100 * (kd - plain):+.2f} pts: {_pct(kd)} distilled vs {_pct(plain)} without the teacher",
+            )
+        )
+    d = student.get("distill")
+    if d and student.get("used_teacher"):
+        recipe = [
+            f"α {_sched(d['alpha'], d.get('alpha_end'), d['schedule'])}",
+            f"T {_sched(d['temperature'], d.get('temperature_end'), d['schedule'])}",
+        ]
+        if d.get("feature_weight"):
+            recipe.append(
+                f"feature matching {d['feature_weight']:g}{' fading out' if d['feature_curriculum'] else ''}"
+            )
+        if d.get("top_k"):
+            recipe.append(f"top-{d['top_k']} soft labels")
+        if student.get("unlabeled_rows"):
+            recipe.append(f"{student['unlabeled_rows']} unlabeled rows (weight {d['unlabeled_weight']:g})")
+        rows.append(("recipe", ", ".join(recipe)))
+    fit = student.get("float_fit")
+    if fit:
+        last = fit.get("last_epoch", {})
+        rows.append(
+            (
+                "float training",
+                f"{fit.get('epochs_run')} epochs{' (stopped early)' if fit.get('stopped_early') else ''}, "
+                f"best epoch {fit.get('best_epoch')}, {fit.get('skipped_steps', 0)} non-finite steps "
+                f"skipped; last epoch: loss {last.get('loss', 0):.3f} = CE {last.get('ce', 0):.3f} / "
+                f"KD {last.get('kd', 0):.3f} / feature {last.get('feature', 0):.3f}, "
+                f"grad norm {last.get('grad_norm', 0):.2f}"
+                " (per step: `tensorboard --logdir logs/tensorboard`)",
+            )
+        )
+    return rows
+
+
 def report_md(parity: dict[str, Any], manifest: dict[str, Any]) -> str:
     t = manifest.get("teacher", {})
     student = manifest.get("student", {})
@@ -178,11 +249,9 @@ def report_md(parity: dict[str, Any], manifest: dict[str, Any]) -> str:
         "",
         confusion_table(parity, parity["primary"]),
         "",
-        "## Teacher",
+        "## Teacher and distillation",
         "",
-        f"- {t.get('name')}: {t.get('why')}",
-        f"- accuracy: validation {_pct(t.get('accuracy', {}).get('validation'))}, "
-        f"test {_pct(t.get('accuracy', {}).get('test'))}",
+        *[f"- {label}: {value}" for label, value in distill_summary(parity, manifest)],
         "",
         "## Data",
         "",

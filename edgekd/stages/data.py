@@ -12,9 +12,9 @@ from edgekd.artifacts import write_npz
 from edgekd.audio.augment import augment, view_rng
 from edgekd.audio.frontend import compute_features, make_frontend
 from edgekd.audio.io import to_pcm16
-from edgekd.config import BuildConfig
+from edgekd.config import AugmentConfig, BuildConfig
 from edgekd.data.corpus import Corpus, build_corpus
-from edgekd.pipeline import Stages, corpus_fingerprint
+from edgekd.pipeline import Stages, corpus_fingerprint, folder_fingerprint
 
 
 def stage_corpus(cfg: BuildConfig, stages: Stages, progress: bool) -> tuple[Path, str]:
@@ -34,19 +34,10 @@ def stage_views(
     def produce(d: Path) -> dict[str, Any]:
         corpus = Corpus.load(corpus_dir / "corpus.npz")
         train = corpus.indices("train")
-        clip_idx, view_idx, audio = [], [], []
-        for i in tqdm(train, desc="augmenting", unit="clip", disable=not progress):
-            x = corpus.clips[i].astype(np.float32) / 32768.0
-            for v in range(cfg.data.augment.views + 1):
-                y = (
-                    x
-                    if v == 0
-                    else augment(x, cfg.data.augment, view_rng(cfg.seed, int(i), v), corpus.backgrounds)
-                )
-                audio.append(to_pcm16(y))
-                clip_idx.append(i)
-                view_idx.append(v)
-        write_npz(d / "views.npz", audio=np.stack(audio), clip=np.array(clip_idx), view=np.array(view_idx))
+        audio, clip_idx, view_idx = make_views(
+            corpus.clips, train, cfg.data.augment, cfg.seed, corpus.backgrounds, progress
+        )
+        write_npz(d / "views.npz", audio=audio, clip=clip_idx, view=view_idx)
         return {"views": len(audio)}
 
     return stages.run(
@@ -56,12 +47,84 @@ def stage_views(
     )
 
 
+def make_views(
+    clips: np.ndarray,
+    rows: np.ndarray,
+    cfg: AugmentConfig,
+    seed: int,
+    backgrounds: list[np.ndarray],
+    progress: bool,
+    desc: str = "augmenting",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each of `rows` clean (view 0) plus `cfg.views` augmented views, deterministic per (clip, view).
+
+    Returns int16 audio [R, S] and, per row, the clip it came from and its view number.
+    """
+    clip_idx, view_idx, audio = [], [], []
+    for i in tqdm(rows, desc=desc, unit="clip", disable=not progress):
+        x = as_float(clips[i])
+        for v in range(cfg.views + 1):
+            if v == 0:
+                y = x
+            else:
+                rng = view_rng(seed, int(i), v)
+                other = as_float(clips[rows[rng.integers(len(rows))]]) if cfg.mix_prob else None
+                y = augment(x, cfg, rng, backgrounds, other)
+            audio.append(to_pcm16(y))
+            clip_idx.append(int(i))
+            view_idx.append(v)
+    n = clips.shape[1]
+    return np.stack(audio) if audio else np.zeros((0, n), np.int16), np.array(clip_idx), np.array(view_idx)
+
+
+def stage_unlabeled(cfg: BuildConfig, corpus_dir: Path, stages: Stages, progress: bool) -> tuple[Path, str]:
+    """The unlabeled pool (`data.unlabeled`) and its augmented views, for the teacher to label."""
+    from edgekd.data.unlabeled import load_unlabeled
+
+    assert cfg.data.unlabeled is not None
+
+    def produce(d: Path) -> dict[str, Any]:
+        corpus = Corpus.load(corpus_dir / "corpus.npz")
+        n = corpus.clips.shape[1]
+        pool = load_unlabeled(
+            cfg.data.unlabeled, n, cfg.data.unlabeled_max_clips, cfg.seed, cfg.data.strict, progress
+        )
+        # a seed of its own so that pool views never repeat the labelled clips' augmentations
+        audio, clip_idx, view_idx = make_views(
+            pool.clips,
+            np.arange(len(pool.clips)),
+            cfg.data.augment,
+            cfg.seed + 7919,
+            corpus.backgrounds,
+            progress,
+            desc="augmenting unlabeled",
+        )
+        write_npz(d / "unlabeled.npz", audio=audio, clip=clip_idx, view=view_idx)
+        return {"files": pool.files, "clips": len(pool.clips), "views": len(audio), "skipped": pool.skipped}
+
+    key = {
+        **folder_fingerprint(Path(cfg.data.unlabeled).expanduser()),
+        "max_clips": cfg.data.unlabeled_max_clips,
+        "augment": cfg.data.augment.model_dump(mode="json"),
+        "clip_ms": cfg.frontend.clip_ms,
+        "seed": cfg.seed,
+    }
+    return stages.run("unlabeled", key, produce)
+
+
 def as_float(pcm: np.ndarray) -> np.ndarray:
     return pcm.astype(np.float32) / 32768.0
 
 
 def stage_features(
-    cfg: BuildConfig, corpus_dir: Path, views_dir: Path, views_key: str, stages: Stages, progress: bool
+    cfg: BuildConfig,
+    corpus_dir: Path,
+    views_dir: Path,
+    views_key: str,
+    stages: Stages,
+    progress: bool,
+    unlabeled_dir: Path | None = None,
+    unlabeled_key: str | None = None,
 ) -> tuple[Path, str]:
     """Student features through the target's frontend: one code path for train, eval and calibration."""
 
@@ -77,9 +140,11 @@ def stage_features(
             idx = corpus.indices(split)
             arrays[split] = compute_features(fe, as_float(corpus.clips[idx]), progress=progress)
             arrays[f"y_{split}"] = corpus.labels[idx]
+        if unlabeled_dir is not None:
+            pool = np.load(unlabeled_dir / "unlabeled.npz")["audio"]
+            arrays["unlabeled"] = compute_features(fe, as_float(pool), progress=progress)
         write_npz(d / "features.npz", **arrays)
         return {"shape": list(arrays["train"].shape[1:]), "frontend": fe.params()}
 
-    return stages.run(
-        "features", {"views": views_key, "frontend": cfg.frontend.model_dump(mode="json")}, produce
-    )
+    key = {"views": views_key, "unlabeled": unlabeled_key, "frontend": cfg.frontend.model_dump(mode="json")}
+    return stages.run("features", key, produce)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,20 @@ import torch
 from edgekd.artifacts import write_npz
 from edgekd.config import BuildConfig
 from edgekd.pipeline import Stages
+from edgekd.train.losses import UNLABELED
+from edgekd.train.schedules import Schedule
+from edgekd.train.soft_labels import SoftLabels
+from edgekd.train.trainer import FitResult, FitSpec, fit, predict
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """Student features and labels (-1: unlabeled) for training, and the validation split."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
 
 
 def example_batch(features: np.ndarray, n: int = 2) -> torch.Tensor:
@@ -45,13 +60,132 @@ def predict_float_twin(prepared: torch.fx.GraphModule, x: np.ndarray) -> np.ndar
     """
     from torchao.quantization.pt2e import disable_fake_quant, enable_fake_quant
 
-    from edgekd.train.trainer import predict
-
     prepared.apply(disable_fake_quant)
     try:
         return predict(prepared, x, torch.device("cpu"))
     finally:
         prepared.apply(enable_fake_quant)
+
+
+def float_spec(cfg: BuildConfig, use_teacher: bool) -> FitSpec:
+    """The float student's training recipe: labels, plus the teacher's soft labels and features."""
+    t, d = cfg.train, cfg.distill
+    return FitSpec(
+        epochs=t.epochs,
+        lr=t.lr,
+        batch_size=t.batch_size,
+        weight_decay=t.weight_decay,
+        alpha=Schedule(d.alpha, d.alpha_end, d.schedule) if use_teacher else Schedule(0.0),
+        temperature=Schedule(d.temperature, d.temperature_end, d.schedule),
+        feature_weight=Schedule(d.feature_weight, 0.0 if d.feature_curriculum else None, "linear")
+        if use_teacher
+        else Schedule(0.0),
+        unlabeled_weight=d.unlabeled_weight,
+        trust_wrong_teacher=not d.skip_wrong_teacher,
+        label_smoothing=t.label_smoothing,
+        spec_augment=t.spec_augment,
+        mixup=t.mixup,
+        ema_decay=t.ema_decay,
+        patience=t.patience,
+    )
+
+
+def fit_float_student(
+    cfg: BuildConfig,
+    data: TrainData,
+    soft: SoftLabels | None,
+    device: torch.device,
+    seed: int,
+    progress: bool,
+    log_dir: Path | None = None,
+    desc: str = "student float",
+) -> tuple[torch.nn.Module, FitResult]:
+    """Train one float student from labels (and the teacher's soft labels when given).
+
+    The build's student stage, its plain-student baseline and the distillation bench all call this,
+    so the bench measures exactly what `edgekd build` ships.
+    """
+    torch.manual_seed(seed)  # initial weights: fit() seeds only what happens after construction
+    model = make_student(cfg, data.x_train.shape[1:]).to(device)
+    result = fit(
+        model,
+        data.x_train,
+        data.y_train,
+        data.x_val,
+        data.y_val,
+        float_spec(cfg, soft is not None),
+        device=device,
+        seed=seed,
+        soft=soft,
+        fp16=cfg.train.precision == "fp16",
+        desc=desc,
+        progress=progress,
+        log_dir=log_dir,
+    )
+    return model.cpu(), result
+
+
+def fit_summary(result: FitResult) -> dict[str, Any]:
+    return {
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "best_val_accuracy": result.best_val_accuracy,
+        "skipped_steps": result.skipped_steps,
+        "stopped_early": result.stopped_early,
+    }
+
+
+def load_train_data(cfg: BuildConfig, features_dir: Path) -> TrainData:
+    """Labelled views, then unlabeled clips (label -1) when the build has an unlabeled pool."""
+    f = np.load(features_dir / "features.npz")
+    x, y = f["train"], f["y_train"]
+    if "unlabeled" in f.files:
+        x = np.concatenate([x, f["unlabeled"]])
+        y = np.concatenate([y, np.full(len(f["unlabeled"]), UNLABELED, dtype=y.dtype)])
+    return TrainData(x, y, f["validation"], f["y_validation"])
+
+
+def load_soft_labels(cfg: BuildConfig, teacher_dir: Path) -> SoftLabels:
+    """The cached teacher outputs, memory-mapped, in the same row order as `load_train_data`."""
+    n = len(cfg.classes)
+    embeddings = cfg.distill.feature_weight > 0
+    soft = SoftLabels.load(teacher_dir, "train", n, embeddings)
+    if (teacher_dir / "unlabeled_logits.npy").exists():
+        soft = soft.concat(SoftLabels.load(teacher_dir, "unlabeled", n, embeddings))
+    return soft
+
+
+def stage_baseline(
+    cfg: BuildConfig,
+    features_dir: Path,
+    features_key: str,
+    stages: Stages,
+    device: torch.device,
+    progress: bool,
+) -> tuple[Path, str]:
+    """The plain float student (labels only): what the teacher gate and the report's KD gain compare to."""
+
+    def produce(d: Path) -> dict[str, Any]:
+        torch.set_num_threads(cfg.train.threads)
+        data = load_train_data(cfg, features_dir)
+        labelled = data.y_train != UNLABELED
+        data = TrainData(data.x_train[labelled], data.y_train[labelled], data.x_val, data.y_val)
+        model, result = fit_float_student(cfg, data, None, device, cfg.seed, progress, desc="plain student")
+        f = np.load(features_dir / "features.npz")
+        write_npz(
+            d / "logits.npz",
+            **{s: predict(model, f[s], torch.device("cpu")) for s in ("validation", "test")},
+        )
+        return fit_summary(result)
+
+    key = {
+        "features": features_key,
+        "student": cfg.student.model_dump(mode="json"),
+        "train": cfg.train.model_dump(mode="json", exclude={"threads"}),
+        "classes": cfg.classes,
+        "seed": cfg.seed,
+    }
+    return stages.run("baseline", key, produce)
 
 
 def stage_student(
@@ -66,44 +200,26 @@ def stage_student(
 ) -> tuple[Path, str]:
     """Distil into the float student, then quantization-aware training on the PT2E graph."""
     from edgekd.train.qat import freeze_observers, prepare_qat
-    from edgekd.train.trainer import FitSpec, fit, predict
 
     t, d_cfg = cfg.train, cfg.distill
-    use_teacher = teacher_dir is not None and d_cfg.alpha > 0
+    use_teacher = teacher_dir is not None and (d_cfg.alpha > 0 or (d_cfg.alpha_end or 0) > 0)
 
     def produce(d: Path) -> dict[str, Any]:
         torch.set_num_threads(t.threads)
         f = np.load(features_dir / "features.npz")
-        x_tr, y_tr, x_val, y_val = f["train"], f["y_train"], f["validation"], f["y_validation"]
-        teacher_logits = np.load(teacher_dir / "logits.npz")["train"] if use_teacher else None
-        torch.manual_seed(cfg.seed)  # initial weights: fit() seeds only what happens after construction
-        model = make_student(cfg, x_tr.shape[1:]).to(device)
-        common = dict(
-            batch_size=t.batch_size,
-            weight_decay=t.weight_decay,
-            alpha=d_cfg.alpha if use_teacher else 0.0,
-            temperature=d_cfg.temperature,
-            label_smoothing=t.label_smoothing,
-            spec_augment=True,
+        data = load_train_data(cfg, features_dir)
+        soft = load_soft_labels(cfg, teacher_dir) if use_teacher and teacher_dir is not None else None
+        if soft is None:  # no teacher: unlabeled clips have nothing to learn from
+            labelled = data.y_train != UNLABELED
+            data = TrainData(data.x_train[labelled], data.y_train[labelled], data.x_val, data.y_val)
+        (d / "tensorboard").mkdir()
+        model, float_fit = fit_float_student(
+            cfg, data, soft, device, cfg.seed, progress, log_dir=d / "tensorboard" / "float"
         )
-        float_fit = fit(
-            model,
-            x_tr,
-            y_tr,
-            x_val,
-            y_val,
-            FitSpec(epochs=t.epochs, lr=t.lr, **common),
-            device=device,
-            seed=cfg.seed,
-            teacher_logits=teacher_logits,
-            fp16=t.precision == "fp16",
-            desc="student float",
-            progress=progress,
-        )
-        model = model.cpu()
         torch.save(model.state_dict(), d / "float.pt")
         # QAT's job is to reproduce the float student under int8, not to keep learning: its soft target
         # is the float student's own prediction on the same (un-masked) input, mixed with the labels.
+        x_tr, y_tr = f["train"], f["y_train"]
         float_logits = predict(model, x_tr, torch.device("cpu"))
         prepared = prepare_qat(model, example_batch(x_tr))
         freeze_at = max(1, t.qat_epochs - 2)  # last epochs train with frozen scales: the grid that ships
@@ -117,22 +233,23 @@ def stage_student(
             prepared,
             x_tr,
             y_tr,
-            x_val,
-            y_val,
+            data.x_val,
+            data.y_val,
             FitSpec(
                 epochs=t.qat_epochs,
                 lr=t.qat_lr,
                 warmup_epochs=0.0,
                 batch_size=t.batch_size,
                 weight_decay=t.weight_decay,
-                alpha=t.qat_self_distill,
-                temperature=t.qat_temperature,
+                alpha=Schedule(t.qat_self_distill),
+                temperature=Schedule(t.qat_temperature),
             ),
             device=torch.device("cpu"),
             seed=cfg.seed + 1,
-            teacher_logits=float_logits,
+            soft=SoftLabels.from_logits(float_logits),
             desc="student QAT",
             progress=progress,
+            log_dir=d / "tensorboard" / "qat",
             on_epoch_start=on_epoch_start,
             before_eval=freeze_observers,
         )
@@ -148,24 +265,17 @@ def stage_student(
 
         return {
             "params": count_params(model),
-            "float": {
-                "history": float_fit.history,
-                "best_epoch": float_fit.best_epoch,
-                "skipped_steps": float_fit.skipped_steps,
-            },
-            "qat": {
-                "history": qat_fit.history,
-                "best_epoch": qat_fit.best_epoch,
-                "skipped_steps": qat_fit.skipped_steps,
-            },
+            "float": fit_summary(float_fit),
+            "qat": fit_summary(qat_fit),
             "used_teacher": use_teacher,
+            "unlabeled_rows": int((data.y_train == UNLABELED).sum()),
         }
 
     key = {
         "features": features_key,
         "teacher": teacher_key if use_teacher else None,
         "student": cfg.student.model_dump(mode="json"),
-        "distill": d_cfg.model_dump(mode="json"),
+        "distill": d_cfg.model_dump(mode="json", exclude={"teacher_gate", "teacher_gate_margin"}),
         "train": t.model_dump(mode="json", exclude={"threads"}),
         "classes": cfg.classes,
         "seed": cfg.seed,

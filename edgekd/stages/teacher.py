@@ -1,4 +1,11 @@
-"""Teacher stage: fit the teacher on the training views and cache its logits for every clip and view."""
+"""Teacher stage: fit the teacher, then write its soft-label cache for every training row.
+
+The cache (see `edgekd.train.soft_labels`) holds the teacher's logits — and pooled embeddings when
+feature matching is on — for every augmented view of every training clip and every unlabeled
+window, as memory-mappable `.npy`; validation and test logits go to `logits.npz` for the parity
+report. The stage key hashes the views, the unlabeled pool and the teacher config, so the cache is
+content-addressed: it is recomputed exactly when one of them changes.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from edgekd.config import BuildConfig
 from edgekd.data.corpus import Corpus
 from edgekd.pipeline import Stages
 from edgekd.stages.data import as_float
+from edgekd.train.soft_labels import SoftLabels, standardise
 
 
 def stage_teacher(
@@ -23,9 +31,13 @@ def stage_teacher(
     stages: Stages,
     device: torch.device,
     progress: bool,
+    unlabeled_dir: Path | None = None,
+    unlabeled_key: str | None = None,
 ) -> tuple[Path, str]:
-    """Fit the teacher on the train views; cache its logits for every train view, validation and test clip."""
+    """Fit the teacher on the train views; cache its outputs for every view, unlabeled clip and split."""
     from edgekd.models.teachers import build_teacher
+
+    with_embeddings = cfg.distill.feature_weight > 0
 
     def produce(d: Path) -> dict[str, Any]:
         corpus = Corpus.load(corpus_dir / "corpus.npz")
@@ -37,17 +49,23 @@ def stage_teacher(
         f_val = teacher.features(as_float(corpus.clips[val]))
         f_test = teacher.features(as_float(corpus.clips[test]))
         result = teacher.fit(f_train, y_train, f_val, corpus.labels[val], progress=progress)
-        logits = {
-            "train": teacher.logits(f_train),
-            "validation": teacher.logits(f_val),
-            "test": teacher.logits(f_test),
-        }
+        logits = {"validation": teacher.logits(f_val), "test": teacher.logits(f_test)}
         write_npz(d / "logits.npz", **logits)
+        rows = {"train": f_train}
+        if unlabeled_dir is not None:
+            rows["unlabeled"] = teacher.features(as_float(np.load(unlabeled_dir / "unlabeled.npz")["audio"]))
+        embeddings = {k: teacher.embeddings(v) for k, v in rows.items()} if with_embeddings else {}
+        for name, feats in rows.items():
+            emb = embeddings.get(name)
+            SoftLabels.from_logits(
+                teacher.logits(feats),
+                cfg.distill.top_k,
+                None if emb is None else standardise(emb, embeddings["train"]),
+            ).save(d, name)
         teacher.save(d)
-        acc = {
-            k: float((v.argmax(1) == (y_train if k == "train" else corpus.labels[corpus.indices(k)])).mean())
-            for k, v in logits.items()
-        }
+        train_logits = np.load(d / "train_logits.npy")
+        acc = {"train": float((train_logits.argmax(1) == y_train).mean())} if not cfg.distill.top_k else {}
+        acc |= {k: float((v.argmax(1) == corpus.labels[corpus.indices(k)]).mean()) for k, v in logits.items()}
         return {
             "name": teacher.name,
             "why": teacher.why,
@@ -56,13 +74,17 @@ def stage_teacher(
             "features_shape": list(f_train.shape[1:]),
             "history": result.history,
             "best_epoch": result.best_epoch,
+            "soft_labels": {k: len(v) for k, v in rows.items()},
         }
 
     return stages.run(
         "teacher",
         {
             "views": views_key,
+            "unlabeled": unlabeled_key,
             "teacher": cfg.teacher.model_dump(mode="json"),
+            "top_k": cfg.distill.top_k,
+            "embeddings": with_embeddings,
             "classes": cfg.classes,
             "seed": cfg.seed,
         },

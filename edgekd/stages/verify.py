@@ -117,6 +117,8 @@ def stage_verify(
     teacher_key: str,
     stages: Stages,
     progress: bool,
+    baseline_dir: Path | None = None,
+    baseline_key: str | None = None,
 ) -> tuple[Path, str]:
     from edgekd.verify.parity import parity_report
 
@@ -132,6 +134,8 @@ def stage_verify(
             "student_fp32": s["fp32_test"][:n],
             "student_qat": s["qat_test"][:n],
         }
+        if baseline_dir is not None:  # the student trained without the teacher: what distillation gained
+            reference["student_plain_fp32"] = np.load(baseline_dir / "logits.npz")["test"][:n]
         logits = runtime_logits(cfg, x[:n], reference, make_runners(cfg, export_dir), progress)
         write_npz(d / "logits.npz", y=y[:n], **logits)  # per-clip evidence behind every figure
         budget = measure_budget(cfg, export_dir, x)
@@ -142,6 +146,7 @@ def stage_verify(
         "export": export_key,
         "features": features_key,
         "teacher": teacher_key,
+        "baseline": baseline_key,
         "verify": cfg.verify.model_dump(mode="json"),
         "budget": cfg.budget.model_dump(mode="json"),
         "gates": cfg.gates.model_dump(mode="json"),

@@ -1,16 +1,20 @@
-"""One training loop for every model edgekd trains: the teacher head, the float student and QAT.
+"""One training loop for every model edgekd trains: teacher heads and fine-tunes, the student, QAT.
 
-The loop keeps the checkpoint with the best validation accuracy (restored at the end), shows a
-progress bar with an ETA, logs loss components per epoch for the report, and skips — and counts —
-steps whose loss is not finite instead of silently corrupting the weights.
+The loop keeps the checkpoint with the best validation accuracy (restored at the end; with EMA, the
+best averaged weights), stops early after `patience` epochs without improvement, shows a progress
+bar with an ETA, and logs every loss component, the gradient norm, alpha, T and the learning rate
+per step (TensorBoard, when given a log dir) and per epoch (the history the report plots). Steps
+whose logits or loss are not finite are skipped and counted, never applied; too many stop the run.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,7 +22,10 @@ from torch import nn
 from tqdm import tqdm
 
 from edgekd.errors import EdgekdError
-from edgekd.train.losses import kd_loss
+from edgekd.train.losses import UNLABELED, LossWeights, distill_loss, teacher_log_probs
+from edgekd.train.schedules import Schedule
+from edgekd.train.soft_labels import SoftLabels
+from edgekd.train.tb import writer_for
 
 MAX_SKIPPED_FRACTION = 0.05
 
@@ -29,10 +36,16 @@ class FitSpec:
     lr: float
     batch_size: int
     weight_decay: float = 0.0
-    alpha: float = 0.0
-    temperature: float = 1.0
+    alpha: Schedule = Schedule(0.0)
+    temperature: Schedule = Schedule(1.0)
+    feature_weight: Schedule = Schedule(0.0)
+    unlabeled_weight: float = 1.0
+    trust_wrong_teacher: bool = True
     label_smoothing: float = 0.0
     spec_augment: bool = False
+    mixup: float = 0.0  # Beta(a, a) mixing of inputs, labels and teacher distributions; 0 = off
+    ema_decay: float = 0.0
+    patience: int = 0  # epochs without a better validation accuracy before stopping; 0 = never
     warmup_epochs: float = 1.0
 
 
@@ -42,6 +55,7 @@ class FitResult:
     best_val_accuracy: float = 0.0
     best_epoch: int = 0
     skipped_steps: int = 0
+    stopped_early: bool = False
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -86,6 +100,53 @@ def predict(model: nn.Module, x: np.ndarray, device: torch.device, batch_size: i
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+class _FeatureTap:
+    """Captures the input of the student's final `fc` layer: the pooled features feature matching uses."""
+
+    def __init__(self, model: nn.Module) -> None:
+        fc = getattr(model, "fc", None)
+        if not isinstance(fc, nn.Linear):
+            raise EdgekdError("feature matching needs a student whose last layer is `fc` (nn.Linear)")
+        self.width = fc.in_features
+        self.value: torch.Tensor | None = None
+        self.handle = fc.register_forward_pre_hook(self._hook)
+
+    def _hook(self, _module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        self.value = args[0]
+
+
+class _Ema:
+    """Exponential moving average of the weights (buffers copied), evaluated instead of the raw weights."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            e.lerp_(p.detach(), 1.0 - self.decay)
+        for e, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            e.copy_(b)
+
+
+def _mix(
+    gen: torch.Generator, a: float, x: torch.Tensor, y: torch.Tensor, n_cls: int
+) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
+    """Mixup of a batch with its own permutation: inputs and one-hot labels (teacher side: `_mix_teacher`)."""
+    lam = float(torch.distributions.Beta(a, a).sample()) if a > 0 else 1.0
+    perm = torch.randperm(len(x), generator=gen).to(x.device)
+    onehot = torch.nn.functional.one_hot(y.clamp_min(0), n_cls).float()
+    return lam * x + (1 - lam) * x[perm], lam * onehot + (1 - lam) * onehot[perm], lam, perm
+
+
+def _mix_teacher(t_logp: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.Tensor:
+    """log(lam p + (1 - lam) q): the teacher's distribution for a mixed input, as mixup mixes labels."""
+    return torch.logaddexp(t_logp + math.log(max(lam, 1e-12)), t_logp[perm] + math.log(max(1.0 - lam, 1e-12)))
+
+
 def fit(
     model: nn.Module,
     x_train: np.ndarray,
@@ -96,25 +157,46 @@ def fit(
     *,
     device: torch.device,
     seed: int,
-    teacher_logits: np.ndarray | None = None,
+    soft: SoftLabels | None = None,
+    param_groups: list[dict] | None = None,
     fp16: bool = False,
     desc: str = "train",
     progress: bool = True,
+    log_dir: Path | None = None,
     on_epoch_start: Callable[[nn.Module, int], None] | None = None,
     before_eval: Callable[[nn.Module], None] | None = None,
 ) -> FitResult:
     """Train `model` in place; restore the weights of the best validation epoch.
 
+    `y_train` holds -1 for unlabeled rows (their only supervision is `soft`). `param_groups` (dicts
+    with "params" and "lr_scale") give parts of the model their own learning rate (layer-wise decay).
     `on_epoch_start(model, epoch)` and `before_eval(model)` let QAT switch its observers on for
     training and off for validation (otherwise validation data would move the quantization scales).
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
+    n_classes = int(soft.n_classes) if soft is not None else int(np.max(y_train)) + 1
+    if soft is not None and len(soft) != len(x_train):
+        raise ValueError(f"{len(soft)} soft labels for {len(x_train)} training rows")
+    if soft is None and bool((np.asarray(y_train) == UNLABELED).any()):
+        raise ValueError("unlabeled rows need teacher soft labels")
     # Eager NCHW conv/BN training takes a ~10x slower oneDNN path on CPU (measured: ds_cnn S, batch 64,
     # 1.38 s/step NCHW vs 0.14 s channels_last); the layout is restored before returning.
     model.to(memory_format=torch.channels_last)
+    feature_on = max(spec.feature_weight.start, spec.feature_weight.end or 0.0) > 0
+    tap = _FeatureTap(model) if feature_on and soft is not None else None
+    projection = None
+    if tap is not None and soft is not None and soft.embeddings is not None:
+        projection = nn.Linear(tap.width, soft.embeddings.shape[1]).to(device)
+    groups = [{**g, "params": list(g["params"])} for g in param_groups or []] or [
+        {"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}
+    ]
+    if projection is not None:
+        groups = [*groups, {"params": list(projection.parameters()), "lr_scale": 1.0}]
     opt = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=spec.lr, weight_decay=spec.weight_decay
+        [{"params": g["params"], "lr": spec.lr * g["lr_scale"]} for g in groups],
+        lr=spec.lr,
+        weight_decay=spec.weight_decay,
     )
     steps_per_epoch = max(1, math.ceil(len(x_train) / spec.batch_size))
     total = spec.epochs * steps_per_epoch
@@ -129,72 +211,126 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=fp16 and device.type == "cuda")
     x_all = torch.as_tensor(x_train, dtype=torch.float32)
     y_all = torch.as_tensor(y_train, dtype=torch.long)
-    t_all = torch.as_tensor(teacher_logits, dtype=torch.float32) if teacher_logits is not None else None
+    ema = _Ema(model, spec.ema_decay) if spec.ema_decay > 0 else None
+    writer = writer_for(log_dir)
     result = FitResult()
     best_state = copy.deepcopy(model.state_dict())
     bar = tqdm(total=total, desc=desc, unit="step", disable=not progress, leave=False)
+    params = [p for g in groups for p in g["params"]]
+    step = 0
     for epoch in range(spec.epochs):
         if on_epoch_start is not None:
             on_epoch_start(model, epoch)
         model.train()
         order = torch.randperm(len(x_all), generator=gen)
-        sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "grad_norm": 0.0}
-        n_ok = 0
+        sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "feature": 0.0, "grad_norm": 0.0}
+        n_ok, t0 = 0, time.perf_counter()
         for i in range(steps_per_epoch):
+            progress_frac = step / max(1, total - 1)
+            w = LossWeights(
+                alpha=spec.alpha.at(progress_frac) if soft is not None else 0.0,
+                temperature=spec.temperature.at(progress_frac),
+                feature=spec.feature_weight.at(progress_frac),
+                unlabeled=spec.unlabeled_weight,
+                label_smoothing=spec.label_smoothing,
+                trust_wrong_teacher=spec.trust_wrong_teacher,
+            )
             idx = order[i * spec.batch_size : (i + 1) * spec.batch_size]
             xb = x_all[idx]
             if spec.spec_augment:
                 xb = spec_augment(xb, gen)
             xb, yb = xb.to(device), y_all[idx].to(device)
-            tb = t_all[idx].to(device) if t_all is not None else None
             # A train-mode forward updates buffers (BatchNorm statistics, QAT observers) before the loss
             # is known: keep a copy so that a skipped step cannot leave NaN in them.
             buffers = list(model.buffers())
             saved = [b.detach().clone() for b in buffers]
+            targets: torch.Tensor = yb
+            mixed = spec.mixup > 0 and bool((yb != UNLABELED).all())
+            if mixed:
+                xb, targets, lam, perm = _mix(gen, spec.mixup, xb, yb, n_classes)
             with torch.autocast(device.type, dtype=torch.float16, enabled=fp16 and device.type == "cuda"):
                 logits = model(xb)
-            loss, parts = kd_loss(logits, yb, tb, spec.alpha, spec.temperature, spec.label_smoothing)
+            t_logp = None
+            if soft is not None:  # after the forward: a top-k cache needs the student's top-k
+                t_logp = teacher_log_probs(soft.teacher_logits(idx, logits), w.temperature)
+                if mixed:
+                    t_logp = _mix_teacher(t_logp, lam, perm)
+            feature_error = None
+            if projection is not None and tap is not None and tap.value is not None and soft is not None:
+                emb = soft.teacher_embeddings(idx, device)
+                if mixed:  # the student saw the mixture: so does its target
+                    emb = lam * emb + (1 - lam) * emb[perm]
+                ok = torch.isfinite(emb).all(-1)  # masked rows must not leak a NaN gradient either
+                err = ((projection(tap.value.float().flatten(1)) - torch.nan_to_num(emb)) ** 2).mean(-1)
+                feature_error = torch.where(ok, err, torch.full_like(err, float("nan")))
+            loss, parts = distill_loss(logits, targets, t_logp, w, feature_error)
             opt.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
+            if not (torch.isfinite(loss) and bool(torch.isfinite(logits).all())):
                 with torch.no_grad():
                     for b, s in zip(buffers, saved, strict=True):
                         b.resize_(s.shape).copy_(s)  # observers resize their buffers in place, too
                 result.skipped_steps += 1
                 if result.skipped_steps > MAX_SKIPPED_FRACTION * total + 3:
                     raise EdgekdError(
-                        f"{desc}: {result.skipped_steps} steps had a non-finite loss; lower the "
+                        f"{desc}: {result.skipped_steps} steps had non-finite logits or loss; lower the "
                         "learning rate or check the input features for NaN/Inf"
                     )
                 sched.step()
+                step += 1
                 bar.update(1)
                 continue
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, 5.0))
             scaler.step(opt)
             scaler.update()
             sched.step()
+            if ema is not None:
+                ema.update(model)
             n_ok += 1
-            sums["loss"] += float(loss.detach())
-            sums["ce"] += parts["ce"]
-            sums["kd"] += parts["kd"]
-            sums["grad_norm"] += float(grad_norm)
+            row = {"loss": float(loss.detach()), **parts, "grad_norm": grad_norm}
+            for k, v in row.items():
+                sums[k] += v
+            if writer is not None:
+                for k, v in {
+                    **row,
+                    "alpha": w.alpha,
+                    "temperature": w.temperature,
+                    "lr": sched.get_last_lr()[0],
+                }.items():
+                    writer.add_scalar(f"{desc}/{k}", v, step)
+            step += 1
             bar.update(1)
+        epoch_s = time.perf_counter() - t0
+        evaluated = ema.model if ema is not None else model
         if before_eval is not None:
-            before_eval(model)
-        val_acc = float((predict(model, x_val, device).argmax(1) == y_val).mean()) if len(y_val) else 0.0
-        row = {
+            before_eval(evaluated)
+        val_acc = float((predict(evaluated, x_val, device).argmax(1) == y_val).mean()) if len(y_val) else 0.0
+        hist = {
             "epoch": epoch + 1,
             **{k: v / max(1, n_ok) for k, v in sums.items()},
             "val_accuracy": val_acc,
             "lr": float(opt.param_groups[0]["lr"]),
+            "alpha": w.alpha,
+            "temperature": w.temperature,
+            "epoch_s": epoch_s,
         }
-        result.history.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{val_acc:.3f}")
+        result.history.append(hist)
+        if writer is not None:
+            writer.add_scalar(f"{desc}/val_accuracy", val_acc, step)
+        bar.set_postfix(loss=f"{hist['loss']:.3f}", val=f"{val_acc:.3f}")
         if val_acc >= result.best_val_accuracy:
             result.best_val_accuracy, result.best_epoch = val_acc, epoch + 1
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(evaluated.state_dict())
+        elif spec.patience and epoch + 1 - result.best_epoch >= spec.patience:
+            result.stopped_early = True
+            bar.update(total - step)
+            break
     bar.close()
+    if tap is not None:
+        tap.handle.remove()
+    if writer is not None:
+        writer.close()
     model.load_state_dict(best_state)
     model.to(memory_format=torch.contiguous_format)
     model.eval()
