@@ -95,10 +95,12 @@ def distills(cfg: BuildConfig) -> bool:
 def check_teacher(
     cfg: BuildConfig, teacher_dir: Path, baseline_dir: Path, features_dir: Path, log: Any
 ) -> dict[str, Any]:
-    """The teacher gate: distil only from a teacher that beats the student trained without it.
+    """The teacher gate: distil only from a teacher that holds its own against the student trained without it.
 
-    Both are scored on the validation split; a teacher that is not better by more than
-    `distill.teacher_gate_margin` points would mostly teach the student its own mistakes.
+    Both are scored on the validation split; the teacher passes when it beats the plain student by more
+    than `distill.teacher_gate_margin` points (0: strictly better; the default -1.5 tolerates the noise
+    of a few hundred clips, so a split the plain student saturates does not refuse a good teacher). A
+    teacher clearly worse than that would mostly teach the student its own mistakes.
     """
     y = np.load(features_dir / "features.npz")["y_validation"]
     teacher = float((np.load(teacher_dir / "logits.npz")["validation"].argmax(1) == y).mean())

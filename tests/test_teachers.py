@@ -29,14 +29,12 @@ from edgekd.models.teachers import (
     HFTeacher,
     SpeechEmbeddingTeacher,
     arch_spec,
-    auto_batch_size,
     build_teacher,
     llrd_param_groups,
     load_hf_classifier,
-    saved_tensor_bytes,
-    step_bytes_estimate,
     teacher_device,
 )
+from edgekd.train.auto_batch import auto_batch_size, saved_tensor_bytes, step_bytes_estimate
 
 torch.set_num_threads(1)  # shared 2-core machine
 CPU = torch.device("cpu")
