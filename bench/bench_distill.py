@@ -41,7 +41,7 @@ from edgekd.data.corpus import Corpus  # noqa: E402
 from edgekd.pipeline import Stages, default_cache_root  # noqa: E402
 from edgekd.report.markdown import table  # noqa: E402
 from edgekd.stages.data import as_float, make_views, stage_corpus  # noqa: E402
-from edgekd.stages.distill import TrainData, fit_float_student  # noqa: E402
+from edgekd.stages.distill import TrainData, distills, fit_float_student  # noqa: E402
 from edgekd.train.losses import UNLABELED  # noqa: E402
 from edgekd.train.soft_labels import SoftLabels, standardise  # noqa: E402
 from edgekd.train.trainer import predict  # noqa: E402
@@ -178,8 +178,7 @@ def run_variant(cfg: BuildConfig, d: dict[str, np.ndarray], unlabeled: bool, see
         x = np.concatenate([x, d["x_pool"]])
         y = np.concatenate([y, np.full(len(d["x_pool"]), UNLABELED)])
         t, e = np.concatenate([t, d["t_pool"]]), np.concatenate([e, d["e_pool"]])
-    uses_teacher = cfg.distill.alpha > 0 or (cfg.distill.alpha_end or 0) > 0 or cfg.distill.feature_weight > 0
-    soft = SoftLabels.from_logits(t, cfg.distill.top_k, e) if uses_teacher else None
+    soft = SoftLabels.from_logits(t, cfg.distill.top_k, e) if distills(cfg) else None
     t0 = time.perf_counter()
     model, result = fit_float_student(
         cfg, TrainData(x, y, d["x_validation"], d["y_validation"]), soft, torch.device("cpu"), seed, False

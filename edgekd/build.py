@@ -20,7 +20,7 @@ from edgekd.config import BuildConfig
 from edgekd.errors import GateError
 from edgekd.pipeline import Stages
 from edgekd.stages.data import stage_corpus, stage_features, stage_unlabeled, stage_views
-from edgekd.stages.distill import stage_baseline, stage_student
+from edgekd.stages.distill import distills, stage_baseline, stage_student
 from edgekd.stages.export import stage_export
 from edgekd.stages.teacher import stage_teacher
 from edgekd.stages.verify import stage_verify
@@ -86,12 +86,6 @@ def _write_reports(
     write_text(staging / "report.html", html)
 
 
-def distills(cfg: BuildConfig) -> bool:
-    """Whether the student learns from the teacher at all (some alpha or feature weight above 0)."""
-    d = cfg.distill
-    return d.alpha > 0 or (d.alpha_end or 0.0) > 0 or d.feature_weight > 0
-
-
 def check_teacher(
     cfg: BuildConfig, teacher_dir: Path, baseline_dir: Path, features_dir: Path, log: Any
 ) -> dict[str, Any]:
@@ -123,7 +117,7 @@ def check_teacher(
         return record
     advice = (
         "use a stronger teacher (teacher.source / teacher.epochs), set distill.teacher_gate=warn to "
-        "distil anyway, or distill.alpha=0 to train without the teacher"
+        "distil anyway, or distill.alpha=0 and distill.feature_weight=0 to train without it"
     )
     if d.teacher_gate == "refuse":
         raise GateError(f"{verdict}: FAIL — distillation refused; {advice}")

@@ -67,6 +67,12 @@ def predict_float_twin(prepared: torch.fx.GraphModule, x: np.ndarray) -> np.ndar
         prepared.apply(enable_fake_quant)
 
 
+def distills(cfg: BuildConfig) -> bool:
+    """Whether the student learns from the teacher at all (some alpha or feature weight above 0)."""
+    d = cfg.distill
+    return d.alpha > 0 or (d.alpha_end or 0.0) > 0 or d.feature_weight > 0
+
+
 def float_spec(cfg: BuildConfig, use_teacher: bool) -> FitSpec:
     """The float student's training recipe: labels, plus the teacher's soft labels and features."""
     t, d = cfg.train, cfg.distill
@@ -202,7 +208,7 @@ def stage_student(
     from edgekd.train.qat import freeze_observers, prepare_qat
 
     t, d_cfg = cfg.train, cfg.distill
-    use_teacher = teacher_dir is not None and (d_cfg.alpha > 0 or (d_cfg.alpha_end or 0) > 0)
+    use_teacher = teacher_dir is not None and distills(cfg)
 
     def produce(d: Path) -> dict[str, Any]:
         torch.set_num_threads(t.threads)
