@@ -1,3 +1,3 @@
 """edgekd: distil a large audio teacher into a tiny INT8 keyword-spotting model, with parity proof."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

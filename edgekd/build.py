@@ -22,9 +22,12 @@ from edgekd.pipeline import Stages
 from edgekd.stages.data import stage_corpus, stage_features, stage_unlabeled, stage_views
 from edgekd.stages.distill import distills, stage_baseline, stage_student
 from edgekd.stages.export import stage_export
+from edgekd.stages.holdout import stage_holdout
+from edgekd.stages.real_agreement import POOL, stage_real_agreement
 from edgekd.stages.teacher import stage_teacher
 from edgekd.stages.verify import stage_verify
 from edgekd.train.trainer import resolve_device
+from edgekd.verify.parity import with_section
 
 
 @dataclass
@@ -125,27 +128,53 @@ def check_teacher(
     return record
 
 
-def run_build(
-    cfg: BuildConfig, out: Path, cache_root: Path, progress: bool = True, log: Any = print
-) -> BuildResult:
-    """Run every stage (cached), verify, and write the build directory."""
-    from edgekd.export.manifest import build_manifest, file_hashes, model_io
-    from edgekd.report.markdown import summary
+def missing_pool() -> str | None:
+    """Why the built-in real-speech pool cannot be read here, or None. A default build does not need
+    it to exist (setup fetches it where it can); the agreement it measures is then reported missing."""
+    from edgekd.data.real_pool import resolve_pool
+    from edgekd.errors import DataError
 
-    if cfg.data.path and not Path(cfg.data.path).is_dir():  # fail before any stage starts
-        from edgekd.errors import DataError
+    try:
+        resolve_pool(POOL)
+    except DataError as err:
+        return str(err)
+    return None
 
+
+def check_inputs(cfg: BuildConfig) -> None:
+    """Every folder the config names exists (or the built-in pool is unpacked) before any stage runs."""
+    from edgekd.data.real_pool import builtin_name, resolve_pool
+    from edgekd.errors import DataError
+
+    if cfg.data.path and not Path(cfg.data.path).is_dir():
         raise DataError(
             f"data.path {cfg.data.path!r} is not a directory; pass --data a folder in the Speech "
             "Commands layout (one folder per label with .wav files)"
         )
-    if cfg.data.unlabeled and not Path(cfg.data.unlabeled).expanduser().is_dir():
-        from edgekd.errors import DataError
-
+    pool = builtin_name(cfg.data.unlabeled)
+    if pool is not None:
+        resolve_pool(pool)  # a pool not unpacked fails here, naming its packages and the setup command
+    elif cfg.data.unlabeled and not Path(cfg.data.unlabeled).expanduser().is_dir():
         raise DataError(
             f"data.unlabeled {cfg.data.unlabeled!r} is not a directory; pass --unlabeled a folder of "
-            "recordings (any depth; .wav, .flac, .ogg, ...)"
+            "recordings (any depth; .wav, .flac, .ogg, ...) or builtin:NAME, a built-in pool of real speech"
         )
+    if cfg.verify.holdout and not Path(cfg.verify.holdout).expanduser().is_dir():
+        raise DataError(
+            f"verify.holdout {cfg.verify.holdout!r} is not a directory; pass --holdout a folder of your own "
+            "real recordings in the Speech Commands layout (one folder per label with .wav files)"
+        )
+
+
+def run_build(
+    cfg: BuildConfig, out: Path, cache_root: Path, progress: bool = True, log: Any = print
+) -> BuildResult:
+    """Run every stage (cached), verify, and write the build directory."""
+    from edgekd.data.real_pool import builtin_name, pool_licences
+    from edgekd.export.manifest import build_manifest, file_hashes, model_io
+    from edgekd.report.markdown import summary
+
+    check_inputs(cfg)  # fail before any stage starts
     device = resolve_device(cfg.train.device)
     torch.set_num_threads(cfg.train.threads)
     stages = Stages(cache_root, log=log)
@@ -187,6 +216,28 @@ def run_build(
         baseline_dir,
         baseline_key,
     )
+    holdout_dir = None
+    if cfg.verify.holdout:
+        holdout_dir, _ = stage_holdout(
+            cfg,
+            teacher_dir,
+            teacher_key,
+            student_dir,
+            student_key,
+            export_dir,
+            export_key,
+            tuple(teacher_info["features_shape"]),
+            stages,
+            progress,
+        )
+    agreement_dir = None
+    if cfg.verify.pool_windows:
+        if pool_missing := missing_pool():
+            log(f"real-speech agreement skipped: {pool_missing}")
+        else:
+            agreement_dir, _ = stage_real_agreement(
+                cfg, student_dir, student_key, export_dir, export_key, stages, progress
+            )
 
     out.mkdir(parents=True, exist_ok=True)
     staging = out / ".staging"
@@ -195,9 +246,14 @@ def run_build(
     for name in ARTIFACTS:
         if (export_dir / name).exists():
             shutil.copy2(export_dir / name, staging / name)
-    shutil.copy2(verify_dir / "parity.json", staging / "parity.json")
+    parity = json.loads((verify_dir / "parity.json").read_text())
     (staging / "logs").mkdir()
     shutil.copy2(verify_dir / "logits.npz", staging / "logs" / "parity_logits.npz")
+    for name, section_dir in (("holdout", holdout_dir), ("real_unlabeled", agreement_dir)):
+        if section_dir is not None:
+            parity = with_section(parity, name, json.loads((section_dir / f"{name}.json").read_text()))
+            shutil.copy2(section_dir / "logits.npz", staging / "logs" / f"{name}_logits.npz")
+    write_json(staging / "parity.json", parity)
     if (student_dir / "tensorboard").is_dir():
         shutil.copytree(student_dir / "tensorboard", staging / "logs" / "tensorboard")
     for src, name in ((student_dir, "float.pt"), (student_dir, "qat.pt"), (teacher_dir, "teacher_head.pt")):
@@ -206,7 +262,6 @@ def run_build(
     if (teacher_dir / "teacher_hf").is_dir():
         shutil.copytree(teacher_dir / "teacher_hf", staging / "weights" / "teacher_hf")
 
-    parity = json.loads((verify_dir / "parity.json").read_text())
     corpus_info = json.loads((corpus_dir / "_done.json").read_text())
     student_info = json.loads((student_dir / "_done.json").read_text())
     features_info = json.loads((features_dir / "_done.json").read_text())
@@ -251,7 +306,13 @@ def run_build(
         },
         data={
             "corpus_sha256": sha256_file(corpus_dir / "corpus.npz"),
-            "source": cfg.data.path or "synthetic (Piper + espeak-ng)",
+            "source": cfg.data.path or f"synthetic ({', '.join(corpus_info.get('voices') or {})})",
+            "voices": corpus_info.get("voices"),  # per engine: voices, speakers, licence
+            **(
+                {"real_speech_licences": pool_licences(pool)}
+                if (pool := builtin_name(cfg.data.unlabeled))
+                else {}
+            ),
             "summary": corpus_info["summary"],
             "skipped": corpus_info["skipped"],
             "groups": corpus_info["groups"],

@@ -32,7 +32,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.data:
         overrides.append(f"data.path={Path(args.data).resolve()}")
     if args.unlabeled:
-        overrides.append(f"data.unlabeled={Path(args.unlabeled).resolve()}")
+        builtin = args.unlabeled.startswith("builtin:")  # a named pool of setup.sh, not a path
+        overrides.append(f"data.unlabeled={args.unlabeled if builtin else Path(args.unlabeled).resolve()}")
+    if args.holdout:
+        overrides.append(f"verify.holdout={Path(args.holdout).resolve()}")
     if args.device:
         overrides.append(f"train.device={args.device}")
     if args.strict:
@@ -166,6 +169,14 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[Arg]]] 
                     "metavar": "DIR",
                     "help": "unlabeled recordings (e.g. from your device): the teacher labels them and "
                     "the student learns from its soft labels",
+                },
+            ),
+            (
+                ("--holdout",),
+                {
+                    "metavar": "DIR",
+                    "help": "your own real recordings (Speech Commands layout), never trained on: scored "
+                    "with every runtime in the report and gated (gates.holdout_*)",
                 },
             ),
             (("--out",), {"help": "build directory (default: build/<target>)"}),

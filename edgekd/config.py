@@ -116,6 +116,13 @@ class AugmentConfig(Section):
     gain_db: tuple[float, float] = (-12.0, 6.0)
     shift_ms: Annotated[int, Field(ge=0, le=500)] = 100
     reverb_prob: Fraction = 0.3
+    reverb_kind: Literal["synthetic", "room"] = "synthetic"  # room: pyroomacoustics shoebox rooms
+    room_seed: NonNegInt = 0  # which bank of simulated rooms (edgekd.audio.channel.room_bank)
+    mic_prob: Fraction = 0.0  # random microphone/loudspeaker response (roll-off, resonances, dips)
+    floor_prob: Fraction = 0.0  # always-on self-noise / room tone at an absolute level
+    floor_db: tuple[float, float] = (-80.0, -50.0)  # dBFS RMS of that floor
+    overload_prob: Fraction = 0.0  # overdriven input stage (soft or hard clipping)
+    codec_prob: Fraction = 0.0  # narrow-band telephony: 8/11 kHz and mu-law 8-bit
     pitch_prob: Fraction = 0.0  # pitch shift by up to +-pitch_semitones
     pitch_semitones: Annotated[float, Field(ge=0.0, le=12.0)] = 3.0
     tempo_prob: Fraction = 0.0  # tempo change by a factor in tempo_range (pitch kept)
@@ -123,7 +130,7 @@ class AugmentConfig(Section):
     bandlimit_prob: Fraction = 0.0  # telephone/cheap-microphone band limiting
     mix_prob: Fraction = 0.0  # overlay another training clip 6-20 dB down; the teacher labels the mix
 
-    @field_validator("snr_db", "gain_db", "tempo_range")
+    @field_validator("snr_db", "gain_db", "tempo_range", "floor_db")
     @classmethod
     def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
         if v[0] > v[1]:
@@ -132,11 +139,24 @@ class AugmentConfig(Section):
 
 
 class SynthConfig(Section):
+    """Offline voices. Each `<engine>_voices` field is how many voices a corpus draws from that engine
+    (0 = off), in this order; see `edgekd.audio.voices`. rhvoice, mbrola and pico are Debian non-free /
+    contrib packages with restrictive licences: installed only by `EDGEKD_NONFREE_VOICES=1 scripts/setup.sh`.
+    """
+
     espeak_voices: Annotated[int, Field(ge=0, le=2000)] = 60
     piper_voices: Annotated[int, Field(ge=0, le=500)] = 16
+    flite_voices: Annotated[int, Field(ge=0, le=500)] = 0
+    festival_voices: Annotated[int, Field(ge=0, le=500)] = 0
+    kokoro_voices: Annotated[int, Field(ge=0, le=5000)] = 0  # each a random blend: as many as asked
+    rhvoice_voices: Annotated[int, Field(ge=0, le=500)] = 0
+    mbrola_voices: Annotated[int, Field(ge=0, le=500)] = 0
+    pico_voices: Annotated[int, Field(ge=0, le=500)] = 0
     keyword_takes: Annotated[int, Field(ge=1, le=20)] = 1
     unknown_words_per_voice: Annotated[int, Field(ge=0, le=100)] = 4
     silence_fraction: Fraction = 0.08
+    # synthesis processes (fewer for a small corpus); the corpus is the same for any number
+    workers: Annotated[int, Field(ge=1, le=64)] = 2
 
 
 class DataConfig(Section):
@@ -145,10 +165,31 @@ class DataConfig(Section):
     test_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.15
     strict: bool = False
     max_clips_per_label: NonNegInt = 0  # 0 = no limit
-    unlabeled: str | None = None  # folder of unlabeled recordings: the teacher's soft labels supervise them
-    unlabeled_max_clips: NonNegInt = 0  # 0 = every 1 s window found
+    # Unlabeled audio the teacher's soft labels supervise: a folder of recordings, or `builtin:NAME`, a
+    # pool of real speech unpacked by scripts/setup.sh (edgekd/data/real_pool.py; `builtin:debian-speech`
+    # is all of asterisk-en, fillets-cs, fillets-nl and tuxpaint-desc).
+    unlabeled: str | None = None
+    # 0 = every 1 s window found. Set it for a built-in pool: debian-speech is ~6.7 h (~43,000 windows,
+    # each with augment.views views for the teacher); a cap there takes an even, seeded share per source.
+    unlabeled_max_clips: NonNegInt = 0
     synth: SynthConfig = SynthConfig()
     augment: AugmentConfig = AugmentConfig()
+
+    @field_validator("unlabeled")
+    @classmethod
+    def _known_pool(cls, spec: str | None) -> str | None:
+        """A misspelt pool name fails with the config errors, before any work; whether the pool is
+        unpacked is the build's early check (it may be fetched after the config is written)."""
+        from edgekd.data.real_pool import builtin_name, pool_sources  # the registry imports this module
+        from edgekd.errors import DataError
+
+        name = builtin_name(spec)
+        if name is not None:
+            try:
+                pool_sources(name)
+            except DataError as err:
+                raise ValueError(str(err)) from None
+        return spec
 
 
 class TeacherConfig(Section):
@@ -202,6 +243,13 @@ class GatesConfig(Section):
     min_accuracy: Fraction = 0.0
     min_agreement: Fraction = 0.995
     max_accuracy_drop: Annotated[float, Field(ge=0.0, le=100.0)] = 0.5  # points
+    # real holdout (verify.holdout): the device runtime's mean per-keyword accuracy; 0 = report only
+    holdout_min_accuracy: Fraction = 0.0
+    # device-vs-float agreement on the holdout; None: the same bar as min_agreement
+    holdout_min_agreement: Fraction | None = None
+    # device-vs-float agreement on real unlabelled speech (verify.pool_windows); 0 = report only. Not yet
+    # gated by default: ambiguous real speech has many near-ties that int8 noise flips (docs/DESIGN.md)
+    pool_min_agreement: Fraction = 0.0
 
 
 class FirmwareConfig(Section):
@@ -218,6 +266,12 @@ class VerifyConfig(Section):
     runtimes: list[Literal["tflm", "litert", "onnx"]] = ["tflm", "litert", "onnx"]
     primary: Literal["tflm", "litert", "onnx"] = "tflm"
     max_clips: NonNegInt = 0  # 0 = whole test split
+    # a folder of the user's own real recordings (Speech Commands layout), never trained on: scored with
+    # every runtime in its own section of parity.json and gated by gates.holdout_*
+    holdout: str | None = None
+    # one-second windows of the built-in real-speech pool on which INT8-vs-float agreement is measured
+    # and gated (no labels needed); 0 = off. Skipped, with a note, where setup could not fetch the pool
+    pool_windows: NonNegInt = 1000
 
 
 class BuildConfig(Section):

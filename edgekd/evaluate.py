@@ -10,18 +10,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from pydantic import ValidationError
 
-from edgekd.audio.frontend import compute_features, make_frontend
 from edgekd.config import BuildConfig
-from edgekd.data.corpus import load_speech_commands
 from edgekd.errors import EdgekdError
-from edgekd.models.teachers import build_teacher
-from edgekd.stages.distill import load_qat_student, make_student, predict_float_twin
-from edgekd.stages.verify import make_runners, measure_budget, parity_rows, runtime_logits
-from edgekd.train.trainer import predict
+from edgekd.stages.holdout import keyword_accuracy, score_folder
+from edgekd.stages.verify import measure_budget, parity_rows
 from edgekd.verify.parity import parity_report
 
 
@@ -48,32 +42,13 @@ def evaluate(build: Path, data: Path, progress: bool = True, max_clips: int = 0)
     ]
     if missing:
         raise EdgekdError(f"{build}: incomplete build directory, missing {missing}; re-run `edgekd build`")
-    # Every clip of the folder is held-out for this build: score them all.
-    data_cfg = cfg.data.model_copy(update={"path": str(data), "max_clips_per_label": max_clips})
-    cfg_eval = cfg.model_copy(update={"data": data_cfg})
-    corpus = load_speech_commands(cfg_eval, data, progress=progress, held_out=True)
-    clips = corpus.float_clips(np.arange(len(corpus.labels)))
-    y = corpus.labels
-    x = compute_features(make_frontend(cfg.frontend.name), clips, progress=progress)
-    weights = build / "weights"
-    cpu = torch.device("cpu")
-    # the reference row is the fp32 teacher, on the CPU, whatever precision the build trained it in
-    teacher_cfg = cfg.teacher.model_copy(update={"precision": "fp32", "device": "cpu"})
-    teacher = build_teacher(teacher_cfg, cfg.classes, cfg.seed, cpu, load=False)
     manifest = json.loads((build / "manifest.json").read_text())
-    teacher.restore(weights, tuple(manifest["teacher"]["features_shape"]))  # before features(): Whisper's
-    teacher_logits = teacher.logits(teacher.features(clips))  # feature extractor comes from the checkpoint
-    student = make_student(cfg, x.shape[1:])
-    student.load_state_dict(torch.load(weights / "float.pt", weights_only=True))
-    prepared = load_qat_student(cfg, weights, torch.as_tensor(x[:2]))
-    reference = {
-        "teacher_fp32": teacher_logits,
-        "student_fp32_pre_qat": predict(student, x, cpu),
-        "student_fp32": predict_float_twin(prepared, x),
-        "student_qat": predict(prepared, x, cpu),
-    }
-    rows = parity_rows(cfg, runtime_logits(cfg, x, reference, make_runners(cfg, build), progress), y)
-    budget = measure_budget(cfg, build, x)
-    report = parity_report(cfg, rows, budget, len(y))
-    report["data"] = {"path": str(data), "skipped": corpus.skipped}
+    weights = build / "weights"
+    shape = tuple(manifest["teacher"]["features_shape"])
+    scored = score_folder(cfg, data, weights, weights, build, shape, progress, max_clips)
+    rows = parity_rows(cfg, scored.logits, scored.y)
+    for r in rows.values():
+        r["keyword_accuracy"] = keyword_accuracy(r, cfg.labels)
+    report = parity_report(cfg, rows, measure_budget(cfg, build, scored.x), len(scored.y))
+    report["data"] = {"path": str(data), "skipped": scored.skipped}
     return report

@@ -129,7 +129,15 @@ def corpus_fingerprint(cfg: BuildConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "clip_ms": cfg.frontend.clip_ms,
         "data": cfg.data.model_dump(
-            mode="json", exclude={"augment", "path", "unlabeled", "unlabeled_max_clips"}
+            mode="json",
+            # the corpus is the same whatever the number of synthesis workers
+            exclude={
+                "augment": True,
+                "path": True,
+                "unlabeled": True,
+                "unlabeled_max_clips": True,
+                "synth": {"workers"},
+            },
         ),
     }
     if cfg.data.path:

@@ -14,6 +14,7 @@ from edgekd.audio.augment import (
     synthetic_rir,
     view_rng,
 )
+from edgekd.audio.channel import room_bank
 from edgekd.audio.io import SAMPLE_RATE
 from edgekd.config import AugmentConfig
 
@@ -313,3 +314,74 @@ def test_passing_other_with_mix_prob_zero_keeps_the_random_stream() -> None:
         np.testing.assert_array_equal(
             augment(x, cfg, view_rng(0, i, 1), other=other), augment(x, cfg, view_rng(0, i, 1))
         )
+
+
+# --- the channel: simulated rooms, microphones, codecs, overload, noise floor ---------------------------
+
+
+def _band_energy(y: np.ndarray, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(y.astype(np.float64))) ** 2
+    f = np.fft.rfftfreq(len(y), 1 / SAMPLE_RATE)
+    return float(spec[(f >= lo) & (f < hi)].sum() / spec.sum())
+
+
+def test_room_bank_is_seeded_unit_energy_and_starts_at_the_direct_path() -> None:
+    a, b = room_bank(3, 12), room_bank(3, 12)
+    assert a is b  # simulated once per (seed, size)
+    other = room_bank(4, 12)
+    assert not all(len(x) == len(y) and np.array_equal(x, y) for x, y in zip(a, other, strict=True))
+    for rir in a:
+        assert np.isclose(np.sum(rir.astype(np.float64) ** 2), 1.0, atol=1e-4)
+        assert np.argmax(np.abs(rir)) < 0.02 * SAMPLE_RATE  # no propagation delay left in front
+        tail = np.sum(rir[int(0.05 * SAMPLE_RATE) :].astype(np.float64) ** 2)
+        assert tail > 1e-3  # a reverberant tail, not a bare impulse
+
+
+def test_room_reverb_is_deterministic_and_smears_an_impulse() -> None:
+    impulse = np.zeros(N, np.float32)
+    impulse[N // 2] = 0.5
+    cfg = _cfg(reverb_prob=1.0, reverb_kind="room")
+    y = augment(impulse, cfg, view_rng(0, 1, 1))
+    np.testing.assert_array_equal(y, augment(impulse, cfg, view_rng(0, 1, 1)))
+    assert np.count_nonzero(np.abs(y[N // 2 :]) > 1e-4) > 0.02 * SAMPLE_RATE
+    assert np.max(np.abs(y[: N // 2])) < 1e-6  # causal: nothing before the impulse
+
+
+def test_mic_colour_keeps_the_level_and_changes_the_spectrum() -> None:
+    x = coloured_noise(N, "white", np.random.default_rng(0)) * np.float32(0.1)
+    outs = [augment(x, _cfg(mic_prob=1.0), view_rng(0, i, 1)) for i in range(8)]
+    for y in outs:
+        assert np.isclose(np.sqrt(np.mean(y**2)), 0.1, rtol=0.02)
+        assert _band_energy(y, 0, 50) < 0.5 * _band_energy(x, 0, 50)  # the bass roll-off
+    lows = [_band_energy(y, 200, 1000) for y in outs]
+    assert max(lows) - min(lows) > 0.05  # every view a different microphone
+
+
+def test_codec_is_narrow_band_and_overload_clips() -> None:
+    x = coloured_noise(N, "white", np.random.default_rng(1)) * np.float32(0.1)
+    for i in range(6):
+        y = augment(x, _cfg(codec_prob=1.0), view_rng(0, i, 1))
+        assert y.shape == x.shape and _band_energy(y, 5600, 8000) < 0.01  # nothing above 5.5 kHz
+    s = _speech(0.1)
+    for i in range(6):
+        y = augment(s, _cfg(overload_prob=1.0), view_rng(0, i, 1))
+        assert np.isclose(np.max(np.abs(y)), np.max(np.abs(s)), rtol=1e-3)  # level kept, shape flattened
+        crest = np.max(np.abs(y)) / np.sqrt(np.mean(y[y != 0] ** 2))
+        assert crest < np.max(np.abs(s)) / np.sqrt(np.mean(s[s != 0] ** 2))
+
+
+def test_noise_floor_fills_the_digital_silence_at_its_level() -> None:
+    s = _speech()
+    for i in range(6):
+        y = augment(s, _cfg(floor_prob=1.0, floor_db=(-60.0, -60.0)), view_rng(0, i, 1))
+        assert y[: int(0.15 * SAMPLE_RATE)].all()
+        floor = (y - s).astype(np.float64)
+        assert np.isclose(20 * np.log10(np.sqrt(np.mean(floor**2))), -60.0, atol=0.5)
+
+
+def test_channel_steps_off_keep_the_old_views() -> None:
+    x = _speech()
+    old = AugmentConfig(noise_prob=1.0, reverb_prob=0.5)
+    off = AugmentConfig(noise_prob=1.0, reverb_prob=0.5, floor_db=(-70.0, -40.0), room_seed=5)
+    for i in range(5):
+        np.testing.assert_array_equal(augment(x, old, view_rng(0, i, 1)), augment(x, off, view_rng(0, i, 1)))

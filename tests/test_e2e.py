@@ -16,12 +16,15 @@ from test_teachers import save_tiny
 
 from edgekd.artifacts import sha256_file
 from edgekd.audio.io import write_wav
+from edgekd.build import missing_pool
 from edgekd.cli import main
 from edgekd.data.corpus import Corpus
 
 SMALL = [
     "data.synth.espeak_voices=10",
     "data.synth.piper_voices=2",
+    "data.synth.flite_voices=2",  # every default engine, a little of each
+    "data.synth.festival_voices=2",
     "data.synth.unknown_words_per_voice=2",
     "data.augment.views=1",
     "train.epochs=3",
@@ -32,12 +35,26 @@ SMALL = [
     "gates.max_accuracy_drop=100",
     # a 3-epoch toy teacher need not beat the plain student; the gate has its own test below
     "distill.teacher_gate=warn",
+    "verify.pool_windows=200",
+    "gates.pool_min_agreement=0.01",  # gated here, so the test sees the gate (report-only by default)
 ]
 
 
 def _args(out: Path, cache: Path, *extra: str, target: str = "esp32s3") -> list[str]:
     sets = [x for s in [*SMALL, *extra] for x in ("--set", s)]
     return ["build", "--target", target, "--out", str(out), "--cache", str(cache), "--quiet", *sets]
+
+
+def _write_test_clips(cache: Path, root: Path, n: int = 40) -> None:
+    """The build's own held-out clips as a Speech Commands folder (a stand-in for real recordings)."""
+    corpus = Corpus.load(next(cache.glob("corpus/*/corpus.npz")))
+    for i in corpus.indices("test")[:n]:
+        label = corpus.classes[corpus.labels[i]]
+        folder = "dog" if label == "_unknown_" else label
+        if label != "_silence_":
+            write_wav(root / folder / f"spk{i % 5}_nohash_{i}.wav", corpus.clips[i] / 32768.0)
+    for word in ("no", "up", "down", "left", "right", "on", "off", "stop", "go", "yes"):
+        (root / word).mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +133,7 @@ def test_parity_only_change_does_not_retrain(built: tuple[Path, Path], capsys: p
     out, cache = built
     assert main(_args(out, cache, "verify.max_clips=20")) == 0
     timings = {t["name"]: t["cached"] for t in json.loads((out / "manifest.json").read_text())["timings"]}
+    assert timings.pop("real_agreement", True)  # measured where setup could fetch the real-speech pool
     assert timings == {
         "corpus": True,
         "views": True,
@@ -144,16 +162,9 @@ def test_eval_scores_a_speech_commands_folder(
     built: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out, cache = built
-    corpus = Corpus.load(next(cache.glob("corpus/*/corpus.npz")))
-    for i in corpus.indices("test")[:40]:
-        label = corpus.classes[corpus.labels[i]]
-        folder = "dog" if label == "_unknown_" else label
-        if label != "_silence_":
-            write_wav(tmp_path / folder / f"spk{i % 5}_nohash_{i}.wav", corpus.clips[i] / 32768.0)
+    _write_test_clips(cache, tmp_path)
     (tmp_path / "garbage").mkdir()
     (tmp_path / "yes" / "broken_nohash_0.wav").write_bytes(b"not audio")
-    for word in ("no", "up", "down", "left", "right", "on", "off", "stop", "go", "yes"):
-        (tmp_path / word).mkdir(exist_ok=True)
     capsys.readouterr()
     assert (
         main(["eval", str(out), "--data", str(tmp_path), "--quiet", "--json", str(tmp_path / "eval.json")])
@@ -168,12 +179,70 @@ def test_eval_scores_a_speech_commands_folder(
     )
 
 
+def test_real_unlabeled_agreement_is_measured_and_gated(built: tuple[Path, Path]) -> None:
+    out, _ = built
+    if missing_pool():
+        pytest.skip(
+            f"the built-in real-speech pool is not unpacked here (scripts/setup.sh): {missing_pool()}"
+        )
+    parity = json.loads((out / "parity.json").read_text())
+    r = parity["real_unlabeled"]
+    assert r["n_windows"] == 200 and r["source"] == "builtin:debian-speech"
+    logits = np.load(out / "logs" / "real_unlabeled_logits.npz")
+    ref = logits["student_fp32"].argmax(1)
+    for runtime in ("student_fp32_pre_qat", "student_qat", "student_int8_onnx", "student_int8_tflm"):
+        assert np.isclose(
+            (logits[runtime].argmax(1) == ref).mean(), r["agreement_with_student_fp32"][runtime]
+        )
+    gate = r["gates"][0]
+    assert gate["name"] == "real_unlabeled_agreement_tflm_vs_student_fp32" and gate in parity["gates"]
+    assert gate["value"] == r["agreement_with_student_fp32"]["student_int8_tflm"]
+    assert "Real speech, unlabelled" in (out / "report.md").read_text()
+
+
+def test_holdout_is_scored_gated_and_matches_eval(
+    built: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out, cache = built
+    holdout = tmp_path / "mine"
+    _write_test_clips(cache, holdout)
+    args = [*_args(out, cache), "--holdout", str(holdout)]
+    assert main(args) == 0
+    timings = {t["name"]: t["cached"] for t in json.loads((out / "manifest.json").read_text())["timings"]}
+    assert timings["holdout"] is False and timings["student"] is True  # scoring it retrains nothing
+    parity = json.loads((out / "parity.json").read_text())
+    h = parity["holdout"]
+    assert h["path"] == str(holdout) and h["n_clips"] > 0
+    logits = np.load(out / "logs" / "holdout_logits.npz")
+    for runtime in ("teacher_fp32", "student_fp32_pre_qat", "student_fp32", "student_int8_tflm"):
+        row = h["rows"][runtime]
+        assert np.isclose((logits[runtime].argmax(1) == logits["y"]).mean(), row["accuracy"])
+        assert 0.0 <= row["keyword_accuracy"] <= 1.0
+    assert [g["name"] for g in h["gates"]] == ["holdout_agreement_tflm_vs_student_fp32"]
+    assert h["gates"][0] in parity["gates"]
+    assert "## Real holdout" in (out / "report.md").read_text()
+    assert "Real holdout" in capsys.readouterr().out
+    # `edgekd eval` on the same folder is the same code path: the same figures
+    assert (
+        main(["eval", str(out), "--data", str(holdout), "--quiet", "--json", str(tmp_path / "e.json")]) == 0
+    )
+    evaluated = json.loads((tmp_path / "e.json").read_text())
+    for runtime, row in h["rows"].items():
+        assert evaluated["rows"][runtime]["confusion"] == row["confusion"], runtime
+    # its accuracy gate decides the build like any other gate
+    tflm = h["rows"]["student_int8_tflm"]["keyword_accuracy"]
+    assert main([*args, "--set", f"gates.holdout_min_accuracy={min(1.0, tflm + 0.01)}"]) == 1
+    failed = json.loads((out / "rejected" / "parity.json").read_text())
+    assert [g["name"] for g in failed["gates"] if not g["passed"]] == ["holdout_keyword_accuracy_tflm"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["build", "--target", "nope"], "unknown target 'nope'"),
         (["build", "--target", "esp32s3", "--set", "distill.alpha=2"], "distill.alpha = 2"),
         (["build", "--target", "esp32s3", "--data", "/nonexistent/corpus"], "is not a directory"),
+        (["build", "--target", "esp32s3", "--holdout", "/nonexistent/mine"], "verify.holdout"),
         (["build", "--target", "p100"], "--device cpu"),
         (["eval", "/nonexistent", "--data", "/tmp"], "not an edgekd build directory"),
         (["eval", "tests", "--data", "/tmp"], "not an edgekd build directory"),

@@ -241,6 +241,25 @@ def test_optional_inputs_missing_still_render() -> None:
     assert "id=layers" not in page and page.count("<img ") == 7 and "MACs per inference: 4,744,768" in page
 
 
+def test_real_speech_section_shows_the_holdout_and_real_agreement() -> None:
+    parity, manifest, training, _, _ = _record(True)
+    before = report_html(parity, manifest, training, None)
+    assert "id=real" not in before
+    holdout = {name: {**r, "keyword_accuracy": 0.6123} for name, r in parity["rows"].items()}
+    parity["holdout"] = {"path": "/data/mine", "n_clips": 77, "rows": holdout, "gates": []}
+    parity["real_unlabeled"] = {
+        "source": "builtin:debian-speech",
+        "n_windows": 1000,
+        "agreement_with_student_fp32": {"student_int8_tflm": 0.987},
+        "gates": [],
+    }
+    page = report_html(parity, manifest, training, None)
+    real = page[page.index("<h2 id=real>") : page.index("<h2 id=gates>")]
+    assert "/data/mine" in real and "77 real clips" in real and "61.23%" in real
+    assert "1000 one-second windows" in real and "student_int8_tflm 98.70%" in real
+    assert page.count("<img ") == before.count("<img ") + 1  # the holdout's per-class plot
+
+
 def test_logit_diffs_compare_each_int8_runtime_with_the_reference() -> None:
     a = np.array([[1.0, -2.0], [0.5, 0.0]], dtype=np.float32)
     logits = {"student_fp32": a, "student_qat": a + 0.1, "student_int8_tflm": a + [[0.25, -0.5], [0, 0]]}

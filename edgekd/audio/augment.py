@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import butter, fftconvolve, sosfilt
 
+from edgekd.audio.channel import codec, mic_colour, overload, room_bank
 from edgekd.audio.io import SAMPLE_RATE
 from edgekd.config import AugmentConfig
 
@@ -101,8 +102,9 @@ def augment(
 ) -> np.ndarray:
     """One augmented view of a fixed-length clip.
 
-    Pitch/tempo, time shift, reverb, band limiting, gain, a second clip mixed in 6-20 dB down
-    (`other`; the label stays the main clip's, the teacher labels the mixture) and additive noise.
+    Pitch/tempo, time shift, reverb (synthetic or simulated rooms), microphone colouring, band
+    limiting, a second clip mixed in 6-20 dB down (`other`; the label stays the main clip's, the teacher
+    labels the mixture), gain, additive noise, a noise floor, an overloaded input and a codec.
     """
     n = len(x)
     y = x.astype(np.float32)
@@ -116,7 +118,14 @@ def augment(
         elif shift < 0:
             y[shift:] = 0.0
     if rng.random() < cfg.reverb_prob:
-        y = fftconvolve(y, synthetic_rir(rng))[:n].astype(np.float32)
+        if cfg.reverb_kind == "room":
+            bank = room_bank(cfg.room_seed)
+            rir = bank[int(rng.integers(len(bank)))]
+        else:
+            rir = synthetic_rir(rng)
+        y = fftconvolve(y, rir)[:n].astype(np.float32)
+    if cfg.mic_prob and rng.random() < cfg.mic_prob:  # guarded like every later option: a config
+        y = mic_colour(y, rng)  # without it keeps the random streams (and the views) it had
     if cfg.bandlimit_prob and rng.random() < cfg.bandlimit_prob:  # guarded: keeps older views' streams
         y = band_limit(y, rng)
     if other is not None and cfg.mix_prob and rng.random() < cfg.mix_prob:
@@ -127,10 +136,23 @@ def augment(
         rms = np.sqrt(np.mean(y**2)) + 1e-9
         snr = rng.uniform(*cfg.snr_db)
         y = y + pick_noise(n, rng, backgrounds) * np.float32(rms / 10 ** (snr / 20))
+    if cfg.floor_prob and rng.random() < cfg.floor_prob:
+        y = y + noise_floor(n, rng, cfg.floor_db)
+    if cfg.overload_prob and rng.random() < cfg.overload_prob:
+        y = overload(y, rng)
+    if cfg.codec_prob and rng.random() < cfg.codec_prob:
+        y = codec(y, rng)
     peak = np.max(np.abs(y))
     if peak > 0.99:  # keep the view unclipped: clipping would be an artefact, not an augmentation
         y = y * np.float32(0.99 / peak)
     return y.astype(np.float32)
+
+
+def noise_floor(n: int, rng: np.random.Generator, level_db: tuple[float, float]) -> np.ndarray:
+    """Microphone self-noise and room tone at an absolute level (dBFS RMS): real recordings are
+    never digitally silent, synthetic clips are zero around the word."""
+    kind = ("white", "pink", "brown")[int(rng.integers(3))]
+    return coloured_noise(n, kind, rng) * np.float32(10 ** (rng.uniform(*level_db) / 20))
 
 
 def view_rng(seed: int, clip_index: int, view: int) -> np.random.Generator:

@@ -12,20 +12,29 @@ Two sources produce the same `Corpus`:
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import re
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from edgekd.audio.augment import silence_clip
 from edgekd.audio.io import SAMPLE_RATE, fix_length, read_wav, to_pcm16
-from edgekd.config import SILENCE, UNKNOWN, BuildConfig
+from edgekd.config import SILENCE, UNKNOWN, BuildConfig, SynthConfig
 from edgekd.errors import DataError
 
+if TYPE_CHECKING:
+    from edgekd.audio.synth import Voice
+
 SPLITS = ("train", "validation", "test")
+# Below this many clips per worker process, starting workers and loading their models costs more than
+# it saves (synthesize).
+MIN_CLIPS_PER_WORKER = 100
 BACKGROUND_DIR = "_background_noise_"
 
 
@@ -161,46 +170,43 @@ def _pack(
 
 
 def synthesize(cfg: BuildConfig, progress: bool = True) -> Corpus:
-    """Offline corpus: every voice says every keyword and some other words; voices never span splits."""
-    from edgekd.audio.synth import Synthesizer, list_voices
+    """Offline corpus: every voice says every keyword and some other words; speakers never span splits.
+
+    Clips are synthesized in `data.synth.workers` processes; each clip is a pure function of the seed,
+    its text, voice and take, so the corpus is the same for any number of workers.
+    """
+    from edgekd.audio.synth import get_engine
 
     s = cfg.data.synth
     rng = np.random.default_rng(cfg.seed)
-    # An engine asked for 0 voices is off (list_voices itself refuses n=0).
-    voices = [
-        v
-        for engine, n in (("espeak", s.espeak_voices), ("piper", s.piper_voices))
-        if n
-        for v in list_voices(engine, n, cfg.seed)
-    ]
-    if not voices:
-        raise DataError("data.synth: no voices requested; set data.synth.espeak_voices or piper_voices > 0")
-    # The leakage unit is the speaker (engine + voice + variant), not the speed/pitch setting: the test
-    # split then measures speakers never heard in training. Piper ships a single speaker, so all of
-    # its settings land in one split (train).
+    for name in _wanted_engines(cfg):  # an engine that cannot run here fails before any work
+        get_engine(name).require()
+    voices = _draw_voices(cfg)
+    # The leakage unit is the speaker (the person or timbre heard), not the speed/pitch setting: the test
+    # split then measures speakers never heard in training. Piper ships a single speaker, so all of its
+    # settings land in one split (train); one recorded person spoken by several engines is one speaker.
     split_of = _split_groups(
         [v.speaker for v in voices], cfg.data.validation_fraction, cfg.data.test_fraction, cfg.seed
     )
     n_samples = SAMPLE_RATE * cfg.frontend.clip_ms // 1000
     classes = cfg.classes
-    jobs: list[tuple[str, int, object]] = []
+    jobs: list[tuple[str, int, Voice, int]] = []  # (text, label, voice, take)
     for voice in voices:
-        jobs += [(word, classes.index(word), voice) for word in cfg.labels for _ in range(s.keyword_takes)]
+        jobs += [(w, classes.index(w), voice, take) for w in cfg.labels for take in range(s.keyword_takes)]
         if cfg.unknown_words and s.unknown_words_per_voice:
             picks = rng.choice(
                 len(cfg.unknown_words),
                 size=min(s.unknown_words_per_voice, len(cfg.unknown_words)),
                 replace=False,
             )
-            jobs += [(cfg.unknown_words[i], classes.index(UNKNOWN), voice) for i in picks]
-    synth = Synthesizer(seed=cfg.seed)
+            jobs += [(cfg.unknown_words[i], classes.index(UNKNOWN), voice, 0) for i in picks]
     clips: list[np.ndarray] = []
     labels: list[int] = []
     groups: list[str] = []
     splits: list[str] = []
     skipped: Counter[str] = Counter()
-    for word, label, voice in tqdm(jobs, desc="synthesising corpus", unit="clip", disable=not progress):
-        audio = synth.synth(word, voice)
+    audios = _synth_parallel([(w, v, take) for w, _, v, take in jobs], cfg.seed, s.workers, progress)
+    for (_, label, voice, _), audio in zip(jobs, audios, strict=True):
         if len(audio) == 0 or np.max(np.abs(audio)) < 1e-3:
             skipped["silent"] += 1
             continue
@@ -210,6 +216,93 @@ def synthesize(cfg: BuildConfig, progress: bool = True) -> Corpus:
         splits.append(split_of[voice.speaker])
     _add_silence(clips, labels, groups, splits, cfg, rng, n_samples, [])
     return _pack(clips, labels, splits, groups, cfg, dict(skipped), [])
+
+
+def voice_summary(cfg: BuildConfig) -> dict[str, dict[str, object]]:
+    """Per engine of the synthetic corpus: how many voices, which speakers and under what licence.
+
+    For the build manifest: some engines' voices (MBROLA, RHVoice's) carry licences that restrict
+    what the corpus and models trained on it may be used for. Needs no engine but espeak-ng and Piper
+    (their voice lists come from them), so it also describes a corpus loaded from a cache.
+    """
+    from edgekd.audio.synth import engine_licences
+
+    voices = _draw_voices(cfg)
+    return {
+        engine: {
+            "voices": sum(v.engine == engine for v in voices),
+            "speakers": sorted({v.speaker for v in voices if v.engine == engine}),
+            "licence": licence,
+        }
+        for engine, licence in engine_licences(voices).items()
+    }
+
+
+def _voice_counts(s: SynthConfig) -> dict[str, int]:
+    """Engine -> voices asked for, from the `<engine>_voices` fields, in their order in the config."""
+    return {f.removesuffix("_voices"): getattr(s, f) for f in type(s).model_fields if f.endswith("_voices")}
+
+
+def _wanted_engines(cfg: BuildConfig) -> dict[str, int]:
+    """Engine -> voices asked for, for the engines that are on (0 voices = off)."""
+    counts = _voice_counts(cfg.data.synth)
+    wanted = {name: n for name, n in counts.items() if n}
+    if not wanted:
+        fields = ", ".join(f"data.synth.{name}_voices" for name in counts)
+        raise DataError(f"data.synth: no voices requested; set one of {fields} > 0")
+    return wanted
+
+
+def _draw_voices(cfg: BuildConfig) -> list[Voice]:
+    """The corpus's voices, engine by engine, in config order."""
+    from edgekd.audio.synth import list_voices
+
+    return [v for name, n in _wanted_engines(cfg).items() for v in list_voices(name, n, cfg.seed)]
+
+
+def _synth_parallel(
+    items: list[tuple[str, Voice, int]], seed: int, workers: int, progress: bool
+) -> list[np.ndarray]:
+    """Synthesize (text, voice, take) items, in order, in up to `workers` processes.
+
+    Items are grouped by voice so a worker keeps that voice's session (festival process, ONNX model)
+    warm across its clips. Workers come from a fork server, never from this process: a fork of it would
+    share its festival pipes and onnxruntime thread pools. Each worker loads its own models (seconds for
+    Piper and Kokoro), so a small corpus is synthesized here instead.
+    """
+    from edgekd.audio.synth import Synthesizer, get_engine
+
+    synth = Synthesizer(seed)
+    by_voice: dict[str, list[int]] = {}
+    for i, (_, voice, _) in enumerate(items):
+        by_voice.setdefault(voice.id, []).append(i)
+    tasks = list(by_voice.values())  # item indices, one voice each
+    for name in dict.fromkeys(v.engine for _, v, _ in items):
+        get_engine(name).prepare()
+    out: list[np.ndarray] = [np.zeros(0, np.float32)] * len(items)
+
+    def collect(task: list[int], audios: list[np.ndarray]) -> None:
+        for i, audio in zip(task, audios, strict=True):
+            out[i] = audio
+        bar.update(len(task))
+
+    with tqdm(total=len(items), desc="synthesising corpus", unit="clip", disable=not progress) as bar:
+        workers = min(workers, len(tasks), len(items) // MIN_CLIPS_PER_WORKER)
+        if workers <= 1:
+            for task in tasks:
+                collect(task, synth.synth_many([items[i] for i in task]))
+            return out
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["edgekd.audio.synth"])  # imported once, in the server
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(synth.synth_many, [items[i] for i in task]): task for task in tasks}
+            try:
+                for future in as_completed(futures):
+                    collect(futures[future], future.result())
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
+    return out
 
 
 def _speaker(path: Path) -> str:

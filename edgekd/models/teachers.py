@@ -111,23 +111,23 @@ def arch_spec(arch: str) -> ArchSpec:
 
 
 class EmbeddingHead(nn.Module):
-    """[N, E, D] embeddings -> logits; small MLP so the fit takes seconds on a CPU."""
+    """[N, E, D] embeddings -> logits: a small MLP on each embedding window, averaged over the clip.
 
-    def __init__(
-        self, n_frames: int, dim: int, n_classes: int, hidden: int = 128, dropout: float = 0.3
-    ) -> None:
+    Why per window and not one MLP on the flattened clip: a word in a real recording can sit anywhere
+    in its second, and a flattened head learns the positions its training clips had. Scoring each
+    ~0.8 s embedding window alone and pooling over time makes the decision shift-invariant. Measured on
+    real-commands-dev (teacher alone, 2 seeds, same features): flattened 64.5 % -> per window 80.2 %
+    with the old augmentation; 79.4 % -> 83.3 % with the realistic-channel views (mean pooling; max
+    81.4 %; 3-window context 73.8 %).
+    """
+
+    def __init__(self, dim: int, n_classes: int, hidden: int = 128, dropout: float = 0.3) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Flatten(),
-            nn.Dropout(0.1),
-            nn.Linear(n_frames * dim, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, n_classes),
-        )
+        self.frame = nn.Sequential(nn.Dropout(0.1), nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.out = nn.Linear(hidden, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.out(self.frame(x).mean(dim=1))
 
 
 class SpeechEmbeddingTeacher:
@@ -161,7 +161,7 @@ class SpeechEmbeddingTeacher:
     ) -> FitResult:
         cpu = torch.device("cpu")
         torch.manual_seed(self.seed)  # the head's initial weights, not just the training order
-        self.head = EmbeddingHead(train.shape[1], train.shape[2], self.n_classes)
+        self.head = EmbeddingHead(train.shape[2], self.n_classes)
         spec = FitSpec(
             epochs=self.cfg.epochs,
             lr=self.cfg.lr,
@@ -191,7 +191,7 @@ class SpeechEmbeddingTeacher:
         torch.save(self.head.state_dict(), folder / "teacher_head.pt")
 
     def restore(self, folder: Path, feats_shape: tuple[int, int]) -> None:
-        self.head = EmbeddingHead(feats_shape[0], feats_shape[1], self.n_classes)
+        self.head = EmbeddingHead(feats_shape[1], self.n_classes)
         self.head.load_state_dict(torch.load(folder / "teacher_head.pt", weights_only=True))
 
     def identity(self) -> dict[str, str]:

@@ -521,6 +521,50 @@ def _parity_section(parity: Mapping[str, Any], manifest: Mapping[str, Any]) -> s
     )
 
 
+def _real_section(parity: Mapping[str, Any]) -> str:
+    """Real speech: the user's holdout through every runtime (with a per-class plot), and INT8-vs-float
+    agreement on real unlabelled speech. Empty when the build measured neither."""
+    h, r = parity.get("holdout"), parity.get("real_unlabeled")
+    if not h and not r:
+        return ""
+    parts = ["<h2 id=real>Real speech</h2>"]
+    if h:
+        rts = [rt for rt in _runtimes(parity) if rt in h["rows"]]
+        rows = [
+            [
+                rt + (" (device)" if rt == parity["primary"] else ""),
+                _pct(h["rows"][rt].get("keyword_accuracy")),
+                _pct(h["rows"][rt]["accuracy"]),
+                _pct(h["rows"][rt]["agreement_with_student_fp32"]),
+            ]
+            for rt in rts
+        ]
+        shown = [rt for rt in ("teacher_fp32", "student_fp32", parity["primary"]) if rt in h["rows"]]
+        section = {"classes": parity["classes"], "rows": h["rows"]}
+        parts += [
+            f"<p>Holdout <code>{_e(h['path'])}</code>: {h['n_clips']} real clips never trained on. "
+            "<em>keywords</em> is the mean of the per-keyword accuracies.</p>",
+            _table(
+                ["runtime", "keywords", "accuracy", "agree fp32"],
+                rows,
+                [False, True, True, True],
+                row_classes=["primary" if rt == parity["primary"] else "" for rt in rts],
+            ),
+            _png(
+                _per_class_figure(section, shown),
+                f"Per-class accuracy on the real holdout for {', '.join(_label(x) for x in shown)}.",
+                "Per class on the real holdout: teacher, float student and the INT8 model the device runs.",
+            ),
+        ]
+    if r:
+        cells = ", ".join(f"{_e(k)} {_pct(v)}" for k, v in r["agreement_with_student_fp32"].items())
+        parts.append(
+            f"<p>Agreement with the shipped float weights on {r['n_windows']} one-second windows of real, "
+            f"unlabelled speech (<code>{_e(r['source'])}</code>): {cells}.</p>"
+        )
+    return "".join(parts)
+
+
 def _gates_section(parity: Mapping[str, Any]) -> str:
     def show(v: Any) -> str:
         if isinstance(v, bool):
@@ -859,6 +903,7 @@ def report_html(
         "</header>",
         _layers_section(layers, failed=True) if not passed else "",
         _parity_section(parity, manifest),
+        _real_section(parity),
         _gates_section(parity),
         _budget_section(parity, manifest),
         _per_class_section(parity),

@@ -54,6 +54,8 @@ def _kb(n: int | None) -> str:
 
 
 def runtime_table(parity: dict[str, Any]) -> str:
+    """One row per runtime; a "keywords" column (mean per-keyword accuracy) where the rows carry it."""
+    keywords = any("keyword_accuracy" in r for r in parity["rows"].values())
     rows = []
     for name in ROW_ORDER:
         r = parity["rows"].get(name)
@@ -64,6 +66,7 @@ def runtime_table(parity: dict[str, Any]) -> str:
         rows.append(
             [
                 name + marker,
+                *([_pct(r.get("keyword_accuracy"))] if keywords else []),
                 _pct(r["accuracy"]),
                 _pct(r["macro_f1"]),
                 _pct(r["agreement_with_student_fp32"]),
@@ -71,9 +74,34 @@ def runtime_table(parity: dict[str, Any]) -> str:
                 "—" if diff is None else f"{diff:.4f}",
             ]
         )
-    return table(
-        ["runtime", "accuracy", "macro-F1", "agree fp32", "agree teacher", "max |Δlogit| vs QAT"], rows
-    )
+    headers = ["runtime", *(["keywords"] if keywords else []), "accuracy", "macro-F1", "agree fp32"]
+    return table([*headers, "agree teacher", "max |Δlogit| vs QAT"], rows)
+
+
+def real_unlabeled_lines(parity: dict[str, Any]) -> list[str]:
+    """INT8-vs-float agreement on real unlabelled speech (empty when the build did not measure it)."""
+    r = parity.get("real_unlabeled")
+    if not r:
+        return []
+    cells = ", ".join(f"{k} {_pct(v)}" for k, v in r["agreement_with_student_fp32"].items())
+    return [
+        f"Agreement with student_fp32 on {r['n_windows']} windows of real speech ({r['source']}): {cells}",
+        "",
+    ]
+
+
+def holdout_lines(parity: dict[str, Any]) -> list[str]:
+    """The real-holdout section: every runtime on the user's own recordings (empty without one)."""
+    h = parity.get("holdout")
+    if not h:
+        return []
+    return [
+        f"Real holdout `{h['path']}`: {h['n_clips']} clips never trained on "
+        "(keywords = mean of the per-keyword accuracies).",
+        "",
+        runtime_table({"rows": h["rows"], "primary": parity["primary"]}),
+        "",
+    ]
 
 
 def gates_table(parity: dict[str, Any]) -> str:
@@ -122,6 +150,8 @@ def summary(parity: dict[str, Any]) -> str:
             f"target {parity['target']} — {parity['n_clips']} held-out clips",
             runtime_table(parity),
             "",
+            *holdout_lines(parity),
+            *real_unlabeled_lines(parity),
             budget_lines(parity),
             "",
             gates_table(parity),
@@ -233,6 +263,12 @@ def report_md(parity: dict[str, Any], manifest: dict[str, Any]) -> str:
         "",
         runtime_table(parity),
         "",
+        *(["## Real holdout", "", *holdout_lines(parity)] if parity.get("holdout") else []),
+        *(
+            ["## Real speech, unlabelled", "", *real_unlabeled_lines(parity)]
+            if parity.get("real_unlabeled")
+            else []
+        ),
         "## Gates",
         "",
         gates_table(parity),

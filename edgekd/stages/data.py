@@ -13,7 +13,7 @@ from edgekd.audio.augment import augment, view_rng
 from edgekd.audio.frontend import compute_features, make_frontend
 from edgekd.audio.io import to_pcm16
 from edgekd.config import AugmentConfig, BuildConfig
-from edgekd.data.corpus import Corpus, build_corpus
+from edgekd.data.corpus import Corpus, build_corpus, voice_summary
 from edgekd.pipeline import Stages, corpus_fingerprint, folder_fingerprint
 
 
@@ -21,7 +21,12 @@ def stage_corpus(cfg: BuildConfig, stages: Stages, progress: bool) -> tuple[Path
     def produce(d: Path) -> dict[str, Any]:
         corpus = build_corpus(cfg, progress=progress)
         corpus.save(d / "corpus.npz")
-        return {"summary": corpus.summary(), "skipped": corpus.skipped, "groups": len(set(corpus.groups))}
+        return {
+            "summary": corpus.summary(),
+            "skipped": corpus.skipped,
+            "groups": len(set(corpus.groups)),
+            "voices": None if cfg.data.path else voice_summary(cfg),  # engines, speakers, licences
+        }
 
     return stages.run("corpus", corpus_fingerprint(cfg), produce)
 
@@ -79,6 +84,7 @@ def make_views(
 
 def stage_unlabeled(cfg: BuildConfig, corpus_dir: Path, stages: Stages, progress: bool) -> tuple[Path, str]:
     """The unlabeled pool (`data.unlabeled`) and its augmented views, for the teacher to label."""
+    from edgekd.data.real_pool import builtin_name, pool_fingerprint
     from edgekd.data.unlabeled import load_unlabeled
 
     assert cfg.data.unlabeled is not None
@@ -100,10 +106,21 @@ def stage_unlabeled(cfg: BuildConfig, corpus_dir: Path, stages: Stages, progress
             desc="augmenting unlabeled",
         )
         write_npz(d / "unlabeled.npz", audio=audio, clip=clip_idx, view=view_idx)
-        return {"files": pool.files, "clips": len(pool.clips), "views": len(audio), "skipped": pool.skipped}
+        return {
+            "files": pool.files,
+            "clips": len(pool.clips),
+            "views": len(audio),
+            "skipped": pool.skipped,
+            "sources": pool.sources,  # windows per source of a built-in pool
+        }
 
+    name = builtin_name(cfg.data.unlabeled)
+    if name is None:
+        source = folder_fingerprint(Path(cfg.data.unlabeled).expanduser())
+    else:
+        source = pool_fingerprint(name)
     key = {
-        **folder_fingerprint(Path(cfg.data.unlabeled).expanduser()),
+        **source,
         "max_clips": cfg.data.unlabeled_max_clips,
         "augment": cfg.data.augment.model_dump(mode="json"),
         "clip_ms": cfg.frontend.clip_ms,

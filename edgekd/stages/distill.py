@@ -225,7 +225,9 @@ def stage_student(
         torch.save(model.state_dict(), d / "float.pt")
         # QAT's job is to reproduce the float student under int8, not to keep learning: its soft target
         # is the float student's own prediction on the same (un-masked) input, mixed with the labels.
-        x_tr, y_tr = f["train"], f["y_train"]
+        # It sees the same mix as the float fit, real unlabelled windows included (KD term only), so
+        # the int8 grid is fitted to real audio too, not only to the synthetic voices.
+        x_tr, y_tr = data.x_train, data.y_train
         float_logits = predict(model, x_tr, torch.device("cpu"))
         prepared = prepare_qat(model, example_batch(x_tr))
         freeze_at = max(1, t.qat_epochs - 2)  # last epochs train with frozen scales: the grid that ships

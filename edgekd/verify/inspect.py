@@ -30,7 +30,7 @@ import numpy as np
 from edgekd.config import BudgetConfig, BuildConfig
 from edgekd.errors import EdgekdError
 from edgekd.verify import tflite_info
-from edgekd.verify.parity import Budget, _gate
+from edgekd.verify.parity import Budget, check
 from edgekd.verify.runners import median_ms
 from edgekd.verify.tflite_info import ModelInfo, TensorInfo, describe, measure_arena, open_litert
 
@@ -477,7 +477,7 @@ def _checks(
     b = cfg.budget
     out: list[dict[str, Any]] = []
     if b.model_bytes is not None:
-        gate = _gate("model_bytes", budget.model_bytes, b.model_bytes, "<=")
+        gate = check("model_bytes", budget.model_bytes, b.model_bytes, "<=")
         if not gate["passed"]:
             gate["suggestion"] = _suggest_model_bytes(
                 budget.model_bytes,
@@ -494,7 +494,7 @@ def _checks(
             gate["passed"] = False
             gate["suggestion"] = f"TFLite Micro could not allocate the model: {arena_error}"
         else:
-            gate = _gate("arena_bytes_with_headroom", with_headroom, b.arena_bytes, "<=")
+            gate = check("arena_bytes_with_headroom", with_headroom, b.arena_bytes, "<=")
             if not gate["passed"]:
                 gate["suggestion"] = _suggest_arena(
                     with_headroom,
@@ -516,7 +516,7 @@ def _checks(
             gate["suggestion"] = _suggest_int8(budget.float_tensors)
         out.append(gate)
     if b.latency_ms is not None and budget.latency_ms is not None:
-        gate = _gate("latency_ms", round(budget.latency_ms, 3), b.latency_ms, "<=")
+        gate = check("latency_ms", round(budget.latency_ms, 3), b.latency_ms, "<=")
         if not gate["passed"]:
             gate["suggestion"] = _suggest_latency(budget.latency_ms, b.latency_ms, per_op)
         out.append(gate)

@@ -106,13 +106,13 @@ def gates(cfg: BuildConfig, rows: dict[str, dict[str, Any]], budget: Budget) -> 
     fp32 = rows["student_fp32"]
     g = cfg.gates
     out = [
-        _gate(
+        check(
             f"agreement_{cfg.verify.primary}_vs_student_fp32",
             primary["agreement_with_student_fp32"],
             g.min_agreement,
             ">=",
         ),
-        _gate(
+        check(
             f"accuracy_drop_pts_{cfg.verify.primary}",
             round(100 * (fp32["accuracy"] - primary["accuracy"]), 3),
             g.max_accuracy_drop,
@@ -123,16 +123,16 @@ def gates(cfg: BuildConfig, rows: dict[str, dict[str, Any]], budget: Budget) -> 
     if pre_qat is not None:  # QAT fine-tuning + INT8 together must not cost accuracy either
         drop = round(100 * (pre_qat["accuracy"] - primary["accuracy"]), 3)
         out.append(
-            _gate(f"accuracy_drop_pts_{cfg.verify.primary}_vs_pre_qat", drop, g.max_accuracy_drop, "<=")
+            check(f"accuracy_drop_pts_{cfg.verify.primary}_vs_pre_qat", drop, g.max_accuracy_drop, "<=")
         )
     if g.min_accuracy > 0:
-        out.append(_gate(f"accuracy_{cfg.verify.primary}", primary["accuracy"], g.min_accuracy, ">="))
+        out.append(check(f"accuracy_{cfg.verify.primary}", primary["accuracy"], g.min_accuracy, ">="))
     b = cfg.budget
     if b.model_bytes is not None:
-        out.append(_gate("model_bytes", budget.model_bytes, b.model_bytes, "<="))
+        out.append(check("model_bytes", budget.model_bytes, b.model_bytes, "<="))
     if b.arena_bytes is not None and budget.arena_bytes is not None:
         out.append(
-            _gate(
+            check(
                 "arena_bytes_with_headroom", budget.arena_with_headroom(b.arena_headroom), b.arena_bytes, "<="
             )
         )
@@ -146,11 +146,40 @@ def gates(cfg: BuildConfig, rows: dict[str, dict[str, Any]], budget: Budget) -> 
             {"name": "fully_int8", "value": budget.fully_int8, "limit": True, "passed": budget.fully_int8}
         )
     if b.latency_ms is not None and budget.latency_ms is not None:
-        out.append(_gate("latency_ms", round(budget.latency_ms, 3), b.latency_ms, "<="))
+        out.append(check("latency_ms", round(budget.latency_ms, 3), b.latency_ms, "<="))
     return out
 
 
-def _gate(name: str, value: float, limit: float, op: str) -> dict[str, Any]:
+def holdout_gates(cfg: BuildConfig, rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Gates on the real holdout: device-vs-float agreement (no labels involved) and, when set, the
+    device's mean per-keyword accuracy."""
+    name = cfg.verify.primary
+    primary = rows[RUNTIME_ROWS[name]]
+    g = cfg.gates
+    agreement = g.min_agreement if g.holdout_min_agreement is None else g.holdout_min_agreement
+    out = [
+        check(
+            f"holdout_agreement_{name}_vs_student_fp32",
+            primary["agreement_with_student_fp32"],
+            agreement,
+            ">=",
+        )
+    ]
+    if g.holdout_min_accuracy > 0:
+        value = primary.get("keyword_accuracy")
+        out.append(check(f"holdout_keyword_accuracy_{name}", value or 0.0, g.holdout_min_accuracy, ">="))
+    return out
+
+
+def with_section(parity: dict[str, Any], name: str, section: dict[str, Any]) -> dict[str, Any]:
+    """The build's parity record with a section measured on other audio (`holdout`: the user's real
+    recordings; `real_unlabeled`: the built-in pool); the section's gates join the build's verdict."""
+    gate_list = parity["gates"] + section["gates"]
+    return {**parity, name: section, "gates": gate_list, "passed": all(x["passed"] for x in gate_list)}
+
+
+def check(name: str, value: float, limit: float, op: str) -> dict[str, Any]:
+    """One gate record: its name, the measured value, the limit, the comparison and the verdict."""
     passed = value >= limit if op == ">=" else value <= limit
     return {"name": name, "value": value, "limit": limit, "op": op, "passed": bool(passed)}
 

@@ -1,0 +1,125 @@
+"""How a build does on real human speech: build a target, then score it on real recordings.
+
+    python bench/bench_real.py --target esp32s3                      # kws12 on real-commands-dev
+    python bench/bench_real.py --target esp32s3 --recipe digits      # digits on real-digits-fsdd
+    python bench/bench_real.py --build build/esp32s3                 # score an existing build only
+    python bench/bench_real.py --target esp32s3 --set data.synth.kokoro_voices=60 --json out.json
+
+Every runtime of the build (teacher, float students, fake-quant, INT8 ONNX / LiteRT / TFLite Micro)
+on the real folder, with 95 % intervals: "keywords" is the mean of the per-keyword accuracies (Wilson
+intervals per class, combined), "all" the accuracy over every clip including `_unknown_` words. The
+synthetic test split's figures are printed beside them. The real folders are for measuring only
+(`../shared/data/README.md`): nothing here trains, calibrates or picks a threshold on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from edgekd.build import run_build  # noqa: E402
+from edgekd.config import load_config  # noqa: E402
+from edgekd.evaluate import evaluate, load_build_config  # noqa: E402
+from edgekd.report.markdown import ROW_ORDER, STAGE_HEADERS, stage_rows, table  # noqa: E402
+from edgekd.verify.stats import mean_class_interval, wilson  # noqa: E402
+
+REAL_DATA = Path(os.environ.get("EDGEKD_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+# the real folder each recipe is scored on by default
+REAL_SETS = {"kws12": ["real-commands-dev"], "digits": ["real-digits-fsdd"]}
+
+
+def ci(mean: float, lo: float, hi: float) -> str:
+    return f"{100 * mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def figures(parity: dict[str, Any], labels: list[str]) -> dict[str, dict[str, Any]]:
+    """Per runtime: keyword mean-per-class accuracy and overall accuracy with 95 % intervals."""
+    out = {}
+    for name, r in parity["rows"].items():
+        cm = r["confusion"]
+        n = sum(map(sum, cm))
+        k = sum(cm[i][i] for i in range(len(cm)))
+        kw = mean_class_interval(cm, parity["classes"], labels)
+        out[name] = {
+            "keywords": kw,
+            "all": (k / n, *wilson(k, n)),
+            "agree_fp32": r["agreement_with_student_fp32"],
+            "n": n,
+        }
+    return out
+
+
+def figures_table(figs: dict[str, dict[str, Any]], primary: str) -> str:
+    rows = []
+    for name in ROW_ORDER:
+        f = figs.get(name)
+        if f is None:
+            continue
+        rows.append(
+            [
+                name + (" (device)" if name == primary else ""),
+                "—" if f["keywords"] is None else ci(*f["keywords"]),
+                ci(*f["all"]),
+                f"{100 * f['agree_fp32']:.2f}",
+            ]
+        )
+    return table(["runtime", "keywords % [95% CI]", "all clips % [95% CI]", "agree fp32 %"], rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target", default="esp32s3")
+    ap.add_argument("--recipe", default="kws12")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--cache", help="stage cache (default: a fresh temporary one, i.e. a cold build)")
+    ap.add_argument("--build", help="score this finished build instead of building")
+    ap.add_argument("--real", nargs="+", help="real folders (default: by recipe, under ../shared/data)")
+    ap.add_argument("--json", help="write every figure here")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        record: dict[str, Any] = {"overrides": args.set}
+        if args.build:
+            build = Path(args.build)
+            cfg = load_build_config(build)
+        else:
+            cfg = load_config(args.target, args.recipe, args.set)
+            cache = Path(args.cache) if args.cache else Path(tmp) / "cache"
+            t0 = time.perf_counter()
+            result = run_build(cfg, Path(tmp) / "build", cache, progress=False, log=lambda _m: None)
+            build = result.out
+            wall = time.perf_counter() - t0
+            timings = json.loads((build / "manifest.json").read_text())["timings"]
+            print(f"## {cfg.target} / {cfg.recipe}: build {wall / 60:.1f} min ({wall:.0f} s)", end="")
+            print(f" — gates {'PASS' if result.passed else 'FAIL'}\n")
+            print(table(STAGE_HEADERS, stage_rows(timings)), "\n")
+            record |= {"build_s": wall, "passed": result.passed, "timings": timings}
+        parity = json.loads((build / "parity.json").read_text())
+        synth = figures(parity, cfg.labels)
+        record["synthetic"] = synth
+        print(f"### synthetic test split ({parity['n_clips']} clips, voices never heard in training)\n")
+        print(figures_table(synth, parity["primary"]), "\n")
+        names = args.real or REAL_SETS.get(cfg.recipe, [])
+        for folder in [Path(n) if Path(n).is_dir() else REAL_DATA / n for n in names]:
+            t0 = time.perf_counter()
+            report = evaluate(build, folder, progress=False)
+            real = figures(report, cfg.labels)
+            record[folder.name] = real
+            took = time.perf_counter() - t0
+            print(f"### real: {folder.name} ({report['n_clips']} clips; scored in {took:.0f} s)\n")
+            print(figures_table(real, report["primary"]), "\n")
+        if args.json:
+            Path(args.json).write_text(json.dumps(record, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

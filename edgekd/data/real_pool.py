@@ -1,0 +1,186 @@
+"""Built-in pools of real recorded speech (unlabelled), unpacked from Debian main packages.
+
+Synthetic voices are all a build trains on by default; these pools put real microphones, rooms and
+actors in front of the teacher (`data.unlabeled: builtin:debian-speech`) and give checks that need
+real audio (INT8-vs-float agreement, BN-statistics adaptation) something to run on (`windows`).
+`scripts/setup.sh` downloads the packages with `apt-get download` and unpacks them into
+`pool_root()/<package>` without installing them, keeping only the sound files and the copyright
+notices; it writes `MARKER` last, so a folder without it is an interrupted unpack and counts as absent.
+
+The audio is unlabelled and mostly not English: a head that sees it as `_unknown_` learns "sounds
+real -> unknown" (measured: real command accuracy fell from 48 % to 35 % when ~2,200 of these windows
+were hard `_unknown_` examples), so whatever supervises it, check the real command figure.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.audio.io import SAMPLE_RATE
+from edgekd.config import ROOT
+from edgekd.errors import DataError
+
+PREFIX = "builtin:"  # data.unlabeled: builtin:NAME names a pool; anything else is a folder
+MARKER = ".edgekd-unpacked"  # written last by scripts/setup.sh (keep the two in step)
+SETUP = "scripts/setup.sh"
+SPEECH_FLOOR_DBFS = -45.0  # `windows` skips windows quieter than this RMS: pauses, not speech
+
+
+@dataclass(frozen=True)
+class Source:
+    """One package's speech: which files (globs below the unpacked package, minus `exclude`) and terms."""
+
+    name: str
+    package: str
+    licence: str
+    languages: tuple[str, ...]
+    globs: tuple[str, ...]
+    minutes: float  # measured on the bookworm packages; what a pool offers, before any cap
+    about: str
+    exclude: tuple[str, ...] = ()  # fnmatch patterns on the path relative to the package folder
+
+    def files(self, root: Path) -> list[Path]:
+        """Its speech files below `root/package`, sorted so that every consumer sees one order."""
+        base = root / self.package
+        found = {p for g in self.globs for p in base.glob(g) if p.is_file()}
+        return sorted(
+            p for p in found if not any(fnmatch(p.relative_to(base).as_posix(), x) for x in self.exclude)
+        )
+
+
+# the language packs hold only the voices (music and effects are in fillets-ng-data)
+_FILLETS = "acted game dialogue (Fish Fillets NG), several actors, 22.05/44.1 kHz"
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (
+        Source(
+            "asterisk-en",
+            "asterisk-core-sounds-en-wav",
+            "CC-BY-SA-3.0",
+            ("en",),
+            ("usr/share/asterisk/sounds/en_US_f_Allison/**/*.wav",),
+            24.6,
+            "telephone prompts, one US English speaker (Allison), 8 kHz",
+            exclude=("*/silence/*",),  # silence/1.wav .. 10.wav: digital silence for padding calls
+        ),
+        Source(
+            "fillets-cs",
+            "fillets-ng-data-cs",
+            "GPL-2.0-only",
+            ("cs",),
+            ("usr/share/games/fillets-ng/sound/**/cs/*.ogg",),
+            105.7,
+            _FILLETS,
+        ),
+        Source(
+            "fillets-nl",
+            "fillets-ng-data-nl",
+            "GPL-2.0-only",
+            ("nl",),
+            ("usr/share/games/fillets-ng/sound/**/nl/*.ogg",),
+            95.8,
+            _FILLETS,
+        ),
+        Source(
+            "tuxpaint-desc",
+            "tuxpaint-stamps-default",
+            "GPL-2.0-or-later",
+            ("be", "bg", "ca", "da", "el", "en", "es", "fr", "lt", "ml", "nl", "pt_BR", "ro", "ru"),
+            # spoken stamp descriptions; the other .ogg files are sound effects (animal calls, engines)
+            ("usr/share/tuxpaint/stamps/**/*_desc*.ogg", "usr/share/tuxpaint/stamps/**/*_desc*.wav"),
+            177.9,
+            "short spoken descriptions of drawing stamps, many speakers, 44.1 kHz (pt_BR: 8 kHz)",
+        ),
+    )
+}
+POOLS: dict[str, tuple[str, ...]] = {"debian-speech": tuple(SOURCES), **{name: (name,) for name in SOURCES}}
+
+
+def builtin_name(spec: str | Path | None) -> str | None:
+    """The pool that `data.unlabeled` names (`builtin:NAME`), or None for a folder (or nothing)."""
+    if isinstance(spec, str) and spec.startswith(PREFIX):
+        return spec[len(PREFIX) :]
+    return None
+
+
+def pool_root() -> Path:
+    """Where the packages are unpacked: `$EDGEKD_REAL_POOL`, else the project's own git-ignored cache."""
+    override = os.environ.get("EDGEKD_REAL_POOL")
+    return Path(override).expanduser() if override else ROOT / ".cache" / "real-speech"
+
+
+def pool_sources(name: str) -> list[Source]:
+    """The sources a pool name stands for; an unknown name lists the known ones."""
+    if name not in POOLS:
+        raise DataError(f"unknown built-in speech pool {name!r}; known: {', '.join(POOLS)}")
+    return [SOURCES[s] for s in POOLS[name]]
+
+
+def pool_licences(name: str) -> dict[str, str]:
+    """Licence of each source in the pool, for a build's provenance record."""
+    return {s.name: s.licence for s in pool_sources(name)}
+
+
+def resolve_sources(name: str) -> dict[str, list[Path]]:
+    """Each source's speech files, in registry order; a pool not (fully) unpacked fails naming its packages.
+
+    Every missing package is named at once, so one run of the setup script is enough.
+    """
+    root = pool_root()
+    sources = pool_sources(name)
+    missing = [s.package for s in sources if not (root / s.package / MARKER).is_file()]
+    if missing:
+        raise DataError(
+            f"built-in speech pool {name!r} is not installed: {', '.join(missing)} not unpacked in {root}. "
+            f"Run {SETUP} (it downloads the Debian packages with apt-get download and unpacks them there, "
+            "installing nothing; it needs current apt lists), or point EDGEKD_REAL_POOL at a folder "
+            "that holds them"
+        )
+    found = {s.name: s.files(root) for s in sources}
+    empty = [SOURCES[n].package for n, files in found.items() if not files]
+    if empty:
+        raise DataError(
+            f"built-in speech pool {name!r}: no speech files in {', '.join(empty)} under {root}; the "
+            f"unpacked package does not match edgekd's registry: delete the folder and re-run {SETUP}"
+        )
+    return found
+
+
+def resolve_pool(name: str) -> list[Path]:
+    """Every speech file of the pool: each source's files sorted, sources in registry order."""
+    return [p for files in resolve_sources(name).values() for p in files]
+
+
+def pool_fingerprint(name: str) -> dict[str, str]:
+    """A pool's identity for stage keys: its files relative to the pool root, with sizes and mtimes
+    (dpkg keeps the package's own mtimes, so the key is the same on every machine and after a move)."""
+    from edgekd.artifacts import stable_hash
+
+    root = pool_root()
+    listing = [
+        (str(p.relative_to(root)), p.stat().st_size, int(p.stat().st_mtime)) for p in resolve_pool(name)
+    ]
+    return {"builtin": name, "files": stable_hash(listing)}
+
+
+def windows(name: str, n: int, seed: int) -> np.ndarray:
+    """`n` one-second 16 kHz int16 windows of real speech, an even seeded share from each source.
+
+    Windows whose RMS is below SPEECH_FLOOR_DBFS are skipped, so nearly every window holds speech:
+    an agreement check or BN statistics measured on pauses would say little about speech.
+    """
+    from edgekd.data.unlabeled import load_unlabeled  # the loader builds on this registry
+
+    if n < 1:
+        raise ValueError(f"n={n}: ask for at least one window")
+    pool = load_unlabeled(f"{PREFIX}{name}", SAMPLE_RATE, n, seed, progress=False, min_dbfs=SPEECH_FLOOR_DBFS)
+    if len(pool.clips) < n:
+        raise DataError(
+            f"built-in speech pool {name!r} has only {len(pool.clips)} windows of speech, not {n}"
+        )
+    return pool.clips

@@ -1,0 +1,205 @@
+"""Built-in pools of real speech from Debian packages: the registry, the even per-source sampling, the
+errors that say how to get a pool, and 1 s windows of real speech for checks that need real audio.
+
+Sampling and errors run on a small fake pool (EDGEKD_REAL_POOL); the `real` tests read the pool that
+scripts/setup.sh unpacks and skip, saying so, where it is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edgekd.audio.io import SAMPLE_RATE, to_pcm16
+from edgekd.config import load_config
+from edgekd.data.real_pool import (
+    MARKER,
+    POOLS,
+    SETUP,
+    SOURCES,
+    SPEECH_FLOOR_DBFS,
+    pool_licences,
+    pool_root,
+    resolve_pool,
+    resolve_sources,
+    windows,
+)
+from edgekd.data.unlabeled import UnlabeledPool, load_unlabeled
+from edgekd.errors import ConfigError, DataError
+
+N = 1600  # short "clips" keep the fake pool tiny; the sampling is length-agnostic
+
+
+def _rms_dbfs(pcm: np.ndarray) -> np.ndarray:
+    x = pcm.astype(np.float64) / 32768.0
+    return 10 * np.log10(np.mean(x**2, axis=-1) + 1e-20)
+
+
+def _fake_pool(root: Path, files: dict[str, int]) -> None:
+    """Each source's package folder with `files[name]` 3-clip recordings (5 windows each) at paths its
+    first glob matches, a silence/ file its excludes must drop, and the setup script's marker."""
+    rng = np.random.default_rng(0)
+    for name, count in files.items():
+        src = SOURCES[name]
+        base = root / src.package
+        for i in range(count):
+            path = base / src.globs[0].replace("**/", "").replace("*", f"f{i}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(path), 0.3 * rng.standard_normal(3 * N).astype(np.float32), SAMPLE_RATE)
+        (base / MARKER).write_text(f"Package: {src.package}\n")
+
+
+@pytest.fixture
+def fake_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("EDGEKD_REAL_POOL", str(tmp_path))
+    return tmp_path
+
+
+def _real_pool() -> None:
+    try:
+        resolve_sources("debian-speech")
+    except DataError:
+        pytest.skip(f"the real-speech pool is not unpacked in {pool_root()}: run {SETUP}")
+
+
+# --- registry ------------------------------------------------------------------------------------------
+
+
+def test_pool_names_and_licences() -> None:
+    assert POOLS["debian-speech"] == ("asterisk-en", "fillets-cs", "fillets-nl", "tuxpaint-desc")
+    assert all(POOLS[name] == (name,) for name in SOURCES)
+    assert pool_licences("debian-speech") == {
+        "asterisk-en": "CC-BY-SA-3.0",
+        "fillets-cs": "GPL-2.0-only",
+        "fillets-nl": "GPL-2.0-only",
+        "tuxpaint-desc": "GPL-2.0-or-later",
+    }
+    assert pool_licences("fillets-nl") == {"fillets-nl": "GPL-2.0-only"}
+
+
+def test_a_bad_name_lists_the_known_ones() -> None:
+    with pytest.raises(DataError, match="unknown built-in speech pool 'nope'") as err:
+        resolve_pool("nope")
+    assert all(name in str(err.value) for name in POOLS)
+    # in a config it fails with the config errors, before any work
+    with pytest.raises(ConfigError, match="debian-speech"):
+        load_config("esp32s3", overrides=["data.unlabeled=builtin:nope"])
+    assert load_config("esp32s3", overrides=["data.unlabeled=builtin:fillets-cs"]).data.unlabeled == (
+        "builtin:fillets-cs"
+    )
+
+
+def test_a_missing_pool_names_every_package_and_the_setup_command(fake_root: Path) -> None:
+    _fake_pool(fake_root, {"fillets-cs": 1})
+    (fake_root / SOURCES["fillets-nl"].package).mkdir()  # an interrupted unpack: no marker
+    with pytest.raises(DataError, match=SETUP) as err:
+        load_unlabeled("builtin:debian-speech", N, 0, 0, progress=False)
+    msg = str(err.value)
+    assert str(fake_root) in msg and "EDGEKD_REAL_POOL" in msg
+    for name, src in SOURCES.items():
+        assert (src.package in msg) == (name != "fillets-cs")
+    assert len(resolve_pool("fillets-cs")) == 1  # a source that is there still resolves on its own
+
+
+def test_a_build_naming_a_missing_pool_fails_before_any_stage(fake_root: Path, tmp_path: Path) -> None:
+    from edgekd.build import run_build
+
+    cfg = load_config("esp32s3", overrides=["data.unlabeled=builtin:asterisk-en"])
+    with pytest.raises(DataError, match="asterisk-core-sounds-en-wav"):
+        run_build(cfg, tmp_path / "out", tmp_path / "cache", progress=False)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_resolve_keeps_the_globbed_files_minus_excludes(fake_root: Path) -> None:
+    _fake_pool(fake_root, {name: 2 for name in SOURCES})
+    silence = fake_root / SOURCES["asterisk-en"].package / "usr/share/asterisk/sounds/en_US_f_Allison/silence"
+    silence.mkdir()
+    sf.write(str(silence / "1.wav"), np.zeros(N, np.float32), SAMPLE_RATE)
+    groups = resolve_sources("debian-speech")
+    assert list(groups) == list(SOURCES) and all(len(files) == 2 for files in groups.values())
+    assert resolve_pool("debian-speech") == [p for files in groups.values() for p in files]
+    assert all(f == sorted(f) for f in groups.values())
+
+
+# --- sampling a built-in pool ---------------------------------------------------------------------------
+
+
+def test_a_cap_takes_an_even_share_per_source_and_a_small_source_leaves_its_share(fake_root: Path) -> None:
+    _fake_pool(fake_root, {"asterisk-en": 1, "fillets-cs": 4, "fillets-nl": 4, "tuxpaint-desc": 4})
+
+    def capped(seed: int) -> UnlabeledPool:
+        return load_unlabeled("builtin:debian-speech", N, max_clips=40, seed=seed, progress=False)
+
+    a = capped(3)
+    # 10 each asked; asterisk has only 5 windows, and its 5 go to the other three
+    assert a.sources == {"asterisk-en": 5, "fillets-cs": 12, "fillets-nl": 12, "tuxpaint-desc": 11}
+    assert a.clips.shape == (40, N) and a.clips.dtype == np.int16
+    assert a.files == 1 + 3 + 3 + 3  # only as many files as the windows need are decoded
+    np.testing.assert_array_equal(a.clips, capped(3).clips)
+    assert not np.array_equal(a.clips, capped(4).clips)
+    everything = load_unlabeled("builtin:debian-speech", N, max_clips=0, seed=3, progress=False)
+    assert everything.sources == {"asterisk-en": 5, "fillets-cs": 20, "fillets-nl": 20, "tuxpaint-desc": 20}
+    assert len(load_unlabeled("builtin:debian-speech", N, 1000, 3, progress=False).clips) == 65
+
+
+def test_a_list_of_files_reads_like_a_folder(fake_root: Path) -> None:
+    _fake_pool(fake_root, {"fillets-nl": 3})
+    files = resolve_pool("fillets-nl")
+    listed = load_unlabeled(list(reversed(files)), N, max_clips=0, seed=0, progress=False)
+    folder = load_unlabeled(fake_root, N, max_clips=0, seed=0, progress=False)
+    np.testing.assert_array_equal(listed.clips, folder.clips)  # sorted, whatever order they came in
+    assert listed.files == 3 and listed.sources == {}
+    with pytest.raises(DataError, match="empty"):
+        load_unlabeled([], N, 0, 0, progress=False)
+
+
+def test_a_pools_bad_files_are_skipped_and_counted_even_when_strict(fake_root: Path) -> None:
+    """data.strict asks the user to fix their files; a package's files are not theirs to fix."""
+    _fake_pool(fake_root, {"asterisk-en": 2})
+    resolve_pool("asterisk-en")[0].write_bytes(b"RIFF not really a wav file")
+    pool = load_unlabeled("builtin:asterisk-en", N, 0, 0, strict=True, progress=False)
+    assert pool.skipped == {"unreadable": 1} and pool.sources == {"asterisk-en": 5}
+
+
+def test_min_dbfs_drops_quiet_windows(fake_root: Path) -> None:
+    _fake_pool(fake_root, {"asterisk-en": 1})
+    (path,) = resolve_pool("asterisk-en")
+    x = sf.read(str(path), dtype="float32")[0]
+    x[: 2 * N] *= 1e-3  # windows start every N/2: the first three at about -70 dBFS, the fourth half
+    sf.write(str(path), x, SAMPLE_RATE)
+    pool = load_unlabeled("builtin:asterisk-en", N, 0, 0, progress=False, min_dbfs=SPEECH_FLOOR_DBFS)
+    assert len(pool.clips) == 2  # of 5: the three quiet ones are gone; half speech is still speech
+    np.testing.assert_array_equal(pool.clips[-1], to_pcm16(x[-N:]))
+
+
+# --- the real pool (present after scripts/setup.sh) -----------------------------------------------------
+
+
+def test_real_pool_resolves_every_source() -> None:
+    _real_pool()
+    groups = resolve_sources("debian-speech")
+    for name, files in groups.items():
+        assert files and all(p.suffix in (".wav", ".ogg") for p in files), name
+        assert files == resolve_pool(name)
+    assert not any(p.parent.name == "silence" for p in groups["asterisk-en"])
+    assert all("_desc" in p.name for p in groups["tuxpaint-desc"])
+
+
+def test_real_windows_are_16khz_int16_seeded_and_speech() -> None:
+    _real_pool()
+    w = windows("debian-speech", 8, seed=0)
+    assert w.shape == (8, SAMPLE_RATE) and w.dtype == np.int16
+    np.testing.assert_array_equal(w, windows("debian-speech", 8, seed=0))
+    assert not np.array_equal(w, windows("debian-speech", 8, seed=1))
+    assert (_rms_dbfs(w) >= SPEECH_FLOOR_DBFS).all()
+    assert np.median(_rms_dbfs(w)) > -35  # loud enough to be speech, not just above the floor
+
+
+def test_real_pool_flows_through_load_unlabeled() -> None:
+    _real_pool()
+    pool = load_unlabeled("builtin:debian-speech", SAMPLE_RATE, max_clips=8, seed=0, progress=False)
+    assert pool.clips.shape == (8, SAMPLE_RATE)
+    assert pool.sources == {name: 2 for name in SOURCES}
+    assert pool.files < 20  # a few files per source, not the thousands the pool holds

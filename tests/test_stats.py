@@ -1,0 +1,36 @@
+"""Confidence intervals quoted beside every real-speech figure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekd.verify.stats import mean_class_interval, wilson
+
+
+def test_wilson_matches_reference_values() -> None:
+    # reference values (Wilson 1927; e.g. R's prop.test without continuity correction)
+    lo, hi = wilson(81, 263)
+    assert lo == pytest.approx(0.2553, abs=1e-4) and hi == pytest.approx(0.3662, abs=1e-4)
+    assert wilson(0, 10)[0] == 0.0 and 0.25 < wilson(0, 10)[1] < 0.3  # never a zero-width interval
+    assert wilson(10, 10)[1] == 1.0 and 0.7 < wilson(10, 10)[0] < 0.75
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_wilson_covers_the_true_rate_about_95_percent_of_the_time() -> None:
+    rng = np.random.default_rng(0)
+    p, n = 0.7, 77
+    hits = [lo <= p <= hi for lo, hi in (wilson(int(rng.binomial(n, p)), n) for _ in range(4000))]
+    assert 0.93 < np.mean(hits) < 0.97
+
+
+def test_mean_class_interval_ignores_other_classes_and_empty_ones() -> None:
+    classes = ["yes", "no", "_unknown_", "_silence_"]
+    cm = np.array([[8, 2, 0, 0], [0, 5, 5, 0], [0, 0, 100, 0], [0, 0, 0, 0]])
+    mean, lo, hi = mean_class_interval(cm, classes, ["yes", "no", "_silence_"])
+    assert mean == pytest.approx((0.8 + 0.5) / 2)  # _unknown_ is not a keyword, _silence_ has no clip
+    assert lo < mean < hi and hi - lo > 0.2  # 20 clips: a wide interval
+    assert mean_class_interval(cm, classes, ["_silence_"]) is None
+    wide = mean_class_interval(cm, classes, ["yes"])
+    big = mean_class_interval(cm * 100, classes, ["yes"])
+    assert wide is not None and big is not None and big[2] - big[1] < wide[2] - wide[1]
