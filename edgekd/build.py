@@ -159,6 +159,11 @@ def check_inputs(cfg: BuildConfig) -> None:
             f"data.unlabeled {cfg.data.unlabeled!r} is not a directory; pass --unlabeled a folder of "
             "recordings (any depth; .wav, .flac, .ogg, ...) or builtin:NAME, a built-in pool of real speech"
         )
+    if cfg.data.extra and not Path(cfg.data.extra).expanduser().is_dir():
+        raise DataError(
+            f"data.extra {cfg.data.extra!r} is not a directory; pass --add-data a folder of your own "
+            "recordings in the Speech Commands layout (a folder per word with .wav files)"
+        )
     if cfg.verify.holdout and not Path(cfg.verify.holdout).expanduser().is_dir():
         raise DataError(
             f"verify.holdout {cfg.verify.holdout!r} is not a directory; pass --holdout a folder of your own "

@@ -36,6 +36,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         overrides.append(f"data.unlabeled={args.unlabeled if builtin else Path(args.unlabeled).resolve()}")
     if args.holdout:
         overrides.append(f"verify.holdout={Path(args.holdout).resolve()}")
+    if args.add_data:
+        overrides.append(f"data.extra={Path(args.add_data).resolve()}")
     if args.device:
         overrides.append(f"train.device={args.device}")
     if args.strict:
@@ -169,6 +171,14 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[Arg]]] 
                     "metavar": "DIR",
                     "help": "unlabeled recordings (e.g. from your device): the teacher labels them and "
                     "the student learns from its soft labels",
+                },
+            ),
+            (
+                ("--add-data",),
+                {
+                    "metavar": "DIR",
+                    "help": "a few real recordings of your own (Speech Commands layout) mixed into the "
+                    "corpus, split by speaker, weighted by data.extra_weight",
                 },
             ),
             (

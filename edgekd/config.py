@@ -52,7 +52,7 @@ class FrontendConfig(Section):
 
 
 class StudentConfig(Section):
-    arch: Literal["tiny_conv", "ds_cnn", "mobilenet"] = "ds_cnn"
+    arch: Literal["tiny_conv", "ds_cnn", "mobilenet", "bc_resnet"] = "ds_cnn"
     width: Literal["S", "M", "L"] = "S"
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
 
@@ -172,6 +172,11 @@ class DataConfig(Section):
     # 0 = every 1 s window found. Set it for a built-in pool: debian-speech is ~6.7 h (~43,000 windows,
     # each with augment.views views for the teacher); a cap there takes an even, seeded share per source.
     unlabeled_max_clips: NonNegInt = 0
+    # Your own real recordings (Speech Commands layout; any subset of the labels) mixed into the corpus,
+    # synthetic or not: split by speaker like any corpus, and each training clip gets `extra_weight`
+    # times the augmented views, so a handful of real clips is not drowned by thousands of synthetic ones.
+    extra: str | None = None
+    extra_weight: Annotated[int, Field(ge=1, le=100)] = 4
     synth: SynthConfig = SynthConfig()
     augment: AugmentConfig = AugmentConfig()
 

@@ -136,10 +136,14 @@ def corpus_fingerprint(cfg: BuildConfig) -> dict[str, Any]:
                 "path": True,
                 "unlabeled": True,
                 "unlabeled_max_clips": True,
+                "extra": True,  # its files are fingerprinted below
+                "extra_weight": True,  # weights views, not the corpus
                 "synth": {"workers"},
             },
         ),
     }
     if cfg.data.path:
         base.update(folder_fingerprint(Path(cfg.data.path)))
+    if cfg.data.extra:
+        base["extra"] = folder_fingerprint(Path(cfg.data.extra))
     return base

@@ -243,6 +243,32 @@ def test_missing_label_folder_names_it_and_the_folders_found(tmp_path: Path) -> 
         load_speech_commands(_cfg(root), progress=False)
 
 
+def test_extra_recordings_are_mixed_in_split_by_speaker_without_more_silence(tmp_path: Path) -> None:
+    """`data.extra`: a few real recordings of some of the words join the corpus under their own groups."""
+    base = _tree(tmp_path / "sc", LABELS, _speakers(8))
+    extra_speakers = [f"{i:08x}" for i in range(30)]
+    extra = _tree(tmp_path / "mine", ["yes", "cat"], extra_speakers, seed=1)  # "no", "up" not recorded
+    plain = build_corpus(_cfg(base), progress=False)
+    mixed = build_corpus(_cfg(base, f"data.extra={extra}"), progress=False)
+    own = mixed.extra_rows()
+    assert not plain.extra_rows().any() and own.sum() == 60 and len(mixed.labels) == len(plain.labels) + 60
+    assert np.array_equal(mixed.clips[~own], plain.clips)  # the base corpus is untouched, silence included
+    assert {mixed.classes[k] for k in mixed.labels[own]} == {"yes", UNKNOWN}
+    split_of: dict[str, set[str]] = {}
+    for g, sp in zip(mixed.groups[own], mixed.splits[own], strict=True):
+        split_of.setdefault(str(g), set()).add(str(sp))
+    assert set(split_of) == {f"real:{s}" for s in extra_speakers}
+    assert all(len(v) == 1 for v in split_of.values())
+    assert {next(iter(v)) for v in split_of.values()} == set(SPLITS)
+
+
+def test_extra_folder_without_any_label_folder_names_the_labels(tmp_path: Path) -> None:
+    base = _tree(tmp_path / "sc", LABELS, _speakers(8))
+    extra = _tree(tmp_path / "mine", ["cat"], _speakers(2))
+    with pytest.raises(DataError, match=r"data.extra .*no folder named after a label"):
+        build_corpus(_cfg(base, f"data.extra={extra}"), progress=False)
+
+
 def test_path_that_is_not_a_directory_is_a_data_error(tmp_path: Path) -> None:
     f = tmp_path / "corpus.zip"
     f.write_bytes(b"PK")

@@ -243,6 +243,7 @@ def test_holdout_is_scored_gated_and_matches_eval(
         (["build", "--target", "esp32s3", "--set", "distill.alpha=2"], "distill.alpha = 2"),
         (["build", "--target", "esp32s3", "--data", "/nonexistent/corpus"], "is not a directory"),
         (["build", "--target", "esp32s3", "--holdout", "/nonexistent/mine"], "verify.holdout"),
+        (["build", "--target", "esp32s3", "--add-data", "/nonexistent/mine"], "data.extra"),
         (["build", "--target", "p100"], "--device cpu"),
         (["eval", "/nonexistent", "--data", "/tmp"], "not an edgekd build directory"),
         (["eval", "tests", "--data", "/tmp"], "not an edgekd build directory"),

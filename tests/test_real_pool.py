@@ -20,6 +20,7 @@ from edgekd.data.real_pool import (
     SETUP,
     SOURCES,
     SPEECH_FLOOR_DBFS,
+    is_check_file,
     pool_licences,
     pool_root,
     resolve_pool,
@@ -121,6 +122,19 @@ def test_resolve_keeps_the_globbed_files_minus_excludes(fake_root: Path) -> None
     assert list(groups) == list(SOURCES) and all(len(files) == 2 for files in groups.values())
     assert resolve_pool("debian-speech") == [p for files in groups.values() for p in files]
     assert all(f == sorted(f) for f in groups.values())
+
+
+def test_train_and_check_parts_split_the_files_and_the_check_part_feeds_only_checks(fake_root: Path) -> None:
+    """Agreement is measured on files `data.unlabeled` never trains on: a stable split by file path."""
+    _fake_pool(fake_root, {"fillets-cs": 30})
+    every = resolve_sources("fillets-cs")["fillets-cs"]
+    train = resolve_sources("fillets-cs", "train")["fillets-cs"]
+    check = resolve_sources("fillets-cs", "check")["fillets-cs"]
+    assert sorted(train + check) == every and not set(train) & set(check)
+    assert 1 <= len(check) <= 15  # about one in five
+    assert all(is_check_file(p, fake_root) for p in check)
+    pool = load_unlabeled("builtin:fillets-cs", N, 0, 0, progress=False, part="check")
+    assert pool.files == len(check) and len(pool.clips) == 5 * len(check)
 
 
 # --- sampling a built-in pool ---------------------------------------------------------------------------

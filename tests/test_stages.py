@@ -60,6 +60,22 @@ def test_views_are_clean_plus_augmented_and_deterministic(tmp_path: Path) -> Non
     assert np.array_equal(np.load(again / "views.npz")["audio"], z["audio"])
 
 
+def test_extra_recordings_get_weighted_views(tmp_path: Path) -> None:
+    """The user's own clips (group `real:...`, data.extra) get extra_weight times the augmented views."""
+    cfg = load_config("esp32s3", overrides=[*CLASSES_CFG, "data.augment.views=2", "data.extra_weight=3"])
+    corpus_dir = _corpus(tmp_path)
+    corpus = Corpus.load(corpus_dir / "corpus.npz")
+    corpus.groups[:4] = [f"real:{g}" for g in corpus.groups[:4]]  # rows 0, 1 train; 2, 3 train
+    corpus.save(corpus_dir / "corpus.npz")
+    d, _ = stage_views(cfg, corpus_dir, "c", _stages(tmp_path), progress=False)
+    z = np.load(d / "views.npz")
+    per_clip = np.bincount(z["clip"], minlength=len(corpus.labels))
+    train = corpus.indices("train")
+    own = corpus.extra_rows()
+    assert set(per_clip[train[own[train]]]) == {1 + 2 * 3} and set(per_clip[train[~own[train]]]) == {1 + 2}
+    assert len(set(map(bytes, z["audio"][z["clip"] == train[0]]))) == 7  # every view is its own draw
+
+
 @pytest.mark.parametrize(("target", "frontend"), [("esp32s3", "micro"), ("mobile", "logmel")])
 def test_features_follow_the_target_frontend(tmp_path: Path, target: str, frontend: str) -> None:
     cfg = load_config(target, overrides=[*CLASSES_CFG, "data.augment.views=1"])

@@ -14,8 +14,10 @@ from edgekd.train.qat import convert_qat, freeze_observers, prepare_qat
 from edgekd.verify.runners import LiteRTRunner
 from edgekd.verify.tflite_info import describe
 
+ARCHS = ["tiny_conv", "ds_cnn", "mobilenet", "bc_resnet"]
 
-@pytest.mark.parametrize("arch", ["tiny_conv", "ds_cnn", "mobilenet"])
+
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("width", ["S", "M", "L"])
 def test_every_student_maps_features_to_logits(arch: str, width: str) -> None:
     model = build_student(arch, 12, (98, 40), width).eval()
@@ -24,7 +26,7 @@ def test_every_student_maps_features_to_logits(arch: str, width: str) -> None:
 
 
 def test_widths_grow() -> None:
-    for arch in ("tiny_conv", "ds_cnn", "mobilenet"):
+    for arch in ARCHS:
         sizes = [count_params(build_student(arch, 12, (98, 40), w)) for w in "SML"]
         assert sizes == sorted(sizes) and len(set(sizes)) == 3
 
@@ -34,12 +36,13 @@ def test_unknown_arch_is_refused() -> None:
         build_student("transformer", 12, (98, 40))
 
 
-@pytest.mark.parametrize("arch", ["ds_cnn", "mobilenet"])
+@pytest.mark.parametrize("arch", ["ds_cnn", "mobilenet", "bc_resnet"])
 def test_int8_tflite_reproduces_fake_quant_logits(arch: str, tmp_path: Path) -> None:
     """Guards the pooling choice: a global MEAN made TFLite's logits drift ~100 output steps per class
     away from the fake-quant model. AVERAGE_POOL_2D keeps them within a few steps; what remains is int8
     requantization rounding, measured on this barely trained model (logits within +-0.1, so one step is
-    0.003): ds_cnn <= 2 steps, mobilenet <= 6 steps with per-class means up to 2.5."""
+    0.003): ds_cnn <= 2 steps, mobilenet <= 6 steps with per-class means up to 2.5, bc_resnet (sub-band
+    norm folded into a depthwise conv, broadcast ADDs) <= 2 steps."""
     from edgekd.export.tflite import export_tflite
 
     torch.manual_seed(0)
@@ -63,3 +66,22 @@ def test_int8_tflite_reproduces_fake_quant_logits(arch: str, tmp_path: Path) -> 
     steps = (LiteRTRunner(path).predict(x.numpy()) - fake_quant) / info.output.scale
     assert np.abs(steps.mean(axis=0)).max() < 4.0  # no per-class offset (MEAN: ~100)
     assert np.abs(steps).max() <= 8.0
+
+
+def test_sub_spectral_norm_normalises_each_band_and_folds_to_an_affine() -> None:
+    """Training: each (channel, sub-band) is normalised on its own. Inference: a per-band affine that
+    the int8 export carries as one depthwise conv (no float op is left, see the test above)."""
+    from edgekd.models.students import SubSpectralNorm
+
+    torch.manual_seed(0)
+    ssn = SubSpectralNorm(3, 5)
+    bands = torch.arange(5.0).repeat_interleave(8) * 10  # five bands with very different levels
+    x = torch.randn(64, 3, 7, 40) + bands
+    y = ssn.train()(x)
+    per_band = y.reshape(64, 3, 7, 5, 8).permute(1, 3, 0, 2, 4).reshape(15, -1)
+    assert per_band.mean(1).abs().max() < 1e-4 and (per_band.std(1) - 1).abs().max() < 1e-2
+    ssn.eval()
+    a = ssn(torch.zeros(1, 3, 7, 40))
+    b = ssn(torch.ones(1, 3, 7, 40)) - a  # an affine map: the slope is constant within a band
+    assert torch.allclose(ssn(2 * torch.ones(1, 3, 7, 40)), a + 2 * b, atol=1e-5)
+    assert (b.reshape(3, 7, 5, 8).std(-1) < 1e-6).all() and b.reshape(3, 7, 5, 8).std(2).max() > 1e-3

@@ -36,6 +36,7 @@ SPLITS = ("train", "validation", "test")
 # it saves (synthesize).
 MIN_CLIPS_PER_WORKER = 100
 BACKGROUND_DIR = "_background_noise_"
+EXTRA_GROUP = "real"  # group prefix of the user's own recordings mixed into a corpus (data.extra)
 
 
 @dataclass
@@ -53,6 +54,24 @@ class Corpus:
 
     def float_clips(self, idx: np.ndarray) -> np.ndarray:
         return self.clips[idx].astype(np.float32) / 32768.0
+
+    def merged(self, other: Corpus) -> Corpus:
+        """This corpus followed by `other`'s clips (same classes): skips add up, backgrounds join."""
+        if other.classes != self.classes or other.clips.shape[1] != self.clips.shape[1]:
+            raise ValueError("merged corpora must share classes and clip length")
+        return Corpus(
+            np.concatenate([self.clips, other.clips]),
+            np.concatenate([self.labels, other.labels]),
+            np.concatenate([self.splits, other.splits]),
+            np.concatenate([self.groups, other.groups]),
+            self.classes,
+            dict(Counter(self.skipped) + Counter(other.skipped)),
+            self.backgrounds + other.backgrounds,
+        )
+
+    def extra_rows(self) -> np.ndarray:
+        """Whether each clip is one of the user's own recordings mixed in with `data.extra`."""
+        return np.char.startswith(self.groups.astype(str), f"{EXTRA_GROUP}:")
 
     def summary(self) -> dict[str, dict[str, int]]:
         return {
@@ -315,11 +334,17 @@ def _read_list(root: Path, name: str) -> set[str]:
 
 
 def load_speech_commands(
-    cfg: BuildConfig, root: Path | None = None, progress: bool = True, held_out: bool = False
+    cfg: BuildConfig,
+    root: Path | None = None,
+    progress: bool = True,
+    held_out: bool = False,
+    extra: bool = False,
 ) -> Corpus:
     """A user corpus in the Speech Commands layout; bad files are skipped and counted (or fail under strict).
 
     `held_out=True` (for `edgekd eval`) puts every clip in the test split: the folder was never trained on.
+    `extra=True` reads recordings to mix into another corpus (`data.extra`): any subset of the labels,
+    speakers grouped as `EXTRA_GROUP:<speaker>`, no silence added and no split required to be non-empty.
     """
     if root is None and not cfg.data.path:
         raise DataError("no corpus folder given: set data.path or pass --data DIR")
@@ -333,7 +358,12 @@ def load_speech_commands(
     label_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("_"))
     present = {d.name for d in label_dirs}
     absent = [w for w in cfg.labels if w not in present]
-    if absent:
+    if extra and len(absent) == len(cfg.labels):
+        raise DataError(
+            f"data.extra {str(root)!r}: no folder named after a label {cfg.labels}; found folders "
+            f"{sorted(present)}. Put your recordings of each word in a folder named after it"
+        )
+    if absent and not extra:
         raise DataError(
             f"{root}: no folder for label(s) {absent}; found folders {sorted(present)}. "
             "Create them or set labels in the recipe to the folders you have."
@@ -382,9 +412,11 @@ def load_speech_commands(
             split = _group_split(speaker, cfg.data.validation_fraction, cfg.data.test_fraction)
         clips.append(fix_length(audio, n_samples))
         labels.append(label)
-        groups.append(f"speaker:{speaker}")
+        groups.append(f"{EXTRA_GROUP if extra else 'speaker'}:{speaker}")
         splits.append(split)
     backgrounds = _read_backgrounds(root / BACKGROUND_DIR, cfg, skipped)
+    if extra:
+        return _pack(clips, labels, splits, groups, cfg, dict(skipped), backgrounds, require_splits=False)
     _add_silence(
         clips,
         labels,
@@ -412,4 +444,8 @@ def _read_backgrounds(folder: Path, cfg: BuildConfig, skipped: Counter[str]) -> 
 
 
 def build_corpus(cfg: BuildConfig, progress: bool = True) -> Corpus:
-    return load_speech_commands(cfg, progress=progress) if cfg.data.path else synthesize(cfg, progress)
+    """The user's corpus or a synthetic one, plus the user's own recordings (`data.extra`) when given."""
+    corpus = load_speech_commands(cfg, progress=progress) if cfg.data.path else synthesize(cfg, progress)
+    if cfg.data.extra:
+        corpus = corpus.merged(load_speech_commands(cfg, Path(cfg.data.extra), progress, extra=True))
+    return corpus

@@ -15,9 +15,11 @@ were hard `_unknown_` examples), so whatever supervises it, check the real comma
 from __future__ import annotations
 
 import os
+import zlib
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -29,6 +31,8 @@ PREFIX = "builtin:"  # data.unlabeled: builtin:NAME names a pool; anything else 
 MARKER = ".edgekd-unpacked"  # written last by scripts/setup.sh (keep the two in step)
 SETUP = "scripts/setup.sh"
 SPEECH_FLOOR_DBFS = -45.0  # `windows` skips windows quieter than this RMS: pauses, not speech
+CHECK_SHARE = 5  # one file in CHECK_SHARE (by a hash of its path) is kept for checks, never trained on
+Part = Literal["all", "train", "check"]
 
 
 @dataclass(frozen=True)
@@ -126,10 +130,18 @@ def pool_licences(name: str) -> dict[str, str]:
     return {s.name: s.licence for s in pool_sources(name)}
 
 
-def resolve_sources(name: str) -> dict[str, list[Path]]:
+def is_check_file(path: Path, root: Path) -> bool:
+    """Whether a pool file belongs to the check part: a stable hash of its path below the pool root, so
+    the split is the same on every machine and a build's checks never see audio it trained on."""
+    return zlib.crc32(path.relative_to(root).as_posix().encode()) % CHECK_SHARE == 0
+
+
+def resolve_sources(name: str, part: Part = "all") -> dict[str, list[Path]]:
     """Each source's speech files, in registry order; a pool not (fully) unpacked fails naming its packages.
 
-    Every missing package is named at once, so one run of the setup script is enough.
+    Every missing package is named at once, so one run of the setup script is enough. `part` keeps the
+    files a build may train on (`train`, for `data.unlabeled`) or the ones its checks measure on (`check`,
+    for `windows`): INT8-vs-float agreement on windows the QAT saw would flatter the model.
     """
     root = pool_root()
     sources = pool_sources(name)
@@ -141,7 +153,10 @@ def resolve_sources(name: str) -> dict[str, list[Path]]:
             "installing nothing; it needs current apt lists), or point EDGEKD_REAL_POOL at a folder "
             "that holds them"
         )
-    found = {s.name: s.files(root) for s in sources}
+    found = {
+        s.name: [p for p in s.files(root) if part == "all" or is_check_file(p, root) == (part == "check")]
+        for s in sources
+    }
     empty = [SOURCES[n].package for n, files in found.items() if not files]
     if empty:
         raise DataError(
@@ -169,7 +184,8 @@ def pool_fingerprint(name: str) -> dict[str, str]:
 
 
 def windows(name: str, n: int, seed: int) -> np.ndarray:
-    """`n` one-second 16 kHz int16 windows of real speech, an even seeded share from each source.
+    """`n` one-second 16 kHz int16 windows of real speech from the check part of the pool (never
+    trained on by `data.unlabeled`), an even seeded share from each source.
 
     Windows whose RMS is below SPEECH_FLOOR_DBFS are skipped, so nearly every window holds speech:
     an agreement check or BN statistics measured on pauses would say little about speech.
@@ -178,7 +194,9 @@ def windows(name: str, n: int, seed: int) -> np.ndarray:
 
     if n < 1:
         raise ValueError(f"n={n}: ask for at least one window")
-    pool = load_unlabeled(f"{PREFIX}{name}", SAMPLE_RATE, n, seed, progress=False, min_dbfs=SPEECH_FLOOR_DBFS)
+    pool = load_unlabeled(
+        f"{PREFIX}{name}", SAMPLE_RATE, n, seed, progress=False, min_dbfs=SPEECH_FLOOR_DBFS, part="check"
+    )
     if len(pool.clips) < n:
         raise DataError(
             f"built-in speech pool {name!r} has only {len(pool.clips)} windows of speech, not {n}"

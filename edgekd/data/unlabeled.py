@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edgekd.audio.io import fix_length, read_wav, to_pcm16
-from edgekd.data.real_pool import PREFIX, builtin_name, resolve_sources
+from edgekd.data.real_pool import PREFIX, Part, builtin_name, resolve_sources
 from edgekd.errors import DataError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
@@ -80,6 +80,7 @@ def load_unlabeled(
     strict: bool = False,
     progress: bool = True,
     min_dbfs: float | None = None,
+    part: Part = "all",
 ) -> UnlabeledPool:
     """Clip-length int16 windows of a folder (every audio file below it), a list of files, or `builtin:NAME`.
 
@@ -88,12 +89,13 @@ def load_unlabeled(
     packages, too much to decode for a few thousand windows: each source's files are read in a seeded
     order and `max_clips` takes an even share from every source, so a cap never means the first files
     of one package (a source that runs dry leaves its share to the others); its unusable files are
-    skipped and counted even with `strict`. `min_dbfs` drops windows whose RMS is below it.
+    skipped and counted even with `strict`; `part` picks its training or check files (real_pool).
+    `min_dbfs` drops windows whose RMS is below it.
     """
     name = builtin_name(source) if isinstance(source, str) else None
     label = str(source) if isinstance(source, str | Path) else f"{len(source)} listed files"
     if name is not None:
-        groups = resolve_sources(name)
+        groups = resolve_sources(name, part)
         files = [p for g in groups.values() for p in g]
     elif isinstance(source, str | Path):
         files = _folder_files(Path(source).expanduser(), source)

@@ -39,17 +39,17 @@ def stage_views(
     def produce(d: Path) -> dict[str, Any]:
         corpus = Corpus.load(corpus_dir / "corpus.npz")
         train = corpus.indices("train")
+        weights = np.where(corpus.extra_rows()[train], cfg.data.extra_weight, 1)
         audio, clip_idx, view_idx = make_views(
-            corpus.clips, train, cfg.data.augment, cfg.seed, corpus.backgrounds, progress
+            corpus.clips, train, cfg.data.augment, cfg.seed, corpus.backgrounds, progress, weights=weights
         )
         write_npz(d / "views.npz", audio=audio, clip=clip_idx, view=view_idx)
-        return {"views": len(audio)}
+        return {"views": len(audio), "extra_train_clips": int(corpus.extra_rows()[train].sum())}
 
-    return stages.run(
-        "views",
-        {"corpus": corpus_key, "augment": cfg.data.augment.model_dump(mode="json"), "seed": cfg.seed},
-        produce,
-    )
+    key = {"corpus": corpus_key, "augment": cfg.data.augment.model_dump(mode="json"), "seed": cfg.seed}
+    if cfg.data.extra:
+        key["extra_weight"] = cfg.data.extra_weight
+    return stages.run("views", key, produce)
 
 
 def make_views(
@@ -60,15 +60,17 @@ def make_views(
     backgrounds: list[np.ndarray],
     progress: bool,
     desc: str = "augmenting",
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each of `rows` clean (view 0) plus `cfg.views` augmented views, deterministic per (clip, view).
+    """Each of `rows` clean (view 0) plus `cfg.views` augmented views (times the row's weight, when
+    given), deterministic per (clip, view).
 
     Returns int16 audio [R, S] and, per row, the clip it came from and its view number.
     """
     clip_idx, view_idx, audio = [], [], []
-    for i in tqdm(rows, desc=desc, unit="clip", disable=not progress):
+    for k, i in enumerate(tqdm(rows, desc=desc, unit="clip", disable=not progress)):
         x = as_float(clips[i])
-        for v in range(cfg.views + 1):
+        for v in range(cfg.views * (1 if weights is None else int(weights[k])) + 1):
             if v == 0:
                 y = x
             else:
@@ -92,8 +94,14 @@ def stage_unlabeled(cfg: BuildConfig, corpus_dir: Path, stages: Stages, progress
     def produce(d: Path) -> dict[str, Any]:
         corpus = Corpus.load(corpus_dir / "corpus.npz")
         n = corpus.clips.shape[1]
-        pool = load_unlabeled(
-            cfg.data.unlabeled, n, cfg.data.unlabeled_max_clips, cfg.seed, cfg.data.strict, progress
+        pool = load_unlabeled(  # a built-in pool's check files stay out: the build measures on them
+            cfg.data.unlabeled,
+            n,
+            cfg.data.unlabeled_max_clips,
+            cfg.seed,
+            cfg.data.strict,
+            progress,
+            part="train",
         )
         # a seed of its own so that pool views never repeat the labelled clips' augmentations
         audio, clip_idx, view_idx = make_views(
@@ -118,7 +126,7 @@ def stage_unlabeled(cfg: BuildConfig, corpus_dir: Path, stages: Stages, progress
     if name is None:
         source = folder_fingerprint(Path(cfg.data.unlabeled).expanduser())
     else:
-        source = pool_fingerprint(name)
+        source = {**pool_fingerprint(name), "part": "train"}
     key = {
         **source,
         "max_clips": cfg.data.unlabeled_max_clips,

@@ -131,6 +131,63 @@ def fit_float_student(
     return model.cpu(), result
 
 
+def qat_spec(cfg: BuildConfig) -> FitSpec:
+    """QAT's recipe. Its job is to reproduce the float student under int8, not to keep learning: the
+    soft target is the float student's own prediction on the same (un-masked) input, mixed with labels."""
+    t = cfg.train
+    return FitSpec(
+        epochs=t.qat_epochs,
+        lr=t.qat_lr,
+        warmup_epochs=0.0,
+        batch_size=t.batch_size,
+        weight_decay=t.weight_decay,
+        alpha=Schedule(t.qat_self_distill),
+        temperature=Schedule(t.qat_temperature),
+    )
+
+
+def run_qat(
+    model: torch.nn.Module,
+    data: TrainData,
+    spec: FitSpec,
+    seed: int,
+    progress: bool,
+    log_dir: Path | None = None,
+) -> tuple[torch.fx.GraphModule, FitResult]:
+    """Quantization-aware training from a float student on the same data mix (unlabelled rows get the KD
+    term only); scales freeze for the last two epochs, so the last steps train on the grid that ships.
+    The build's student stage and bench/bench_qat_real.py both run this."""
+    from torchao.quantization.pt2e import disable_observer, enable_observer
+
+    from edgekd.train.qat import freeze_observers, prepare_qat
+
+    float_logits = predict(model, data.x_train, torch.device("cpu"))
+    prepared = prepare_qat(model, example_batch(data.x_train))
+    freeze_at = max(1, spec.epochs - 2)
+
+    def on_epoch_start(m: torch.nn.Module, epoch: int) -> None:
+        m.apply(enable_observer if epoch < freeze_at else disable_observer)
+
+    result = fit(
+        prepared,
+        data.x_train,
+        data.y_train,
+        data.x_val,
+        data.y_val,
+        spec,
+        device=torch.device("cpu"),
+        seed=seed,
+        soft=SoftLabels.from_logits(float_logits),
+        desc="student QAT",
+        progress=progress,
+        log_dir=log_dir,
+        on_epoch_start=on_epoch_start,
+        before_eval=freeze_observers,
+    )
+    freeze_observers(prepared)
+    return prepared, result
+
+
 def fit_summary(result: FitResult) -> dict[str, Any]:
     return {
         "history": result.history,
@@ -205,8 +262,6 @@ def stage_student(
     progress: bool,
 ) -> tuple[Path, str]:
     """Distil into the float student, then quantization-aware training on the PT2E graph."""
-    from edgekd.train.qat import freeze_observers, prepare_qat
-
     t, d_cfg = cfg.train, cfg.distill
     use_teacher = teacher_dir is not None and distills(cfg)
 
@@ -223,45 +278,9 @@ def stage_student(
             cfg, data, soft, device, cfg.seed, progress, log_dir=d / "tensorboard" / "float"
         )
         torch.save(model.state_dict(), d / "float.pt")
-        # QAT's job is to reproduce the float student under int8, not to keep learning: its soft target
-        # is the float student's own prediction on the same (un-masked) input, mixed with the labels.
-        # It sees the same mix as the float fit, real unlabelled windows included (KD term only), so
-        # the int8 grid is fitted to real audio too, not only to the synthetic voices.
-        x_tr, y_tr = data.x_train, data.y_train
-        float_logits = predict(model, x_tr, torch.device("cpu"))
-        prepared = prepare_qat(model, example_batch(x_tr))
-        freeze_at = max(1, t.qat_epochs - 2)  # last epochs train with frozen scales: the grid that ships
-
-        def on_epoch_start(m: torch.nn.Module, epoch: int) -> None:
-            from torchao.quantization.pt2e import disable_observer, enable_observer
-
-            m.apply(enable_observer if epoch < freeze_at else disable_observer)
-
-        qat_fit = fit(
-            prepared,
-            x_tr,
-            y_tr,
-            data.x_val,
-            data.y_val,
-            FitSpec(
-                epochs=t.qat_epochs,
-                lr=t.qat_lr,
-                warmup_epochs=0.0,
-                batch_size=t.batch_size,
-                weight_decay=t.weight_decay,
-                alpha=Schedule(t.qat_self_distill),
-                temperature=Schedule(t.qat_temperature),
-            ),
-            device=torch.device("cpu"),
-            seed=cfg.seed + 1,
-            soft=SoftLabels.from_logits(float_logits),
-            desc="student QAT",
-            progress=progress,
-            log_dir=d / "tensorboard" / "qat",
-            on_epoch_start=on_epoch_start,
-            before_eval=freeze_observers,
+        prepared, qat_fit = run_qat(
+            model, data, qat_spec(cfg), cfg.seed + 1, progress, log_dir=d / "tensorboard" / "qat"
         )
-        freeze_observers(prepared)
         torch.save(prepared.state_dict(), d / "qat.pt")
         logits = {}
         for split in ("validation", "test"):
