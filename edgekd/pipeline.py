@@ -90,6 +90,7 @@ class Stages:
             self.timings.append(StageTiming(name, 0.0, 0.0, True))
             self.log(f"[{name}] cached ({final})")
             return final, key
+        _sweep_dead_attempts(final)
         tmp = final.with_name(f".{key}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -108,6 +109,28 @@ class Stages:
         self.timings.append(StageTiming(name, seconds, mem.peak / 2**20, False))
         self.log(f"[{name}] done in {seconds:.1f} s")
         return final, key
+
+
+def _sweep_dead_attempts(final: Path) -> None:
+    """Delete the temporary directories of this stage (any key) left by processes that no longer run.
+
+    An exception removes its own attempt; a killed process (SIGKILL, power loss) cannot, and a features
+    or views attempt holds hundreds of MB. One still running (a parallel build) is left alone.
+    """
+    for attempt in final.parent.glob(".*.tmp-*"):
+        pid = attempt.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(attempt, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def folder_fingerprint(root: Path) -> dict[str, str]:

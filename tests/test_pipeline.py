@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,6 +45,22 @@ def test_interrupted_stage_leaves_no_output_and_resumes(tmp_path: Path) -> None:
     assert not any((tmp_path / "cache" / "s").iterdir())  # neither a final dir nor a temp dir survives
     out, _ = stages.run("s", {"a": 1}, lambda d: (d / "ok").write_text("y") and None)
     assert (out / "ok").read_text() == "y"
+
+
+def test_a_killed_attempt_is_swept_and_a_running_one_is_kept(tmp_path: Path) -> None:
+    """SIGKILL leaves `.<key>.tmp-<pid>` behind; the next run of that stage deletes those whose <pid> is
+    gone, whatever their key, and keeps one whose process still runs (a parallel build)."""
+    stages = _stages(tmp_path)
+    done, key = stages.run("s", {"a": 1}, lambda d: None)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    killed = done.parent / f".otherkey.tmp-{int(gone.stdout)}"
+    alive = done.parent / f".{key}.tmp-{os.getppid()}"  # pytest's parent: certainly running
+    for attempt in (killed, alive):
+        attempt.mkdir()
+        (attempt / "features.npz").write_bytes(b"half")
+    (done / DONE).unlink()  # the stage must run again
+    stages.run("s", {"a": 1}, lambda d: None)
+    assert not killed.exists() and alive.exists()
 
 
 def test_stable_hash_ignores_dict_order() -> None:
