@@ -30,18 +30,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from edgekd.audio.frontend import compute_features, make_frontend  # noqa: E402
+from edgekd.build_dir import load_build_config  # noqa: E402
 from edgekd.config import BuildConfig, dump_config, parse_override  # noqa: E402
 from edgekd.data.real_pool import SPEECH_FLOOR_DBFS  # noqa: E402
 from edgekd.data.unlabeled import load_unlabeled  # noqa: E402
-from edgekd.evaluate import load_build_config  # noqa: E402
-from edgekd.stages.distill import (  # noqa: E402
-    TrainData,
+from edgekd.models.restore import (  # noqa: E402
     example_batch,
     load_qat_student,
-    load_train_data,
     make_student,
     predict_float_twin,
 )
+from edgekd.stages.distill import TrainData, load_train_data  # noqa: E402
 from edgekd.stages.holdout import read_folder  # noqa: E402
 from edgekd.train.losses import UNLABELED  # noqa: E402
 from edgekd.train.trainer import predict  # noqa: E402

@@ -26,8 +26,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from edgekd.build import run_build  # noqa: E402
+from edgekd.build_dir import load_build_config  # noqa: E402
 from edgekd.config import load_config  # noqa: E402
-from edgekd.evaluate import evaluate, load_build_config  # noqa: E402
+from edgekd.evaluate import evaluate  # noqa: E402
 from edgekd.report.markdown import ROW_ORDER, STAGE_HEADERS, stage_rows, table  # noqa: E402
 from edgekd.verify.stats import mean_class_interval, wilson  # noqa: E402
 

@@ -10,6 +10,7 @@ the field, the bad value and the allowed range before any work starts.
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,11 +20,36 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgekd.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS_DIR = ROOT / "targets"
-CONFIGS_DIR = ROOT / "configs"
+# Shipped inside the package (so `pip install .` / pipx finds them from any folder); the repository's
+# top-level `targets/` and `configs/` are links to these.
+TARGETS_DIR = Path(__file__).resolve().parent / "targets"
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 UNKNOWN = "_unknown_"
 SILENCE = "_silence_"
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML with 1.2's booleans: only true/false.
+
+    PyYAML follows YAML 1.1, where yes/no/on/off are booleans, so `--set distill.teacher_gate=off`
+    reached the string field as False and `labels: [yes, no]` as two booleans. Here every other word
+    stays the string the user wrote; boolean fields still accept yes/no/on/off (pydantic reads them).
+    """
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text the way every config layer is read (YAML 1.2 booleans)."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class Section(BaseModel):
@@ -304,7 +330,7 @@ class BuildConfig(Section):
     def _no_yaml_booleans(cls, words: Any) -> Any:
         if isinstance(words, list) and any(isinstance(w, bool) for w in words):
             raise ValueError(
-                f'{words}: YAML reads unquoted yes/no/on/off as booleans; quote them, e.g. "yes"'
+                f'{words}: true/false are booleans in YAML; quote a word that is spelled so, e.g. "true"'
             )
         return words
 
@@ -348,7 +374,7 @@ class BuildConfig(Section):
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:
@@ -393,7 +419,7 @@ def parse_override(text: str) -> dict[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: empty field name")
     try:
-        value = yaml.safe_load(raw)
+        value = load_yaml(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text!r}: value is not valid YAML: {exc}") from None
     for part in reversed(key.split(".")):

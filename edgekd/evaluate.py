@@ -10,29 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from edgekd.config import BuildConfig
+from edgekd.build_dir import load_build_config
 from edgekd.errors import EdgekdError
-from edgekd.stages.holdout import keyword_accuracy, score_folder
+from edgekd.stages.holdout import SHOWN_SKIPPED, keyword_accuracy, score_folder
 from edgekd.stages.verify import measure_budget, parity_rows
 from edgekd.verify.parity import parity_report
-
-
-def load_build_config(build: Path) -> BuildConfig:
-    """The merged config a build was made with (clear errors for a missing or corrupt file)."""
-    path = build / "config.json"
-    if not path.is_file():
-        raise EdgekdError(
-            f"{build}: not an edgekd build directory (no config.json); run `edgekd build` first"
-        )
-    try:
-        return BuildConfig.model_validate(json.loads(path.read_text()))
-    except (json.JSONDecodeError, ValidationError) as exc:
-        first = str(exc).splitlines()[0]
-        raise EdgekdError(
-            f"{path}: not a valid edgekd build config ({first}); re-run `edgekd build`"
-        ) from None
 
 
 def evaluate(build: Path, data: Path, progress: bool = True, max_clips: int = 0) -> dict[str, Any]:
@@ -50,5 +32,9 @@ def evaluate(build: Path, data: Path, progress: bool = True, max_clips: int = 0)
     for r in rows.values():
         r["keyword_accuracy"] = keyword_accuracy(r, cfg.labels)
     report = parity_report(cfg, rows, measure_budget(cfg, build, scored.x), len(scored.y))
-    report["data"] = {"path": str(data), "skipped": scored.skipped}
+    report["data"] = {
+        "path": str(data),
+        "skipped": scored.skipped,
+        "skipped_files": scored.skipped_files[:SHOWN_SKIPPED],
+    }
     return report

@@ -106,13 +106,13 @@ def test_budget_and_agreement_regressions_are_named() -> None:
     base = _parity()
     worse = copy.deepcopy(base)
     worse["budget"].update(model_bytes=70_000, arena_bytes_with_headroom=50_000, fully_int8=False)
-    worse["budget"]["float_tensors"] = ["input"]
+    worse["budget"]["not_int8"] = ["input (float32)"]
     worse["rows"]["student_int8_tflm"]["agreement_with_student_fp32"] = 0.99
     tol = Tolerances(min_agreement=0.995, model_bytes=65_536, arena_bytes=49_152)
     text = "\n".join(compare(base, worse, tol).regressions)
     assert "budget.model_bytes is 70000 B, over the budget of 65536 B" in text
     assert "budget.arena_bytes_with_headroom is 50000 B" in text
-    assert "budget.fully_int8 became false: float tensors input" in text
+    assert "budget.fully_int8 became false: not int8: input (float32)" in text
     assert "student_int8_tflm.agreement_with_student_fp32 is 99.00%, below the 99.50% required" in text
     grown = copy.deepcopy(base)
     grown["budget"]["macs"] = int(base["budget"]["macs"] * 1.2)

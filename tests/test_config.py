@@ -44,7 +44,7 @@ def test_override_wins_and_is_typed() -> None:
         ("train.epochs=abc", ["train.epochs", "abc", "integer"]),
         ("distil.alpha=0.5", ["unknown field 'distil'"]),
         ("train.epoch=3", ["unknown field 'train.epoch'"]),
-        ("labels=[yes,no]", ["quote them"]),
+        ("labels=[true,no]", ["quote a word"]),
         ("verify.runtimes=[litert]", ["verify.primary='tflm' must be one of verify.runtimes"]),
         ("data.augment.snr_db=[30,5]", ["low <= high"]),
     ],
@@ -54,6 +54,21 @@ def test_bad_values_name_source_field_value_and_range(override: str, expected: l
         load_config("esp32s3", overrides=[override])
     for text in expected:
         assert text in str(err.value), str(err.value)
+
+
+def test_words_stay_the_words_the_user_wrote(tmp_path: Path) -> None:
+    """YAML 1.1 would read off/on/yes/no as booleans; string fields must get the word itself."""
+    cfg = load_config(
+        "esp32s3",
+        overrides=["distill.teacher_gate=off", "labels=[yes, no, on, off]", "train.spec_augment=off"],
+    )
+    assert cfg.distill.teacher_gate == "off"
+    assert cfg.labels == ["yes", "no", "on", "off"]
+    assert cfg.train.spec_augment is False
+    recipe = tmp_path / "words.yaml"
+    recipe.write_text("labels: [yes, no]\ndistill:\n  teacher_gate: warn\n  feature_curriculum: yes\n")
+    cfg = load_config("esp32s3", str(recipe))
+    assert cfg.labels == ["yes", "no"] and cfg.distill.feature_curriculum is True
 
 
 def test_error_names_the_file_that_set_the_bad_value(tmp_path: Path) -> None:

@@ -91,6 +91,27 @@ def test_labels_follow_classes_other_folders_are_unknown_and_silence_is_added(tm
     assert np.sqrt(np.mean((corpus.clips[silence] / 32768.0) ** 2)) < 0.06  # noise only, at most -26 dBFS
 
 
+def test_official_test_set_layout_reads_unknown_and_silence_folders_as_those_classes(tmp_path: Path) -> None:
+    """speech_commands_test_set_v0.02: label folders plus `_unknown_/` and `_silence_/` of real clips."""
+    root = _tree(tmp_path / "sc", LABELS, _speakers(4))
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        write_wav(root / UNKNOWN / f"cat_spk{i}_nohash_0.wav", _burst(FREQ["cat"], rng))
+    quiet = 0.0005 * rng.standard_normal(SAMPLE_RATE)  # -66 dBFS room tone: a real silence clip is quiet
+    for i in range(2):
+        write_wav(root / SILENCE / f"room_{i}.wav", quiet.astype(np.float32))
+    _background(root)
+    corpus = load_speech_commands(_cfg(root), progress=False, held_out=True)
+    counts = np.bincount(corpus.labels, minlength=len(corpus.classes))
+    assert counts.tolist() == [4, 4, 4, 3, 2]  # the folder's silence clips, none synthesised
+    assert corpus.skipped == {} and len(corpus.backgrounds) == 2
+    unknown = np.flatnonzero(corpus.labels == corpus.classes.index(UNKNOWN))
+    assert all(abs(_peak_hz(corpus.clips[i]) - FREQ["cat"]) < 5 for i in unknown)
+    silence = corpus.labels == corpus.classes.index(SILENCE)
+    assert np.abs(corpus.clips[silence]).max() < 100
+    assert set(corpus.splits.tolist()) == {"test"}
+
+
 def test_build_corpus_reads_the_folder_when_data_path_is_set(tmp_path: Path) -> None:
     root = _tree(tmp_path / "sc", LABELS, _speakers(8))
     corpus = build_corpus(_cfg(root), progress=False)
@@ -193,6 +214,7 @@ def test_bad_file_is_skipped_and_counted_by_reason(tmp_path: Path, reason: str) 
     _write_bad(reason, root / "no" / "bad_nohash_0.wav")
     corpus = load_speech_commands(_cfg(root), progress=False)
     assert corpus.skipped == {reason: 1}
+    assert corpus.skipped_files == [f"{root / 'no' / 'bad_nohash_0.wav'}: {reason}"]
     assert len(_speech_rows(corpus)) == 24
     assert "speaker:bad" not in set(corpus.groups.tolist())
 
@@ -302,7 +324,8 @@ def test_save_load_round_trip_keeps_everything(tmp_path: Path) -> None:
         assert a.dtype == b.dtype, name
         np.testing.assert_array_equal(a, b)
     assert back.classes == corpus.classes and all(type(c) is str for c in back.classes)
-    assert back.skipped == corpus.skipped
+    assert back.skipped == corpus.skipped and back.skipped_files == corpus.skipped_files
+    assert len(back.skipped_files) == 2
     assert len(back.backgrounds) == 2
     for a, b in zip(corpus.backgrounds, back.backgrounds, strict=True):
         assert b.dtype == np.float32

@@ -8,17 +8,21 @@ bench measures that).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_teachers import save_tiny
+from conftest import save_tiny
 
 from edgekd.artifacts import sha256_file
 from edgekd.audio.io import write_wav
 from edgekd.build import missing_pool
 from edgekd.cli import main
 from edgekd.data.corpus import Corpus
+from edgekd.data.real_pool import pool_root
 
 SMALL = [
     "data.synth.espeak_voices=10",
@@ -38,6 +42,8 @@ SMALL = [
     "verify.pool_windows=200",
     "gates.pool_min_agreement=0.01",  # gated here, so the test sees the gate (report-only by default)
 ]
+
+pytestmark = pytest.mark.slow  # trains and converts real models: `pytest -m 'not slow'` skips them
 
 
 def _args(out: Path, cache: Path, *extra: str, target: str = "esp32s3") -> list[str]:
@@ -147,6 +153,36 @@ def test_parity_only_change_does_not_retrain(built: tuple[Path, Path], capsys: p
     assert json.loads((out / "parity.json").read_text())["n_clips"] == 20
 
 
+def test_a_plain_pip_install_finds_its_targets_and_builds_from_any_folder(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`pip install .` (not editable, what pipx does) must ship targets and recipes inside the package."""
+    repo = Path(__file__).resolve().parent.parent
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*pip, "--target", str(site), str(repo)], check=True, capture_output=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site), "EDGEKD_REAL_POOL": str(pool_root())}
+
+    def edgekd(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "edgekd.cli", *args]
+        return subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True)
+
+    where = subprocess.run(
+        [sys.executable, "-c", "import edgekd; print(edgekd.__file__)"], cwd=elsewhere, env=env,
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert where.stdout.startswith(str(site))
+    listed = edgekd("targets")
+    assert listed.returncode == 0, listed.stderr
+    assert all(t in listed.stdout for t in ("esp32s3", "mobile", "p100"))
+    _, cache = built  # the stages the module's build cached: this build only re-runs what it must
+    done = edgekd(*_args(elsewhere / "out", cache))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((elsewhere / "out" / "parity.json").read_text())["passed"]
+
+
 def test_failed_gate_keeps_previous_build(built: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
     out, cache = built
     before = sha256_file(out / "parity.json")
@@ -165,6 +201,9 @@ def test_eval_scores_a_speech_commands_folder(
     _write_test_clips(cache, tmp_path)
     (tmp_path / "garbage").mkdir()
     (tmp_path / "yes" / "broken_nohash_0.wav").write_bytes(b"not audio")
+    (tmp_path / "no" / "empty_nohash_0.wav").write_bytes(b"")
+    whole = next((tmp_path / "yes").glob("spk*.wav")).read_bytes()
+    (tmp_path / "up" / "truncated_nohash_0.wav").write_bytes(whole[:30])  # cut inside the header
     capsys.readouterr()
     assert (
         main(["eval", str(out), "--data", str(tmp_path), "--quiet", "--json", str(tmp_path / "eval.json")])
@@ -172,8 +211,10 @@ def test_eval_scores_a_speech_commands_folder(
     )
     text = capsys.readouterr().out
     assert "student_int8_tflm (device)" in text
+    assert f"Skipped 3 files of `{tmp_path}` (3 unreadable); not scored:" in text
+    assert "broken_nohash_0.wav: unreadable" in text and "truncated_nohash_0.wav: unreadable" in text
     report = json.loads((tmp_path / "eval.json").read_text())
-    assert report["data"]["skipped"] == {"unreadable": 1}
+    assert report["data"]["skipped"] == {"unreadable": 3} and len(report["data"]["skipped_files"]) == 3
     assert np.isclose(
         sum(sum(r) for r in report["rows"]["student_int8_tflm"]["confusion"]), report["n_clips"]
     )

@@ -6,14 +6,17 @@ litert-torch, not one of edgekd's students) plus a float net whose ops ESP32-S3'
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import shutil
 from pathlib import Path
 
+import flatbuffers
 import numpy as np
 import pytest
-from test_runners import KwsModels, build_models
+from conftest import KwsModels
+from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema_fb
 
 from edgekd.cli import main
 from edgekd.config import load_config
@@ -24,11 +27,6 @@ from edgekd.verify.parity import parity_report, row
 from edgekd.verify.tflite_info import describe, smallest_working_arena
 
 ESP = load_config("esp32s3")
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> KwsModels:
-    return build_models(tmp_path_factory.getbasetemp() / "kws_models")
 
 
 @functools.cache
@@ -117,6 +115,51 @@ def test_float_model_is_reported_as_not_int8(models: KwsModels) -> None:
     gate = _check(rec, "fully_int8")
     assert not gate["passed"] and "full-integer quantization" in gate["suggestion"]
     assert "fully INT8: NO" in render_inspect(rec)
+
+
+def _with_uint8_output(src: Path, dst: Path) -> None:
+    """Append QUANTIZE int8 -> uint8 at the output, as microWakeWord's models end (uint8 probability)."""
+    model = schema_fb.ModelT.InitFromObj(schema_fb.Model.GetRootAsModel(src.read_bytes(), 0))
+    graph = model.subgraphs[0]
+    old = graph.outputs[0]
+    out = copy.deepcopy(graph.tensors[old])
+    out.type, out.name = schema_fb.TensorType.UINT8, b"probability_uint8"
+    out.quantization.zeroPoint = [z + 128 for z in out.quantization.zeroPoint]
+    model.buffers.append(schema_fb.BufferT())
+    out.buffer = len(model.buffers) - 1
+    graph.tensors.append(out)
+    quantize = schema_fb.OperatorT()
+    quantize.opcodeIndex = next(
+        i for i, c in enumerate(model.operatorCodes) if c.builtinCode == schema_fb.BuiltinOperator.QUANTIZE
+    )
+    quantize.inputs, quantize.outputs = [old], [len(graph.tensors) - 1]
+    graph.operators.append(quantize)
+    graph.outputs = [len(graph.tensors) - 1]
+    for signature in model.signatureDefs or []:
+        for tensor_map in signature.outputs:
+            tensor_map.tensorIndex = graph.outputs[0]
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    dst.write_bytes(builder.Output())
+
+
+def test_a_uint8_output_is_integer_only_and_a_float_tensor_is_named(
+    models: KwsModels, tmp_path: Path
+) -> None:
+    path = tmp_path / "uint8_out.tflite"
+    _with_uint8_output(models.int8, path)
+    rec = inspect_model(path, ESP)
+    assert rec["outputs"][0]["dtype"] == "uint8"
+    assert rec["fully_int8"] and rec["not_int8"] == [] and _check(rec, "fully_int8")["passed"]
+    assert (
+        "fully INT8: yes (integer-only; uint8 at the boundary: output probability_uint8)"
+        in render_inspect(rec)
+    )
+    floats = inspect_model(models.float, ESP)
+    name = floats["inputs"][0]["name"]
+    assert f"{name} (float32)" in floats["not_int8"]
+    assert f"{name} (float32)" in _check(floats, "fully_int8")["suggestion"]
+    assert "tensors are not int8: " in render_inspect(floats)
 
 
 def test_ops_outside_the_target_set_are_named(odd: Path) -> None:

@@ -17,7 +17,7 @@ import torch
 from _models import energy_labels, realistic_features
 
 from edgekd.config import load_config
-from edgekd.stages.distill import make_student
+from edgekd.models.restore import make_student
 from edgekd.train.qat import convert_qat, freeze_observers, prepare_qat
 from edgekd.verify.layers import compare_layers, layers_md, worst_layer
 

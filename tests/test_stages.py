@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_teachers import save_tiny
+from conftest import save_tiny
 
 from edgekd.config import load_config
 from edgekd.data.corpus import Corpus
@@ -17,6 +17,8 @@ from edgekd.stages.data import stage_features, stage_views
 from edgekd.stages.teacher import stage_teacher
 
 CLASSES_CFG = ['labels=["yes", "no"]', "unknown_words=[]", "silence=false"]
+
+pytestmark = pytest.mark.slow  # trains and converts real models: `pytest -m 'not slow'` skips them
 
 
 def _corpus(tmp_path: Path) -> Path:

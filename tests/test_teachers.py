@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from conftest import CLASSIFIERS, CONFIGS, save_tiny
 from safetensors.torch import load_file
 from torch import nn
 
@@ -40,55 +41,6 @@ torch.set_num_threads(1)  # shared 2-core machine
 CPU = torch.device("cpu")
 CLASSES = ["low", "mid", "high"]
 N_SAMPLES = 4000  # 0.25 s at 16 kHz
-TINY = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    conv_dim=(16, 16),
-    conv_kernel=(10, 3),
-    conv_stride=(5, 2),
-    num_feat_extract_layers=2,
-    num_conv_pos_embeddings=16,
-    num_conv_pos_embedding_groups=2,
-    classifier_proj_size=16,
-)
-WHISPER_TINY = dict(
-    d_model=32,
-    encoder_layers=2,
-    encoder_attention_heads=2,
-    encoder_ffn_dim=64,
-    decoder_layers=1,
-    decoder_attention_heads=2,
-    decoder_ffn_dim=64,
-    num_mel_bins=16,
-    max_source_positions=50,  # 100 log-mel frames: clips are padded to 1 s (OpenAI's models: 1500 -> 30 s)
-    max_target_positions=16,
-    vocab_size=64,
-    pad_token_id=0,
-    bos_token_id=1,
-    eos_token_id=2,
-    decoder_start_token_id=1,
-    classifier_proj_size=16,
-)
-CONFIGS: dict[str, tuple[type, dict[str, Any]]] = {
-    "wav2vec2": (transformers.Wav2Vec2Config, TINY),
-    "hubert": (transformers.HubertConfig, TINY),
-    "wavlm": (transformers.WavLMConfig, TINY),
-    # data2vec's num_conv_pos_embeddings counts conv layers, not kernel taps
-    "data2vec-audio": (
-        transformers.Data2VecAudioConfig,
-        {**TINY, "num_conv_pos_embeddings": 2, "conv_pos_kernel_size": 5},
-    ),
-    "whisper": (transformers.WhisperConfig, WHISPER_TINY),
-}
-CLASSIFIERS = {
-    "wav2vec2": transformers.Wav2Vec2ForSequenceClassification,
-    "hubert": transformers.HubertForSequenceClassification,
-    "wavlm": transformers.WavLMForSequenceClassification,
-    "data2vec-audio": transformers.Data2VecAudioForSequenceClassification,
-    "whisper": transformers.WhisperForAudioClassification,
-}
 BACKBONE_KEY = "encoder.layers.0.attention.k_proj.weight"
 FEATURE_KEY = "feature_extractor.conv_layers.0.conv.weight"
 
@@ -105,26 +57,6 @@ def _offline_and_roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
         mp.setenv("EDGEKD_MODELS", str(tmp_path_factory.getbasetemp()))
         yield
-
-
-def save_tiny(
-    folder: Path,
-    arch: str,
-    model_cls: type | None = None,
-    num_labels: int = 5,
-    seed: int = 0,
-    labels: list[str] | None = None,
-) -> Path:
-    """A randomly initialised tiny checkpoint written by save_pretrained (config.json + model.safetensors).
-
-    `labels` names the head's classes (a trained head); otherwise they are transformers' LABEL_i.
-    """
-    torch.manual_seed(seed)
-    model_cls = model_cls or CLASSIFIERS[arch]
-    config_cls, kwargs = CONFIGS[arch]
-    head = {"id2label": dict(enumerate(labels))} if labels else {"num_labels": num_labels}
-    model_cls(config_cls(**kwargs, **head)).save_pretrained(folder)
-    return folder
 
 
 def tones(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

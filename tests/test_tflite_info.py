@@ -5,16 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_runners import KwsModels, build_models
+from conftest import KwsModels
 
 from edgekd.errors import EdgekdError
 from edgekd.verify.runners import TFLMRunner
 from edgekd.verify.tflite_info import describe, measure_arena, smallest_working_arena
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> KwsModels:
-    return build_models(tmp_path_factory.getbasetemp() / "kws_models")
 
 
 def test_describe_int8_model(models: KwsModels) -> None:

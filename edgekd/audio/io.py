@@ -45,10 +45,13 @@ class AudioFileError(DataError):
         super().__init__(f"{self.path}: {detail}. Fix: {_FIXES[reason]}.")
 
 
-def read_wav(path: str | os.PathLike[str], allow_clipped: bool = False) -> np.ndarray:
+def read_wav(
+    path: str | os.PathLike[str], allow_clipped: bool = False, allow_silent: bool = False
+) -> np.ndarray:
     """Read any soundfile-readable file as float32 mono 16 kHz in [-1, 1], rejecting unusable audio.
 
-    `allow_clipped` accepts clipped audio (e.g. loud background noise, where clipping is harmless).
+    `allow_clipped` accepts clipped audio (e.g. loud background noise, where clipping is harmless);
+    `allow_silent` accepts near-silent audio (a `_silence_` clip is meant to be quiet).
     """
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
@@ -58,7 +61,7 @@ def read_wav(path: str | os.PathLike[str], allow_clipped: bool = False) -> np.nd
         raise AudioFileError(path, "empty", "the file has no samples")
     x = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     peak = float(np.max(np.abs(x)))
-    if peak < SILENCE_PEAK:
+    if peak < SILENCE_PEAK and not allow_silent:
         raise AudioFileError(path, "silent", f"peak level {_dbfs(peak)} dBFS")
     frac = clipped_fraction(x)
     if frac > CLIP_FRACTION and not allow_clipped:

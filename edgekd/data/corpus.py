@@ -16,7 +16,7 @@ import multiprocessing
 import re
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +48,7 @@ class Corpus:
     classes: list[str]
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     backgrounds: list[np.ndarray] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)  # "path: reason", in reading order
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.splits == split)
@@ -67,6 +68,7 @@ class Corpus:
             self.classes,
             dict(Counter(self.skipped) + Counter(other.skipped)),
             self.backgrounds + other.backgrounds,
+            self.skipped_files + other.skipped_files,
         )
 
     def extra_rows(self) -> np.ndarray:
@@ -95,6 +97,7 @@ class Corpus:
             skipped_counts=np.array(list(self.skipped.values()), dtype=np.int64),
             bg=bg,
             bg_len=bg_len,
+            skipped_files=np.array(self.skipped_files, dtype=str),
         )
 
     @classmethod
@@ -109,6 +112,7 @@ class Corpus:
             [str(c) for c in z["classes"]],
             dict(zip(z["skipped_reasons"].tolist(), z["skipped_counts"].tolist(), strict=True)),
             bg,
+            z["skipped_files"].tolist() if "skipped_files" in z.files else [],
         )
 
 
@@ -355,7 +359,13 @@ def load_speech_commands(
             "folder per label with .wav files (optional validation_list.txt, testing_list.txt, "
             "_background_noise_/)"
         )
-    label_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("_"))
+    # `_unknown_/` and `_silence_/` hold those classes' clips (the official Speech Commands test set);
+    # other `_` folders, `_background_noise_/` among them, are not label folders.
+    label_dirs = sorted(
+        d
+        for d in root.iterdir()
+        if d.is_dir() and (not d.name.startswith("_") or d.name in (UNKNOWN, SILENCE))
+    )
     present = {d.name for d in label_dirs}
     absent = [w for w in cfg.labels if w not in present]
     if extra and len(absent) == len(cfg.labels):
@@ -373,9 +383,9 @@ def load_speech_commands(
     n_samples = SAMPLE_RATE * cfg.frontend.clip_ms // 1000
     files: list[tuple[Path, int]] = []
     for d in label_dirs:
-        if d.name in cfg.labels:
+        if d.name in cfg.labels or (d.name == SILENCE and SILENCE in classes):
             label = classes.index(d.name)
-        elif UNKNOWN in classes:
+        elif d.name != SILENCE and UNKNOWN in classes:
             label = classes.index(UNKNOWN)
         else:
             continue
@@ -386,17 +396,21 @@ def load_speech_commands(
     if not files:
         raise DataError(f"{root}: no .wav files found in the label folders")
     skipped: Counter[str] = Counter()
+    skipped_files: list[str] = []
     clips: list[np.ndarray] = []
     labels: list[int] = []
     groups: list[str] = []
     splits: list[str] = []
     for path, label in tqdm(files, desc="reading corpus", unit="clip", disable=not progress):
+        is_silence = path.parent.name == SILENCE
         try:
-            audio = read_wav(path)
+            audio = read_wav(path, allow_clipped=is_silence, allow_silent=is_silence)
         except DataError as err:
             if cfg.data.strict:
                 raise DataError(f"{err} (--strict: fix or remove the file)") from None
-            skipped[getattr(err, "reason", "unreadable")] += 1
+            reason = getattr(err, "reason", "unreadable")
+            skipped[reason] += 1
+            skipped_files.append(f"{path}: {reason}")
             continue
         rel = f"{path.parent.name}/{path.name}"
         speaker = _speaker(path)
@@ -414,24 +428,31 @@ def load_speech_commands(
         labels.append(label)
         groups.append(f"{EXTRA_GROUP if extra else 'speaker'}:{speaker}")
         splits.append(split)
-    backgrounds = _read_backgrounds(root / BACKGROUND_DIR, cfg, skipped)
+    backgrounds = _read_backgrounds(root / BACKGROUND_DIR, cfg, skipped, skipped_files)
     if extra:
-        return _pack(clips, labels, splits, groups, cfg, dict(skipped), backgrounds, require_splits=False)
-    _add_silence(
-        clips,
-        labels,
-        groups,
-        splits,
-        cfg,
-        np.random.default_rng(cfg.seed),
-        n_samples,
-        backgrounds,
-        "test" if held_out else None,
+        corpus = _pack(clips, labels, splits, groups, cfg, dict(skipped), backgrounds, require_splits=False)
+        return replace(corpus, skipped_files=skipped_files)
+    if not (SILENCE in classes and classes.index(SILENCE) in labels):  # a `_silence_/` folder is used as is
+        _add_silence(
+            clips,
+            labels,
+            groups,
+            splits,
+            cfg,
+            np.random.default_rng(cfg.seed),
+            n_samples,
+            backgrounds,
+            "test" if held_out else None,
+        )
+    corpus = _pack(
+        clips, labels, splits, groups, cfg, dict(skipped), backgrounds, require_splits=not held_out
     )
-    return _pack(clips, labels, splits, groups, cfg, dict(skipped), backgrounds, require_splits=not held_out)
+    return replace(corpus, skipped_files=skipped_files)
 
 
-def _read_backgrounds(folder: Path, cfg: BuildConfig, skipped: Counter[str]) -> list[np.ndarray]:
+def _read_backgrounds(
+    folder: Path, cfg: BuildConfig, skipped: Counter[str], skipped_files: list[str]
+) -> list[np.ndarray]:
     out = []
     for path in sorted(folder.glob("*.wav")) if folder.is_dir() else []:
         try:
@@ -439,7 +460,9 @@ def _read_backgrounds(folder: Path, cfg: BuildConfig, skipped: Counter[str]) -> 
         except DataError as err:
             if cfg.data.strict:
                 raise
-            skipped[getattr(err, "reason", "unreadable")] += 1
+            reason = getattr(err, "reason", "unreadable")
+            skipped[reason] += 1
+            skipped_files.append(f"{path}: {reason}")
     return out
 
 

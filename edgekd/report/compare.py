@@ -309,8 +309,9 @@ def _compare_budget(old: dict, new: dict, tol: Tolerances, res: CompareResult) -
     d = Delta("budget", "fully_int8", old.get("fully_int8"), new.get("fully_int8"), None)
     if old.get("fully_int8") and not new.get("fully_int8"):
         d.regression = True
-        floats = ", ".join(new.get("float_tensors") or []) or "?"
-        res.regressions.append(f"budget.fully_int8 became false: float tensors {floats}")
+        # older parity.json files list only their float tensors
+        culprits = ", ".join(new.get("not_int8") or new.get("float_tensors") or []) or "?"
+        res.regressions.append(f"budget.fully_int8 became false: not int8: {culprits}")
     res.deltas.append(d)
     old_ops, new_ops = set(old.get("ops") or []), set(new.get("ops") or [])
     if old_ops != new_ops:

@@ -90,6 +90,20 @@ def real_unlabeled_lines(parity: dict[str, Any]) -> list[str]:
     ]
 
 
+def skipped_lines(section: dict[str, Any] | None, shown: int = 5) -> list[str]:
+    """What reading a folder skipped: how many files, why, and the first few names (empty if none)."""
+    skipped = (section or {}).get("skipped") or {}
+    if not skipped:
+        return []
+    why = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+    files = (section or {}).get("skipped_files") or []
+    lines = [f"Skipped {sum(skipped.values())} files of `{section['path']}` ({why}); not scored:"]
+    lines += [f"- {f}" for f in files[:shown]]
+    if sum(skipped.values()) > min(len(files), shown):
+        lines.append(f"- … (`--json` lists up to {len(files)}; `--strict` in a build fails on them instead)")
+    return [*lines, ""]
+
+
 def holdout_lines(parity: dict[str, Any]) -> list[str]:
     """The real-holdout section: every runtime on the user's own recordings (empty without one)."""
     h = parity.get("holdout")
@@ -101,6 +115,7 @@ def holdout_lines(parity: dict[str, Any]) -> list[str]:
         "",
         runtime_table({"rows": h["rows"], "primary": parity["primary"]}),
         "",
+        *skipped_lines(h),
     ]
 
 
@@ -150,6 +165,7 @@ def summary(parity: dict[str, Any]) -> str:
             f"target {parity['target']} — {parity['n_clips']} held-out clips",
             runtime_table(parity),
             "",
+            *skipped_lines(parity.get("data")),
             *holdout_lines(parity),
             *real_unlabeled_lines(parity),
             budget_lines(parity),

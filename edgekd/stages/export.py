@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from edgekd.config import BuildConfig
+from edgekd.models.restore import example_batch, load_qat_student
 from edgekd.pipeline import Stages
-from edgekd.stages.distill import example_batch, load_qat_student
 
 
 def stage_export(

@@ -19,11 +19,13 @@ from edgekd.artifacts import write_json, write_npz
 from edgekd.audio.frontend import compute_features, make_frontend
 from edgekd.config import BuildConfig
 from edgekd.data.corpus import Corpus, load_speech_commands
+from edgekd.models.restore import load_qat_student, make_student, predict_float_twin
 from edgekd.models.teachers import build_teacher
 from edgekd.pipeline import Stages, folder_fingerprint
-from edgekd.stages.distill import load_qat_student, make_student, predict_float_twin
 from edgekd.stages.verify import make_runners, parity_rows, runtime_logits
 from edgekd.train.trainer import predict
+
+SHOWN_SKIPPED = 20  # skipped file names kept in parity.json / --json; the counts cover every file
 
 
 @dataclass
@@ -34,6 +36,7 @@ class Scored:
     y: np.ndarray
     logits: dict[str, np.ndarray]
     skipped: dict[str, int]
+    skipped_files: list[str]
 
 
 def read_folder(cfg: BuildConfig, data: Path, progress: bool, max_clips: int = 0) -> Corpus:
@@ -76,7 +79,7 @@ def score_folder(
         "student_qat": predict(prepared, x, cpu),
     }
     logits = runtime_logits(cfg, x, reference, make_runners(cfg, export_dir), progress)
-    return Scored(x, corpus.labels, logits, corpus.skipped)
+    return Scored(x, corpus.labels, logits, corpus.skipped, corpus.skipped_files)
 
 
 def keyword_accuracy(row: dict[str, Any], labels: list[str]) -> float | None:
@@ -98,6 +101,7 @@ def holdout_section(cfg: BuildConfig, scored: Scored, path: str) -> dict[str, An
         "path": path,
         "n_clips": len(scored.y),
         "skipped": scored.skipped,
+        "skipped_files": scored.skipped_files[:SHOWN_SKIPPED],
         "rows": rows,
         "gates": holdout_gates(cfg, rows),
     }

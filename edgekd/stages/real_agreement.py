@@ -18,8 +18,8 @@ import torch
 from edgekd.artifacts import write_json, write_npz
 from edgekd.audio.frontend import compute_features, make_frontend
 from edgekd.config import BuildConfig
+from edgekd.models.restore import load_qat_student, make_student, predict_float_twin
 from edgekd.pipeline import Stages
-from edgekd.stages.distill import load_qat_student, make_student, predict_float_twin
 from edgekd.stages.verify import make_runners, runtime_logits
 from edgekd.train.trainer import predict
 

@@ -35,12 +35,12 @@ def measure_budget(cfg: BuildConfig, export_dir: Path, x: np.ndarray) -> Any:
     tflite, onnx = export_dir / "model.tflite", export_dir / "model.onnx"
     model_bytes = (onnx if cfg.verify.primary == "onnx" else tflite).stat().st_size
     ops: list[str] = []
-    macs, fully_int8, float_tensors, arena = 0, True, [], None
+    macs, fully_int8, not_int8, arena = 0, True, [], None
     if tflite.exists():
         from edgekd.verify.tflite_info import describe, measure_arena
 
         info = describe(tflite)
-        ops, macs, fully_int8, float_tensors = info.op_set, info.macs, info.is_fully_int8, info.float_tensors
+        ops, macs, fully_int8, not_int8 = info.op_set, info.macs, info.is_fully_int8, info.not_int8
         arena = measure_arena(tflite) if "tflm" in cfg.verify.runtimes else None
     from edgekd.verify.inspect import build_latency_estimate
 
@@ -50,7 +50,7 @@ def measure_budget(cfg: BuildConfig, export_dir: Path, x: np.ndarray) -> Any:
     else:
         latency = _host_latency_ms(cfg, export_dir, x)
         source = f"measured on this host ({cfg.verify.primary}, fast kernels, batch 1, median of 20)"
-    return Budget(model_bytes, arena, ops, macs, fully_int8, float_tensors, latency, source)
+    return Budget(model_bytes, arena, ops, macs, fully_int8, not_int8, latency, source)
 
 
 def make_runners(cfg: BuildConfig, export_dir: Path) -> dict[str, Any]:

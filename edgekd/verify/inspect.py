@@ -442,12 +442,10 @@ def _suggest_ops(outside: list[str], target: str) -> str:
     return f"ops not in {target}'s op set: " + "; ".join(parts) + " (then add it to the target's budget.ops)"
 
 
-def _suggest_int8(float_tensors: list[str]) -> str:
-    shown = ", ".join(float_tensors[:3]) + (
-        f" and {len(float_tensors) - 3} more" if len(float_tensors) > 3 else ""
-    )
+def _suggest_int8(not_int8: list[str]) -> str:
+    shown = ", ".join(not_int8[:3]) + (f" and {len(not_int8) - 3} more" if len(not_int8) > 3 else "")
     return (
-        f"not fully INT8: float tensors {shown}; convert with full-integer quantization and int8 input "
+        f"not fully INT8: {shown}; convert with full-integer quantization and int8 input "
         "and output (edgekd's export does; TFLiteConverter: a representative dataset, "
         "inference_input_type/inference_output_type = int8)"
     )
@@ -513,7 +511,7 @@ def _checks(
     if "tflm" in cfg.verify.runtimes or "litert" in cfg.verify.runtimes:
         gate = {"name": "fully_int8", "value": budget.fully_int8, "limit": True, "passed": budget.fully_int8}
         if not budget.fully_int8:
-            gate["suggestion"] = _suggest_int8(budget.float_tensors)
+            gate["suggestion"] = _suggest_int8(budget.not_int8)
         out.append(gate)
     if b.latency_ms is not None and budget.latency_ms is not None:
         gate = check("latency_ms", round(budget.latency_ms, 3), b.latency_ms, "<=")
@@ -585,7 +583,7 @@ def inspect_model(path: str | os.PathLike[str], cfg: BuildConfig, time_host: boo
     # and `record["arena"]` keeps the measurement for every target.
     budget_arena = arena if "tflm" in cfg.verify.runtimes else None
     budget = Budget(
-        info.flash_bytes, budget_arena, info.op_set, info.macs, info.is_fully_int8, info.float_tensors,
+        info.flash_bytes, budget_arena, info.op_set, info.macs, info.is_fully_int8, info.not_int8,
         latency, latency_source,
     )  # fmt: skip
     outside = sorted(set(info.op_set) - set(b.ops)) if b.ops is not None else []
@@ -608,6 +606,7 @@ def inspect_model(path: str | os.PathLike[str], cfg: BuildConfig, time_host: boo
         "tensors": [_tensor_record(t, g, inputs, outputs) for t in info.tensors],
         "fully_int8": info.is_fully_int8,
         "float_tensors": info.float_tensors,
+        "not_int8": info.not_int8,
         "ops": {
             "sequence": info.ops,
             "counts": {op: counts[op] for op in info.op_set},
@@ -672,14 +671,15 @@ def render_inspect(record: dict[str, Any], tensors: bool = False) -> str:
         for t in record["inputs"] + record["outputs"]
     ]
     dtypes = Counter(t["dtype"] for t in record["tensors"])
-    floats = record["float_tensors"]
-    more = f" and {len(floats) - 5} more" if len(floats) > 5 else ""
+    culprits = record["not_int8"]
+    more = f" and {len(culprits) - 5} more" if len(culprits) > 5 else ""
+    uint8_io = [
+        f"{t['kind']} {t['name']}" for t in record["inputs"] + record["outputs"] if t["dtype"] == "uint8"
+    ]
     float_note = (
-        "yes"
-        if record["fully_int8"]
-        else f"NO — {len(floats)} float tensors: {', '.join(floats[:5]) + more}"
-        if floats
-        else "NO — activations of a type other than int8 (e.g. int16 or uint8)"
+        f"NO — {len(culprits)} tensors are not int8: {', '.join(culprits[:5]) + more}"
+        if culprits
+        else "yes" + (f" (integer-only; uint8 at the boundary: {', '.join(uint8_io)})" if uint8_io else "")
     )
     lines = [
         f"{record['model']} — target {record['target']} (device runtime {record['primary']})",

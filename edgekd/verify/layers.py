@@ -334,8 +334,8 @@ def compare_layers(build_dir: Path, features: np.ndarray, max_clips: int = 32) -
     has no matching node. Exactly one row has `worst: True` and a `cause`: "conversion",
     "quantization" or "qat_drift".
     """
-    from edgekd.evaluate import load_build_config
-    from edgekd.stages.distill import load_qat_student, make_student
+    from edgekd.build_dir import load_build_config
+    from edgekd.models.restore import load_qat_student, make_student
 
     build_dir = Path(build_dir)
     cfg = load_build_config(build_dir)

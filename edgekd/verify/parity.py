@@ -79,7 +79,7 @@ class Budget:
     ops: list[str]
     macs: int
     fully_int8: bool
-    float_tensors: list[str]
+    not_int8: list[str]  # "name (dtype)" of each tensor that is not int8 (tflite_info.describe)
     latency_ms: float | None
     latency_source: str
 
@@ -91,7 +91,7 @@ class Budget:
             "ops": self.ops,
             "macs": self.macs,
             "fully_int8": self.fully_int8,
-            "float_tensors": self.float_tensors,
+            "not_int8": self.not_int8,
             "latency_ms": self.latency_ms,
             "latency_source": self.latency_source,
         }

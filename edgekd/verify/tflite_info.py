@@ -67,6 +67,7 @@ class ModelInfo:
     outputs: list[TensorInfo]
     is_fully_int8: bool
     float_tensors: list[str]
+    not_int8: list[str]  # "name (dtype)" of every tensor that keeps the model from being integer-only int8
     flash_bytes: int
     macs: int
 
@@ -100,6 +101,32 @@ def open_litert(path: str | os.PathLike[str], reference: bool = True) -> Interpr
         raise EdgekdError(f"{p}: not a usable TFLite model ({e})") from e
 
 
+def _label(t: TensorInfo) -> str:
+    return t.name or f"#{t.index}"
+
+
+def _not_int8(
+    tensors: dict[int, TensorInfo], inputs: list[TensorInfo], outputs: list[TensorInfo], ops: list[dict]
+) -> list[str]:
+    """Tensors an int8-only kernel build cannot run: floats, and quantized activations of another type.
+
+    Quantized activations of another type (int16 "16x8", uint8) need kernels an int8 build lacks — except
+    a uint8 model input or output: the QUANTIZE at the boundary is integer-only, and it is the contract
+    of some runtimes (ESPHome's micro_wake_word reads a uint8 probability).
+    """
+    io = {t.index for t in inputs + outputs}
+    boundary = {t.index for t in inputs + outputs if t.dtype == "uint8" and t.scales}
+    activations = io | {
+        int(i) for op in ops for i in op["outputs"] if int(i) in tensors and tensors[int(i)].scales
+    }
+    suspects = [
+        t
+        for t in tensors.values()
+        if t.dtype in _FLOAT_DTYPES or (t.index in activations - boundary and t.dtype != "int8")
+    ]
+    return [f"{_label(t)} ({t.dtype})" for t in suspects]
+
+
 def describe(path: str | os.PathLike[str]) -> ModelInfo:
     """Read ops (in execution order), tensors, int8-ness, flash size and MACs of a .tflite model."""
     p = Path(path)
@@ -112,14 +139,8 @@ def describe(path: str | os.PathLike[str]) -> ModelInfo:
     tensors = {i: _tensor_info(details[i]) for i in sorted(set(io_idx + op_idx)) if i in details}
     inputs = [tensors[d["index"]] for d in interp.get_input_details()]
     outputs = [tensors[d["index"]] for d in interp.get_output_details()]
-    float_tensors = [t.name or f"#{t.index}" for t in tensors.values() if t.dtype in _FLOAT_DTYPES]
-    # Quantized activations of another type (int16 "16x8", uint8) need kernels an int8 build lacks.
-    results = [tensors[int(i)] for op in ops for i in op["outputs"] if int(i) in tensors]
-    fully_int8 = (
-        not float_tensors
-        and all(t.dtype == "int8" for t in inputs + outputs)
-        and all(t.dtype == "int8" for t in results if t.scales)
-    )
+    float_tensors = [_label(t) for t in tensors.values() if t.dtype in _FLOAT_DTYPES]
+    not_int8 = _not_int8(tensors, inputs, outputs, ops)
     names = [op["op_name"] for op in ops]
     return ModelInfo(
         path=str(p),
@@ -128,8 +149,9 @@ def describe(path: str | os.PathLike[str]) -> ModelInfo:
         tensors=list(tensors.values()),
         inputs=inputs,
         outputs=outputs,
-        is_fully_int8=fully_int8,
+        is_fully_int8=not not_int8,
         float_tensors=float_tensors,
+        not_int8=not_int8,
         flash_bytes=p.stat().st_size,
         macs=_count_macs(p, ops, tensors),
     )

@@ -1,0 +1,63 @@
+"""The package's layering: lower layers never import the stages or the commands above them.
+
+A small AST walk over every module, so a new upward or private import fails here, not in review.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "edgekd"
+LOWER = ("verify", "report", "models", "train", "audio", "data", "export")
+UPPER = ("edgekd.stages", "edgekd.build", "edgekd.evaluate", "edgekd.cli")
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names) of every `from edgekd... import names` in a file, lazy imports included."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        (node.module, [a.name for a in node.names])
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "edgekd"
+    ]
+
+
+def _is_upper(module: str) -> bool:
+    return any(module == u or module.startswith(u + ".") for u in UPPER)
+
+
+def upward_imports(package: Path = PACKAGE) -> list[str]:
+    out = []
+    for path in sorted(package.rglob("*.py")):
+        layer = path.relative_to(package).parts[0]
+        if layer in LOWER:
+            out += [f"{path.relative_to(package)} imports {m}" for m, _ in _imports(path) if _is_upper(m)]
+    return out
+
+
+def private_imports(package: Path = PACKAGE) -> list[str]:
+    out = []
+    for path in sorted(package.rglob("*.py")):
+        for module, names in _imports(path):
+            private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            out += [f"{path.relative_to(package)} imports {module}.{n}" for n in private]
+    return out
+
+
+def test_lower_layers_never_import_stages_build_evaluate_or_cli() -> None:
+    assert upward_imports() == []
+
+
+def test_no_module_imports_a_private_name_of_another() -> None:
+    assert private_imports() == []
+
+
+def test_the_checks_catch_what_they_forbid(tmp_path: Path) -> None:
+    (tmp_path / "verify").mkdir()
+    (tmp_path / "verify" / "bad.py").write_text(
+        "def f():\n    from edgekd.stages.distill import make_student\n"
+        "from edgekd.verify.parity import _gate\nfrom edgekd.build_dir import load_build_config\n"
+    )
+    assert upward_imports(tmp_path) == ["verify/bad.py imports edgekd.stages.distill"]
+    assert private_imports(tmp_path) == ["verify/bad.py imports edgekd.verify.parity._gate"]
