@@ -16,11 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgekd import runtime_env
 from edgekd.errors import EdgekdError, GateError
 
+runtime_env.apply()  # before any stage imports torch
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # torchao warns at import about CUDA-only kernels a CPU wheel cannot load: noise for every user here.
 logging.getLogger("torchao").setLevel(logging.ERROR)
+# torch.export logs a pytree registration notice for torchao's enums on every QAT graph it rebuilds.
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
 def cmd_build(args: argparse.Namespace) -> int:

@@ -180,6 +180,8 @@ def test_a_plain_pip_install_finds_its_targets_and_builds_from_any_folder(
     _, cache = built  # the stages the module's build cached: this build only re-runs what it must
     done = edgekd(*_args(elsewhere / "out", cache))
     assert done.returncode == 0, done.stderr[-2000:]
+    for noise in ("XNNPACK delegate", "_pytree", "oneDNN"):  # native/library chatter stays off the terminal
+        assert noise not in done.stderr, done.stderr[-2000:]
     assert json.loads((elsewhere / "out" / "parity.json").read_text())["passed"]
 
 

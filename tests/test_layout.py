@@ -36,12 +36,27 @@ def upward_imports(package: Path = PACKAGE) -> list[str]:
     return out
 
 
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
 def private_imports(package: Path = PACKAGE) -> list[str]:
+    """`from edgekd.x import _name`, and `x._name` on a module imported as `from edgekd import x`."""
     out = []
     for path in sorted(package.rglob("*.py")):
+        modules = set()
         for module, names in _imports(path):
-            private = [n for n in names if n.startswith("_") and not n.startswith("__")]
-            out += [f"{path.relative_to(package)} imports {module}.{n}" for n in private]
+            out += [f"{path.relative_to(package)} imports {module}.{n}" for n in names if _private(n)]
+            modules |= set(names)
+        tree = ast.parse(path.read_text(), filename=str(path))
+        out += [
+            f"{path.relative_to(package)} uses {node.value.id}.{node.attr}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and _private(node.attr)
+        ]
     return out
 
 
@@ -58,6 +73,10 @@ def test_the_checks_catch_what_they_forbid(tmp_path: Path) -> None:
     (tmp_path / "verify" / "bad.py").write_text(
         "def f():\n    from edgekd.stages.distill import make_student\n"
         "from edgekd.verify.parity import _gate\nfrom edgekd.build_dir import load_build_config\n"
+        "from edgekd.verify import tflite_info\nn = tflite_info._count_macs\n"
     )
     assert upward_imports(tmp_path) == ["verify/bad.py imports edgekd.stages.distill"]
-    assert private_imports(tmp_path) == ["verify/bad.py imports edgekd.verify.parity._gate"]
+    assert private_imports(tmp_path) == [
+        "verify/bad.py imports edgekd.verify.parity._gate",
+        "verify/bad.py uses tflite_info._count_macs",
+    ]

@@ -25,6 +25,7 @@ import numpy as np
 from edgekd.artifacts import sha256_file
 from edgekd.audio.io import SAMPLE_RATE, to_pcm16
 from edgekd.errors import EdgekdError
+from edgekd.native_log import captured_stderr
 
 CHUNK = 1760  # samples per melspectrogram call, as openWakeWord streams them (-> 8 mel frames)
 CHUNK_HOP = 1280
@@ -103,7 +104,8 @@ class SpeechEmbedding:
         inp = interp.get_input_details()[0]["index"]
         if self._shapes.get(id(interp)) != x.shape:
             interp.resize_tensor_input(inp, list(x.shape))
-            interp.allocate_tensors()
+            with captured_stderr():  # the first allocation applies XNNPACK, which prints a banner
+                interp.allocate_tensors()
             self._shapes[id(interp)] = x.shape
         interp.set_tensor(inp, x)
         interp.invoke()

@@ -29,6 +29,7 @@ import numpy as np
 
 from edgekd.config import BudgetConfig, BuildConfig
 from edgekd.errors import EdgekdError
+from edgekd.native_log import captured_stderr
 from edgekd.verify import tflite_info
 from edgekd.verify.parity import Budget, check
 from edgekd.verify.runners import median_ms
@@ -184,7 +185,7 @@ def _host_latency_ms(path: Path, primary: str, arena: int | None, repeats: int =
             interp.set_input(np.zeros(d["shape"], dtype=d["dtype"]), i)
         run, runtime = interp.invoke, "tflm"
     else:
-        with tflite_info._captured_stderr():  # LiteRT prints an "XNNPACK delegate created" banner
+        with captured_stderr():  # LiteRT prints an "XNNPACK delegate created" banner
             lite = open_litert(path, reference=False)
             lite.allocate_tensors()
         for d in lite.get_input_details():
@@ -261,7 +262,7 @@ def per_op_latency(path: Path, info: ModelInfo, g: _Graph, budget: BudgetConfig)
     macs_total = 0
     for op in g.ops:
         name = op["op_name"]
-        macs = tflite_info._count_macs(path, [op], g.tensors)
+        macs = tflite_info.count_macs(path, [op], g.tensors)
         macs_total += macs
         out = g.tensors.get(int(op["outputs"][0])) if len(op["outputs"]) else None
         elements = math.prod(out.shape) if out is not None else 0

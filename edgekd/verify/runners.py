@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgekd.errors import EdgekdError
+from edgekd.native_log import captured_stderr
 from edgekd.verify.tflite_info import load_tflm, measure_arena, open_litert
 
 # Added to the measured arena when TFLMRunner picks the size: the host allocator's alignment can
@@ -134,12 +135,13 @@ class LiteRTRunner:
     def __init__(self, path: str | os.PathLike[str], reference: bool = True) -> None:
         self.path = Path(path)
         self.name = "litert-ref" if reference else "litert-xnnpack"
-        self._interp = open_litert(self.path, reference)
+        with captured_stderr():  # the default kernels print an "XNNPACK delegate created" banner
+            self._interp = open_litert(self.path, reference)
+            self._interp.allocate_tensors()
         self._in = self._interp.get_input_details()[0]
         self._dynamic = self._in["shape_signature"][0] == -1
         if not self._dynamic:
             _require_batch_one(self._in["shape"], self.path)
-        self._interp.allocate_tensors()
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         x = _fit(features, tuple(self._in["shape"][1:]), self.path)

@@ -7,13 +7,9 @@ the TFLite Micro host interpreter, the same kernels the device runs. No torch im
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
-import sys
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +19,7 @@ from tflite_micro import runtime
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema_fb
 
 from edgekd.errors import EdgekdError
+from edgekd.native_log import captured_stderr
 
 # The first arena measure_arena tries; it doubles from here up to _MAX_ARENA until allocation works.
 _MIN_PROBE_ARENA = 1 << 20
@@ -153,7 +150,7 @@ def describe(path: str | os.PathLike[str]) -> ModelInfo:
         float_tensors=float_tensors,
         not_int8=not_int8,
         flash_bytes=p.stat().st_size,
-        macs=_count_macs(p, ops, tensors),
+        macs=count_macs(p, ops, tensors),
     )
 
 
@@ -170,7 +167,7 @@ def _tensor_info(d: dict) -> TensorInfo:
     )
 
 
-def _count_macs(path: Path, ops: list[dict], tensors: dict[int, TensorInfo]) -> int:
+def count_macs(path: Path, ops: list[dict], tensors: dict[int, TensorInfo]) -> int:
     """Multiply-accumulates for one inference (batch as stored in the model, normally 1).
 
     - CONV_2D: out_elements * kH * kW * in_channels_per_group (filter is [O, kH, kW, I]).
@@ -209,30 +206,9 @@ def _count_macs(path: Path, ops: list[dict], tensors: dict[int, TensorInfo]) -> 
     return total
 
 
-@contextlib.contextmanager
-def _captured_stderr() -> Iterator[list[str]]:
-    """Capture C-level stderr (fd 2), where TFLite Micro prints; the text is appended on exit.
-
-    Swaps the process-wide fd 2, so it must not run concurrently with other threads that print.
-    """
-    sink: list[str] = []
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield sink
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            sink.append(tmp.read().decode(errors="replace"))
-
-
 def _try_tflm(path: Path, arena_size: int) -> tuple[runtime.Interpreter | None, str]:
     """(interpreter, TFLM log) when the tensors fit in `arena_size` bytes, else (None, log)."""
-    with _captured_stderr() as log:
+    with captured_stderr() as log:
         try:
             interp = runtime.Interpreter.from_file(str(path), arena_size=arena_size)
         except RuntimeError:
@@ -282,7 +258,7 @@ def measure_arena(path: str | os.PathLike[str]) -> int:
     for i, d in enumerate(litert.get_input_details()):
         interp.set_input(np.zeros(d["shape"], dtype=d["dtype"]), i)
     interp.invoke()
-    with _captured_stderr() as report:
+    with captured_stderr() as report:
         interp.print_allocations()
     match = _ARENA_TOTAL_RE.search(report[0])
     if match is None:

@@ -1,0 +1,18 @@
+"""Process-wide settings that must be in place before torch loads OpenMP.
+
+On a machine whose cores are busy with something else, OpenMP's default of spinning idle worker
+threads (OMP_WAIT_POLICY=ACTIVE) makes each training step wait for a spinning thread that has lost
+its core; sleeping workers (PASSIVE) degrade gracefully (`bench/bench_threads.py` measures both).
+A value the user set wins.
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_OMP_WAIT_POLICY = "PASSIVE"
+
+
+def apply() -> None:
+    """Set the defaults (call before the first `import torch`)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", DEFAULT_OMP_WAIT_POLICY)
