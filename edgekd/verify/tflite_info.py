@@ -62,11 +62,15 @@ class ModelInfo:
     tensors: list[TensorInfo]
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
-    is_fully_int8: bool
     float_tensors: list[str]
     not_int8: list[str]  # "name (dtype)" of every tensor that keeps the model from being integer-only int8
     flash_bytes: int
     macs: int
+
+    @property
+    def is_fully_int8(self) -> bool:
+        """Integer-only int8 (a uint8 model input or output allowed): nothing in `not_int8`."""
+        return not self.not_int8
 
     @property
     def input(self) -> TensorInfo:
@@ -146,7 +150,6 @@ def describe(path: str | os.PathLike[str]) -> ModelInfo:
         tensors=list(tensors.values()),
         inputs=inputs,
         outputs=outputs,
-        is_fully_int8=not not_int8,
         float_tensors=float_tensors,
         not_int8=not_int8,
         flash_bytes=p.stat().st_size,
