@@ -36,15 +36,19 @@ import torch  # noqa: E402
 
 from edgekd.artifacts import stable_hash, write_npz  # noqa: E402
 from edgekd.audio.frontend import compute_features, make_frontend  # noqa: E402
+from edgekd.audio.io import from_pcm16  # noqa: E402
 from edgekd.config import BuildConfig, load_config  # noqa: E402
 from edgekd.data.corpus import Corpus  # noqa: E402
 from edgekd.pipeline import Stages, default_cache_root  # noqa: E402
 from edgekd.report.markdown import table  # noqa: E402
-from edgekd.stages.data import as_float, make_views, stage_corpus  # noqa: E402
-from edgekd.stages.distill import TrainData, distills, fit_float_student  # noqa: E402
+from edgekd.stages.data import make_views, stage_corpus  # noqa: E402
+from edgekd.stages.distill import distills, fit_float_student  # noqa: E402
 from edgekd.train.losses import UNLABELED  # noqa: E402
 from edgekd.train.soft_labels import SoftLabels, standardise  # noqa: E402
-from edgekd.train.trainer import predict  # noqa: E402
+from edgekd.train.trainer import (
+    TrainData,  # noqa: E402
+    predict,  # noqa: E402
+)
 
 # name -> overrides on top of the target + recipe config. "default" is the recipe as shipped.
 HEAVY_AUG = [
@@ -152,8 +156,8 @@ def prepare(cfg: BuildConfig, corpus: Corpus, shift: Shift, cache: Path) -> dict
         corpus.clips, shift.pool, cfg.data.augment, cfg.seed + 7919, corpus.backgrounds, False
     )
     audio = {
-        "train": as_float(views),
-        "pool": as_float(pool),
+        "train": from_pcm16(views),
+        "pool": from_pcm16(pool),
         **{s: corpus.float_clips(getattr(shift, s)) for s in ("validation", "test_in", "test_shift")},
     }
     out: dict[str, np.ndarray] = {"y_train": corpus.labels[clip], "view": view}
@@ -216,8 +220,9 @@ def main() -> int:
     torch.set_num_threads(1)
     base = load_config(args.target, overrides=args.set)
     cache = args.cache or default_cache_root()
-    corpus_dir, _ = stage_corpus(base, Stages(cache, log=lambda _m: None), progress=False)
-    corpus = Corpus.load(corpus_dir / "corpus.npz")
+    corpus = Corpus.load(
+        stage_corpus(base, Stages(cache, log=lambda _m: None), progress=False).dir / "corpus.npz"
+    )
     seeds = [int(s) for s in args.seeds.split(",")]
     for shift_name in args.shifts.split(","):
         shift = make_shift(corpus, shift_name, base.seed)

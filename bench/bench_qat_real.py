@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from edgekd.audio.frontend import compute_features, make_frontend  # noqa: E402
-from edgekd.build_dir import load_build_config  # noqa: E402
+from edgekd.build_dir import BuildDir  # noqa: E402
 from edgekd.config import BuildConfig, dump_config, parse_override  # noqa: E402
 from edgekd.data.real_pool import SPEECH_FLOOR_DBFS  # noqa: E402
 from edgekd.data.unlabeled import load_unlabeled  # noqa: E402
@@ -40,11 +40,14 @@ from edgekd.models.restore import (  # noqa: E402
     make_student,
     predict_float_twin,
 )
-from edgekd.stages.distill import TrainData, load_train_data  # noqa: E402
-from edgekd.stages.holdout import read_folder  # noqa: E402
+from edgekd.stages.distill import load_train_data  # noqa: E402
 from edgekd.train.losses import UNLABELED  # noqa: E402
-from edgekd.train.trainer import predict  # noqa: E402
+from edgekd.train.trainer import (
+    TrainData,  # noqa: E402
+    predict,  # noqa: E402
+)
 from edgekd.verify.runners import TFLMRunner  # noqa: E402
+from edgekd.verify.scoring import read_folder  # noqa: E402
 from edgekd.verify.tflite_info import describe  # noqa: E402
 
 REAL_DATA = Path(os.environ.get("EDGEKD_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -127,7 +130,7 @@ def main() -> None:
     args = ap.parse_args()
 
     build = Path(args.build)
-    cfg = with_overrides(load_build_config(build), args.set)
+    cfg = with_overrides(BuildDir(build).config(), args.set)
     torch.set_num_threads(cfg.train.threads)
     manifest = json.loads((build / "manifest.json").read_text())
     features = Path(args.cache) / "features" / manifest["cache_keys"]["features"] / "features.npz"

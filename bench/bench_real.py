@@ -26,7 +26,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from edgekd.build import run_build  # noqa: E402
-from edgekd.build_dir import load_build_config  # noqa: E402
+from edgekd.build_dir import BuildDir  # noqa: E402
 from edgekd.config import load_config  # noqa: E402
 from edgekd.evaluate import evaluate  # noqa: E402
 from edgekd.report.markdown import ROW_ORDER, STAGE_HEADERS, stage_rows, table  # noqa: E402
@@ -90,7 +90,7 @@ def main() -> int:
         record: dict[str, Any] = {"overrides": args.set}
         if args.build:
             build = Path(args.build)
-            cfg = load_build_config(build)
+            cfg = BuildDir(build).config()
         else:
             cfg = load_config(args.target, args.recipe, args.set)
             cache = Path(args.cache) if args.cache else Path(tmp) / "cache"

@@ -27,7 +27,7 @@ CHILD = """
 import json, sys, time
 import numpy as np, torch
 from edgekd.models.students import build_student
-from edgekd.train.trainer import FitSpec, fit
+from edgekd.train.trainer import FitRun, FitSpec, TrainData, fit
 threads, clips, repeats = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(threads)
 rng = np.random.default_rng(0)
@@ -37,8 +37,8 @@ times = []
 for r in range(repeats):
     model = build_student("ds_cnn", 12, (98, 40), "S", 0.1)
     start = time.perf_counter()
-    fit(model, x, y, x[:256], y[:256], FitSpec(epochs=1, lr=1e-3, batch_size=128),
-        device=torch.device("cpu"), seed=r, progress=False)
+    fit(model, TrainData(x, y, x[:256], y[:256]), FitSpec(epochs=1, lr=1e-3, batch_size=128),
+        FitRun(torch.device("cpu"), r, progress=False))
     times.append(time.perf_counter() - start)
 print(json.dumps(sorted(times)[len(times) // 2]))
 """

@@ -15,10 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgekd.artifacts import sha256_file, write_json, write_text
+from edgekd.artifacts import write_json, write_text
+from edgekd.build_dir import ARTIFACTS, BuildDir
 from edgekd.config import BuildConfig
 from edgekd.errors import GateError
-from edgekd.pipeline import Stages
+from edgekd.export.firmware import write_firmware_package
+from edgekd.export.manifest import build_manifest, file_hashes
+from edgekd.pipeline import StageOutput, Stages
+from edgekd.report.markdown import summary
 from edgekd.stages.data import stage_corpus, stage_features, stage_unlabeled, stage_views
 from edgekd.stages.distill import distills, stage_baseline, stage_student
 from edgekd.stages.export import stage_export
@@ -36,9 +40,6 @@ class BuildResult:
     passed: bool
     parity: dict[str, Any]
     summary: str
-
-
-ARTIFACTS = ["model.tflite", "model.onnx", "model_data.h", "model_data.cc"]
 
 
 def _promote(staging: Path, out: Path, passed: bool) -> Path:
@@ -59,38 +60,37 @@ def _promote(staging: Path, out: Path, passed: bool) -> Path:
 
 
 def _write_reports(
-    staging: Path,
+    staging: BuildDir,
     parity: dict[str, Any],
     manifest: dict[str, Any],
     training: dict[str, Any],
-    features_dir: Path,
+    features: StageOutput,
     log: Any,
 ) -> None:
     """report.md and the self-contained report.html, with a per-layer float-vs-INT8 comparison that
     names the layer where a failing build loses accuracy (shown for passing builds too, ~10 s)."""
-    import numpy as np
-
     from edgekd.report.html import logit_diffs_from_logits, report_html
+    from edgekd.report.layers import layers_md, worst_sentence
     from edgekd.report.markdown import report_md
-    from edgekd.verify.layers import compare_layers, layers_md, worst_sentence
+    from edgekd.verify.layers import compare_layers
 
     layers = None
-    if (staging / "model.tflite").exists():
-        layers = compare_layers(staging, np.load(features_dir / "features.npz")["test"], max_clips=32)
-        write_json(staging / "logs" / "layers.json", layers)
+    if staging.tflite.exists():
+        layers = compare_layers(staging.path, np.load(features.dir / "features.npz")["test"], max_clips=32)
+        write_json(staging.logs / "layers.json", layers)
         if not parity["passed"]:
             log(f"per-layer comparison: {worst_sentence(layers)}")
     md = report_md(parity, manifest)
     if layers and not parity["passed"]:
         md += "\n## Per-layer float vs INT8\n\n" + layers_md(layers) + "\n"
-    write_text(staging / "report.md", md)
-    logits = dict(np.load(staging / "logs" / "parity_logits.npz"))
+    write_text(staging.path / "report.md", md)
+    logits = dict(np.load(staging.logits("parity")))
     html = report_html(parity, manifest, training, logit_diffs_from_logits(logits), layers=layers)
-    write_text(staging / "report.html", html)
+    write_text(staging.path / "report.html", html)
 
 
 def check_teacher(
-    cfg: BuildConfig, teacher_dir: Path, baseline_dir: Path, features_dir: Path, log: Any
+    cfg: BuildConfig, teacher: StageOutput, baseline: StageOutput, features: StageOutput, log: Any
 ) -> dict[str, Any]:
     """The teacher gate: distil only from a teacher that holds its own against the student trained without it.
 
@@ -99,20 +99,20 @@ def check_teacher(
     of a few hundred clips, so a split the plain student saturates does not refuse a good teacher). A
     teacher clearly worse than that would mostly teach the student its own mistakes.
     """
-    y = np.load(features_dir / "features.npz")["y_validation"]
-    teacher = float((np.load(teacher_dir / "logits.npz")["validation"].argmax(1) == y).mean())
-    plain = float((np.load(baseline_dir / "logits.npz")["validation"].argmax(1) == y).mean())
+    y = np.load(features.dir / "features.npz")["y_validation"]
+    ours = float((np.load(teacher.logits)["validation"].argmax(1) == y).mean())
+    plain = float((np.load(baseline.logits)["validation"].argmax(1) == y).mean())
     d = cfg.distill
-    passed = 100 * (teacher - plain) > d.teacher_gate_margin
+    passed = 100 * (ours - plain) > d.teacher_gate_margin
     record = {
-        "teacher_validation": teacher,
+        "teacher_validation": ours,
         "plain_student_validation": plain,
         "margin_pts": d.teacher_gate_margin,
         "mode": d.teacher_gate,
         "passed": passed,
     }
     verdict = (
-        f"teacher gate: teacher {100 * teacher:.2f}% vs plain student {100 * plain:.2f}% on validation "
+        f"teacher gate: teacher {100 * ours:.2f}% vs plain student {100 * plain:.2f}% on validation "
         f"(needs > {d.teacher_gate_margin:+g} points)"
     )
     if passed:
@@ -175,179 +175,84 @@ def run_build(
     cfg: BuildConfig, out: Path, cache_root: Path, progress: bool = True, log: Any = print
 ) -> BuildResult:
     """Run every stage (cached), verify, and write the build directory."""
-    from edgekd.data.real_pool import builtin_name, pool_licences
-    from edgekd.export.manifest import build_manifest, file_hashes, model_io
-    from edgekd.report.markdown import summary
-
     check_inputs(cfg)  # fail before any stage starts
     device = resolve_device(cfg.train.device)
     torch.set_num_threads(cfg.train.threads)
     stages = Stages(cache_root, log=log)
-    corpus_dir, corpus_key = stage_corpus(cfg, stages, progress)
-    views_dir, views_key = stage_views(cfg, corpus_dir, corpus_key, stages, progress)
-    unlabeled_dir, unlabeled_key = (
-        stage_unlabeled(cfg, corpus_dir, stages, progress) if cfg.data.unlabeled else (None, None)
-    )
-    features_dir, features_key = stage_features(
-        cfg, corpus_dir, views_dir, views_key, stages, progress, unlabeled_dir, unlabeled_key
-    )
-    teacher_dir, teacher_key = stage_teacher(
-        cfg, corpus_dir, views_dir, views_key, stages, device, progress, unlabeled_dir, unlabeled_key
-    )
-    teacher_info = json.loads((teacher_dir / "_done.json").read_text())
-    log(
-        f"teacher: {teacher_info['name']} ({teacher_info['why']}); held-out accuracy "
-        f"{100 * teacher_info['accuracy']['test']:.1f}%"
-    )
-    baseline_dir, baseline_key, gate = None, None, None
+    corpus = stage_corpus(cfg, stages, progress)
+    views = stage_views(cfg, corpus, stages, progress)
+    unlabeled = stage_unlabeled(cfg, corpus, stages, progress) if cfg.data.unlabeled else None
+    features = stage_features(cfg, corpus, views, unlabeled, stages, progress)
+    teacher = stage_teacher(cfg, corpus, views, unlabeled, stages, device, progress)
+    info = teacher.info
+    log(f"teacher: {info['name']} ({info['why']}); held-out accuracy {100 * info['accuracy']['test']:.1f}%")
+    baseline, gate = None, None
     if distills(cfg) and cfg.distill.teacher_gate != "off":
-        baseline_dir, baseline_key = stage_baseline(cfg, features_dir, features_key, stages, device, progress)
-        gate = check_teacher(cfg, teacher_dir, baseline_dir, features_dir, log)
-    student_dir, student_key = stage_student(
-        cfg, features_dir, features_key, teacher_dir, teacher_key, stages, device, progress
-    )
-    export_dir, export_key = stage_export(cfg, student_dir, student_key, features_dir, stages)
-    verify_dir, _ = stage_verify(
-        cfg,
-        export_dir,
-        export_key,
-        features_dir,
-        features_key,
-        student_dir,
-        teacher_dir,
-        teacher_key,
-        stages,
-        progress,
-        baseline_dir,
-        baseline_key,
-    )
-    holdout_dir = None
+        baseline = stage_baseline(cfg, features, stages, device, progress)
+        gate = check_teacher(cfg, teacher, baseline, features, log)
+    student = stage_student(cfg, features, teacher, stages, device, progress)
+    export = stage_export(cfg, student, features, stages)
+    verify = stage_verify(cfg, export, features, student, teacher, baseline, stages, progress)
+    sections = {}  # parity sections measured on other audio, each with its own logits
     if cfg.verify.holdout:
-        holdout_dir, _ = stage_holdout(
-            cfg,
-            teacher_dir,
-            teacher_key,
-            student_dir,
-            student_key,
-            export_dir,
-            export_key,
-            tuple(teacher_info["features_shape"]),
-            stages,
-            progress,
-        )
-    agreement_dir = None
+        sections["holdout"] = stage_holdout(cfg, teacher, student, export, stages, progress)
     if cfg.verify.pool_windows:
         if pool_missing := missing_pool():
             log(f"real-speech agreement skipped: {pool_missing}")
         else:
-            agreement_dir, _ = stage_real_agreement(
-                cfg, student_dir, student_key, export_dir, export_key, stages, progress
-            )
+            sections["real_unlabeled"] = stage_real_agreement(cfg, student, export, stages, progress)
 
     out.mkdir(parents=True, exist_ok=True)
-    staging = out / ".staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "weights").mkdir(parents=True)
+    staging = BuildDir(out / ".staging")
+    shutil.rmtree(staging.path, ignore_errors=True)
+    staging.weights.mkdir(parents=True)
+    staging.logs.mkdir()
     for name in ARTIFACTS:
-        if (export_dir / name).exists():
-            shutil.copy2(export_dir / name, staging / name)
-    parity = json.loads((verify_dir / "parity.json").read_text())
-    (staging / "logs").mkdir()
-    shutil.copy2(verify_dir / "logits.npz", staging / "logs" / "parity_logits.npz")
-    for name, section_dir in (("holdout", holdout_dir), ("real_unlabeled", agreement_dir)):
-        if section_dir is not None:
-            parity = with_section(parity, name, json.loads((section_dir / f"{name}.json").read_text()))
-            shutil.copy2(section_dir / "logits.npz", staging / "logs" / f"{name}_logits.npz")
-    write_json(staging / "parity.json", parity)
-    if (student_dir / "tensorboard").is_dir():
-        shutil.copytree(student_dir / "tensorboard", staging / "logs" / "tensorboard")
-    for src, name in ((student_dir, "float.pt"), (student_dir, "qat.pt"), (teacher_dir, "teacher_head.pt")):
-        if (src / name).exists():
-            shutil.copy2(src / name, staging / "weights" / name)
-    if (teacher_dir / "teacher_hf").is_dir():
-        shutil.copytree(teacher_dir / "teacher_hf", staging / "weights" / "teacher_hf")
-
-    corpus_info = json.loads((corpus_dir / "_done.json").read_text())
-    student_info = json.loads((student_dir / "_done.json").read_text())
-    features_info = json.loads((features_dir / "_done.json").read_text())
+        if (export.dir / name).exists():
+            shutil.copy2(export.dir / name, staging.path / name)
+    parity = json.loads((verify.dir / BuildDir.PARITY).read_text())
+    shutil.copy2(verify.logits, staging.logits("parity"))
+    for name, section in sections.items():
+        parity = with_section(parity, name, json.loads((section.dir / f"{name}.json").read_text()))
+        shutil.copy2(section.logits, staging.logits(name))
+    write_json(staging.path / BuildDir.PARITY, parity)
+    _copy_weights(student, teacher, staging)
     training = {
-        "teacher": teacher_info.get("history"),
-        "student_float": student_info["float"]["history"],
-        "student_qat": student_info["qat"]["history"],
-        "student_plain": json.loads((baseline_dir / "_done.json").read_text())["history"]
-        if baseline_dir
-        else None,
+        "teacher": info.get("history"),
+        "student_float": student.info["float"]["history"],
+        "student_qat": student.info["qat"]["history"],
+        "student_plain": baseline.info["history"] if baseline else None,
     }
-    write_json(staging / "logs" / "training.json", training)
-    manifest = build_manifest(
-        target=cfg.target,
-        recipe=cfg.recipe,
-        seed=cfg.seed,
-        classes=cfg.classes,
-        frontend={
-            **cfg.frontend.model_dump(mode="json"),
-            **features_info["frontend"],
-            "input_shape": features_info["shape"],
-        },
-        model_io=model_io(staging / "model.tflite"),
-        arena={
-            "measured_bytes": parity["budget"]["arena_bytes"],
-            "with_headroom_bytes": parity["budget"]["arena_bytes_with_headroom"],
-        },
-        teacher={k: teacher_info.get(k) for k in ("name", "why", "accuracy", "identity", "features_shape")},
-        student={
-            "arch": cfg.student.arch,
-            "width": cfg.student.width,
-            "params": student_info["params"],
-            "used_teacher": student_info["used_teacher"],
-            "unlabeled_rows": student_info.get("unlabeled_rows", 0),
-            "distill": cfg.distill.model_dump(mode="json"),
-            "float_fit": {
-                **{k: v for k, v in student_info["float"].items() if k != "history"},
-                "epochs_run": len(student_info["float"]["history"]),
-                "last_epoch": student_info["float"]["history"][-1],
-            },
-            "teacher_gate": gate,
-        },
-        data={
-            "corpus_sha256": sha256_file(corpus_dir / "corpus.npz"),
-            "source": cfg.data.path or f"synthetic ({', '.join(corpus_info.get('voices') or {})})",
-            "voices": corpus_info.get("voices"),  # per engine: voices, speakers, licence
-            **(
-                {"real_speech_licences": pool_licences(pool)}
-                if (pool := builtin_name(cfg.data.unlabeled))
-                else {}
-            ),
-            "summary": corpus_info["summary"],
-            "skipped": corpus_info["skipped"],
-            "groups": corpus_info["groups"],
-            "test_note": "speakers never seen in training"
-            if cfg.data.path
-            else "synthetic voices never seen in training",
-        },
-        timings=[t.__dict__ for t in stages.timings],
-        cache_keys={
-            "corpus": corpus_key,
-            "views": views_key,
-            "features": features_key,
-            "unlabeled": unlabeled_key,
-            "teacher": teacher_key,
-            "baseline": baseline_key,
-            "student": student_key,
-            "export": export_key,
-        },
-        config=cfg.model_dump(mode="json"),
-        files=file_hashes(staging, [*ARTIFACTS, "parity.json"]),
-    )
-    write_json(staging / "manifest.json", manifest)
+    write_json(staging.logs / "training.json", training)
+    outputs = {
+        "corpus": corpus,
+        "views": views,
+        "features": features,
+        "unlabeled": unlabeled,
+        "teacher": teacher,
+        "baseline": baseline,
+        "student": student,
+        "export": export,
+    }
+    manifest = build_manifest(cfg, staging, parity, outputs, stages.timings, gate)
+    write_json(staging.path / BuildDir.MANIFEST, manifest)
     if "tflm" in cfg.verify.runtimes:  # MCU firmware package: model_settings.h (+ ESPHome manifest)
-        from edgekd.export.firmware import write_firmware_package
+        written = write_firmware_package(staging.path)
+        manifest["files"].update(file_hashes(staging.path, [p.name for p in written]))
+        write_json(staging.path / BuildDir.MANIFEST, manifest)
+    write_json(staging.path / BuildDir.CONFIG, cfg.model_dump(mode="json"))
 
-        written = write_firmware_package(staging)
-        manifest["files"].update(file_hashes(staging, [p.name for p in written]))
-        write_json(staging / "manifest.json", manifest)
-    write_json(staging / "config.json", cfg.model_dump(mode="json"))
-
-    _write_reports(staging, parity, manifest, training, features_dir, log)
-    final = _promote(staging, out, parity["passed"])
+    _write_reports(staging, parity, manifest, training, features, log)
+    final = _promote(staging.path, out, parity["passed"])
     return BuildResult(final, parity["passed"], parity, summary(parity))
+
+
+def _copy_weights(student: StageOutput, teacher: StageOutput, staging: BuildDir) -> None:
+    """Student weights (float, QAT), the fitted teacher and TensorBoard logs: what `eval` rebuilds from."""
+    if (student.dir / "tensorboard").is_dir():
+        shutil.copytree(student.dir / "tensorboard", staging.logs / "tensorboard")
+    for src, name in ((student.dir, "float.pt"), (student.dir, "qat.pt"), (teacher.dir, "teacher_head.pt")):
+        if (src / name).exists():
+            shutil.copy2(src / name, staging.weights / name)
+    if (teacher.dir / "teacher_hf").is_dir():
+        shutil.copytree(teacher.dir / "teacher_hf", staging.weights / "teacher_hf")

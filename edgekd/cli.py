@@ -71,6 +71,72 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    from edgekd.artifacts import write_json
+    from edgekd.report import stream_view
+    from edgekd.stream import best_point, false_accepts, load_settings, run_positives, run_stream, sweep
+
+    if not args.audio and not args.negatives and not args.positives:
+        raise EdgekdError(
+            "give AUDIO files or folders to scan, --negatives DIR to measure false accepts or "
+            "--positives DIR to measure recall"
+        )
+    if (args.sweep or args.target_fa_per_hour is not None) and not args.negatives:
+        raise EdgekdError(
+            "--sweep and --target-fa-per-hour need --negatives DIR (and --positives DIR for recall)"
+        )
+    build, progress = Path(args.build), not args.quiet
+    settings = load_settings(build, args.threshold, args.window)  # fail before any audio is read
+    keywords = tuple(k for k, d in zip(settings.labels, settings.detectable, strict=True) if d)
+    record: dict[str, Any] = {
+        "build": str(build),
+        "threshold": settings.threshold,
+        "window": settings.window,
+        "stride_frames": settings.stride_frames,
+        "refractory": settings.refractory,
+    }
+    if args.audio:
+        results = run_stream(build, [Path(a) for a in args.audio], args.threshold, args.window, progress)
+        record["files"] = [r.record() for r in results]
+        print(stream_view.detections_text(record["files"]))
+    negatives, positives = [], None
+    if args.negatives:
+        negatives = run_stream(build, [Path(args.negatives)], args.threshold, args.window, progress)
+        record["negatives"] = {"path": args.negatives, **false_accepts(negatives, keywords)}
+        print(stream_view.false_accepts_text(record["negatives"], settings.threshold, settings.window))
+    if args.positives:
+        background = [Path(args.background)] if args.background else []
+        snr = _snr_range(args.snr)
+        positives = run_positives(
+            build, Path(args.positives), background, snr, args.seed, args.threshold, args.window, progress
+        )
+        record["positives"] = positives.score()
+        print(stream_view.recall_text(record["positives"]))
+    if args.sweep or args.target_fa_per_hour is not None or args.plot:
+        points = sweep(settings, negatives, positives)
+        chosen = None if args.target_fa_per_hour is None else best_point(points, args.target_fa_per_hour)
+        record["sweep"] = {"points": points, "target_fa_per_hour": args.target_fa_per_hour, "chosen": chosen}
+        print(stream_view.sweep_text(points, chosen, args.target_fa_per_hour))
+        if args.plot and positives is not None:
+            from edgekd.artifacts import write_bytes
+            from edgekd.report.html import det_figure, png_bytes
+
+            write_bytes(args.plot, png_bytes(det_figure(points)))
+    if args.json:
+        write_json(args.json, record)
+    return 0
+
+
+def _snr_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(":")) if ":" in text else (float(text),) * 2
+    except ValueError:
+        raise EdgekdError(f"--snr {text!r}: give a dB value or a range LOW:HIGH, e.g. 5:20") from None
+    if low > high:
+        raise EdgekdError(f"--snr {text!r}: LOW must not exceed HIGH")
+    return low, high
+
+
 def cmd_targets(args: argparse.Namespace) -> int:
     import yaml
 
@@ -113,7 +179,8 @@ def cmd_targets(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from edgekd.artifacts import write_json
     from edgekd.config import load_config
-    from edgekd.verify.inspect import inspect_model, render_inspect
+    from edgekd.report.inspect_view import render_inspect
+    from edgekd.verify.inspect import inspect_model
 
     model = Path(args.model)
     if not model.exists():
@@ -295,6 +362,48 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[Arg]]] 
                 {"choices": ["text", "md"], "default": "text", "help": "md: a pull-request comment"},
             ),
             (("--json",), {"help": "also write the comparison as JSON here"}),
+        ],
+    ),
+    "stream": (
+        cmd_stream,
+        "run a build over long recordings as the device does: detections, and false accepts per hour",
+        [
+            (("build",), {"help": "build directory with a firmware package, e.g. build/esp32s3"}),
+            (("audio",), {"nargs": "*", "help": "recordings or folders to scan for detections"}),
+            (
+                ("--negatives",),
+                {"metavar": "DIR", "help": "recordings without any keyword: false accepts per hour"},
+            ),
+            (
+                ("--positives",),
+                {
+                    "metavar": "DIR",
+                    "help": "labelled clips (a folder per word) inserted into running audio: recall",
+                },
+            ),
+            (
+                ("--background",),
+                {"metavar": "DIR", "help": "audio the positives are inserted into (default: noise)"},
+            ),
+            (
+                ("--snr",),
+                {"default": "5:20", "help": "speech-to-background dB for positives, LOW:HIGH (default 5:20)"},
+            ),
+            (("--seed",), {"type": int, "default": 0, "help": "placement and SNR of the positives"}),
+            (("--sweep",), {"action": "store_true", "help": "FA/h and recall over thresholds and windows"}),
+            (("--plot",), {"metavar": "PNG", "help": "draw the sweep's DET curve (FA/h vs miss rate) here"}),
+            (
+                ("--target-fa-per-hour",),
+                {
+                    "type": float,
+                    "metavar": "X",
+                    "help": "the threshold and window with the best recall at <= X FA/h",
+                },
+            ),
+            (("--threshold",), {"type": float, "help": "mean probability that fires (default: the build's)"}),
+            (("--window",), {"type": int, "help": "inferences averaged (default: the build's)"}),
+            (("--json",), {"help": "also write every detection and figure here"}),
+            (("--quiet", "-q"), {"action": "store_true"}),
         ],
     ),
     "targets": (

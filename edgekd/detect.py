@@ -37,7 +37,6 @@ steps 3-4 depends on the C++ compiler's floating point.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.audio.frontend import MICRO_FEATURE_SCALE
+from edgekd.build_dir import BuildDir
 from edgekd.config import SILENCE, UNKNOWN, FirmwareConfig
 from edgekd.errors import EdgekdError
 from edgekd.verify import runners
@@ -345,16 +345,9 @@ def settings_from_build(
     module defaults. Inconsistent facts (labels vs output width, frontend vs input shape) are errors
     naming the field, because firmware built from them would silently misbehave.
     """
-    build = Path(build_dir)
-    path = build / "manifest.json"
-    if not path.is_file():
-        raise EdgekdError(
-            f"{path}: no manifest.json; pass the directory `edgekd build` wrote (build/<target>)"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EdgekdError(f"{path}: not valid JSON ({e})") from e
+    build = BuildDir(Path(build_dir))
+    path = build.path / BuildDir.MANIFEST
+    manifest = build.manifest()
     labels = tuple(str(c) for c in _field(manifest, "classes", path))
     frontend = dict(_field(manifest, "frontend", path))
     model_in, model_out = _field(manifest, "model_io.input", path), _field(manifest, "model_io.output", path)
@@ -385,7 +378,7 @@ def settings_from_build(
     if stride < 1:
         raise EdgekdError(f"{path}: config.firmware.stride_frames must be >= 1, got {stride}")
     settings = FirmwareSettings(
-        build_dir=build,
+        build_dir=build.path,
         target=str(manifest.get("target", "unknown")),
         labels=labels,
         frontend=frontend,

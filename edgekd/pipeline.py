@@ -14,6 +14,7 @@ own artifacts in `<out>/rejected/` for inspection.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -28,6 +29,7 @@ from edgekd.artifacts import stable_hash, write_json
 from edgekd.config import BuildConfig
 
 DONE = "_done.json"
+LOGITS = "logits.npz"  # a stage's per-clip logits (teacher, students, verify, holdout, real agreement)
 
 
 def default_cache_root() -> Path:
@@ -71,6 +73,24 @@ class StageTiming:
     cached: bool
 
 
+@dataclass(frozen=True)
+class StageOutput:
+    """A finished stage: its directory and cache key. Later stages take these, never (dir, key) pairs,
+    and read what a stage recorded through `info` rather than parsing its `_done.json` themselves."""
+
+    dir: Path
+    key: str
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What the stage's `produce` returned (plus its name, key and seconds)."""
+        return json.loads((self.dir / DONE).read_text())
+
+    @property
+    def logits(self) -> Path:
+        return self.dir / LOGITS
+
+
 @dataclass
 class Stages:
     """Runs stages with caching and records per-stage wall time and peak resident memory."""
@@ -81,15 +101,15 @@ class Stages:
 
     def run(
         self, name: str, key_obj: dict[str, Any], produce: Callable[[Path], dict[str, Any] | None]
-    ) -> tuple[Path, str]:
-        """Return the finished stage directory and its key; run `produce(tmpdir)` only on a cache miss."""
+    ) -> StageOutput:
+        """Return the finished stage; run `produce(tmpdir)` only on a cache miss."""
         # the package version is part of every key: a new edgekd never reuses an older one's stages
         key = stable_hash({"stage": name, "edgekd": __version__, **key_obj})
         final = self.cache_root / name / key
         if (final / DONE).exists():
             self.timings.append(StageTiming(name, 0.0, 0.0, True))
             self.log(f"[{name}] cached ({final})")
-            return final, key
+            return StageOutput(final, key)
         _sweep_dead_attempts(final)
         tmp = final.with_name(f".{key}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -108,7 +128,7 @@ class Stages:
         os.replace(tmp, final)
         self.timings.append(StageTiming(name, seconds, mem.peak / 2**20, False))
         self.log(f"[{name}] done in {seconds:.1f} s")
-        return final, key
+        return StageOutput(final, key)
 
 
 def _sweep_dead_attempts(final: Path) -> None:

@@ -14,7 +14,8 @@ from edgekd.cli import main
 from edgekd.config import dump_config, load_config
 from edgekd.errors import EdgekdError
 from edgekd.report.compare import Tolerances, compare, default_tolerances, load_parity, render_compare
-from edgekd.verify.parity import Budget, parity_report, row
+from edgekd.verify.budget import Budget
+from edgekd.verify.parity import parity_report, row
 
 CFG = load_config("esp32s3")
 

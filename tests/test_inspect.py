@@ -21,8 +21,9 @@ from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as sch
 from edgekd.cli import main
 from edgekd.config import load_config
 from edgekd.report.compare import _fmt, compare
+from edgekd.report.inspect_view import render_inspect
 from edgekd.report.markdown import budget_lines
-from edgekd.verify.inspect import OP_COSTS, inspect_model, render_inspect, resolver_call
+from edgekd.verify.inspect import OP_COSTS, inspect_model, resolver_call
 from edgekd.verify.parity import parity_report, row
 from edgekd.verify.tflite_info import describe, smallest_working_arena
 
@@ -192,12 +193,12 @@ def test_over_budget_suggestions_name_the_op_to_change(models: KwsModels) -> Non
 
 def test_figures_agree_with_the_build_budget_and_compare(models: KwsModels, tmp_path: Path) -> None:
     """The build's measure_budget, inspect and compare report the same figures for the same model."""
-    from edgekd.stages.verify import measure_budget
+    from edgekd.verify.budget import measure_budget
 
     export = tmp_path / "export"
     export.mkdir()
     shutil.copy(models.int8, export / "model.tflite")
-    built = measure_budget(ESP, export, np.zeros((1, 98, 40), np.float32))
+    built = measure_budget(ESP, export)
     rec = inspect_model(export / "model.tflite", ESP)
     assert rec["budget"] == built.as_dict(ESP.budget.arena_headroom)
     y = np.arange(24) % len(ESP.classes)

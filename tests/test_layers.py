@@ -18,8 +18,9 @@ from _models import energy_labels, realistic_features
 
 from edgekd.config import load_config
 from edgekd.models.restore import make_student
+from edgekd.report.layers import layers_md, worst_layer
 from edgekd.train.qat import convert_qat, freeze_observers, prepare_qat
-from edgekd.verify.layers import compare_layers, layers_md, worst_layer
+from edgekd.verify.layers import compare_layers
 
 DS_CNN_S_LAYERS = [
     "input",

@@ -60,8 +60,24 @@ def private_imports(package: Path = PACKAGE) -> list[str]:
     return out
 
 
+def stage_imports(package: Path = PACKAGE) -> list[str]:
+    """Stages are leaves that meet only at artifacts: only `build.py` imports them, and none imports
+    another (what two stages share lives in a lower layer)."""
+    out = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package)
+        if rel.as_posix() == "build.py":
+            continue
+        out += [f"{rel} imports {m}" for m, _ in _imports(path) if m.startswith("edgekd.stages")]
+    return out
+
+
 def test_lower_layers_never_import_stages_build_evaluate_or_cli() -> None:
     assert upward_imports() == []
+
+
+def test_stages_are_imported_only_by_build() -> None:
+    assert stage_imports() == []
 
 
 def test_no_module_imports_a_private_name_of_another() -> None:
@@ -72,10 +88,16 @@ def test_the_checks_catch_what_they_forbid(tmp_path: Path) -> None:
     (tmp_path / "verify").mkdir()
     (tmp_path / "verify" / "bad.py").write_text(
         "def f():\n    from edgekd.stages.distill import make_student\n"
-        "from edgekd.verify.parity import _gate\nfrom edgekd.build_dir import load_build_config\n"
+        "from edgekd.verify.parity import _gate\nfrom edgekd.build_dir import BuildDir\n"
         "from edgekd.verify import tflite_info\nn = tflite_info._count_macs\n"
     )
     assert upward_imports(tmp_path) == ["verify/bad.py imports edgekd.stages.distill"]
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "b.py").write_text("from edgekd.stages.a import x\n")
+    assert stage_imports(tmp_path) == [
+        "stages/b.py imports edgekd.stages.a",
+        "verify/bad.py imports edgekd.stages.distill",
+    ]
     assert private_imports(tmp_path) == [
         "verify/bad.py imports edgekd.verify.parity._gate",
         "verify/bad.py uses tflite_info._count_macs",

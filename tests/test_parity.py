@@ -6,7 +6,8 @@ import numpy as np
 
 from edgekd.config import load_config
 from edgekd.report.markdown import report_md, summary
-from edgekd.verify.parity import SCHEMA, Budget, confusion, macro_f1, parity_report, row
+from edgekd.verify.budget import Budget
+from edgekd.verify.parity import SCHEMA, confusion, macro_f1, parity_report, row
 
 
 def _onehot(pred: list[int], n: int = 12) -> np.ndarray:

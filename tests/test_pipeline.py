@@ -25,11 +25,13 @@ def test_cache_hit_skips_work_and_miss_reruns(tmp_path: Path) -> None:
         (d / "out.txt").write_text("x")
         return {"n": 1}
 
-    first, key1 = stages.run("s", {"a": 1}, produce)
-    again, key2 = stages.run("s", {"a": 1}, produce)
-    other, key3 = stages.run("s", {"a": 2}, produce)
-    assert len(calls) == 2 and first == again and key1 == key2 and key3 != key1
-    assert (first / "out.txt").read_text() == "x" and (first / DONE).exists()
+    first = stages.run("s", {"a": 1}, produce)
+    again = stages.run("s", {"a": 1}, produce)
+    other = stages.run("s", {"a": 2}, produce)
+    assert len(calls) == 2 and first == again and other.key != first.key
+    assert (
+        (first.dir / "out.txt").read_text() == "x" and first.info["n"] == 1 and first.info["key"] == first.key
+    )
     assert [t.cached for t in stages.timings] == [False, True, False]
 
 
@@ -43,15 +45,16 @@ def test_interrupted_stage_leaves_no_output_and_resumes(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         stages.run("s", {"a": 1}, crash)
     assert not any((tmp_path / "cache" / "s").iterdir())  # neither a final dir nor a temp dir survives
-    out, _ = stages.run("s", {"a": 1}, lambda d: (d / "ok").write_text("y") and None)
-    assert (out / "ok").read_text() == "y"
+    out = stages.run("s", {"a": 1}, lambda d: (d / "ok").write_text("y") and None)
+    assert (out.dir / "ok").read_text() == "y"
 
 
 def test_a_killed_attempt_is_swept_and_a_running_one_is_kept(tmp_path: Path) -> None:
     """SIGKILL leaves `.<key>.tmp-<pid>` behind; the next run of that stage deletes those whose <pid> is
     gone, whatever their key, and keeps one whose process still runs (a parallel build)."""
     stages = _stages(tmp_path)
-    done, key = stages.run("s", {"a": 1}, lambda d: None)
+    done = stages.run("s", {"a": 1}, lambda d: None).dir
+    key = done.name
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
     killed = done.parent / f".otherkey.tmp-{int(gone.stdout)}"
     alive = done.parent / f".{key}.tmp-{os.getppid()}"  # pytest's parent: certainly running

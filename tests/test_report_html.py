@@ -28,7 +28,8 @@ import pytest
 
 from edgekd.config import load_config
 from edgekd.report.html import logit_diffs_from_logits, report_html
-from edgekd.verify.parity import Budget, parity_report, row
+from edgekd.verify.budget import Budget
+from edgekd.verify.parity import parity_report, row
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 needs_chromium = pytest.mark.skipif(

@@ -82,3 +82,28 @@ def test_bad_onnx_file_raises(tmp_path: Path) -> None:
         OrtRunner(bad)
     with pytest.raises(EdgekdError, match="missing.onnx"):
         OrtRunner(tmp_path / "missing.onnx")
+
+
+def test_slow_runtimes_in_a_worker_process_give_the_same_logits(
+    models: KwsModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`runtime_logits` moves TFLM and LiteRT to a child process on large inputs: same numbers, and a
+    child that fails surfaces as an EdgekdError naming the model folder."""
+    import shutil
+
+    from edgekd.config import load_config
+    from edgekd.verify import scoring
+
+    cfg = load_config("esp32s3", overrides=["verify.runtimes=[tflm, litert]"])
+    shutil.copy(models.int8, tmp_path / "model.tflite")
+    x = features(6, seed=4)
+    reference = {"student_fp32": np.zeros((6, CLASSES), np.float32)}
+    here = scoring.runtime_logits(cfg, x, lambda: reference, tmp_path, progress=False)
+    monkeypatch.setattr(scoring, "WORKER_MIN_CLIPS", 1)
+    there = scoring.runtime_logits(cfg, x, lambda: reference, tmp_path, progress=False)
+    assert list(there) == list(here) == ["student_fp32", "student_int8_litert", "student_int8_tflm"]
+    for name in here:
+        np.testing.assert_array_equal(there[name], here[name])
+    (tmp_path / "model.tflite").write_bytes(b"not a model")
+    with pytest.raises(EdgekdError, match=f"{tmp_path}: runtime worker"):
+        scoring.runtime_logits(cfg, x, lambda: reference, tmp_path, progress=False)

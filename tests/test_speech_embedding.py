@@ -35,6 +35,31 @@ def test_shape_finite_deterministic_and_batch_invariant(model: SpeechEmbedding, 
     np.testing.assert_array_equal(model.embed(x[1:2])[0], emb[1])
 
 
+def test_one_run_over_the_sequence_equals_window_by_window(model: SpeechEmbedding, clips: dict) -> None:
+    """The embedding model's time stride is the window hop: a run over all mel frames is exact."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    x = next(iter(clips.values()))
+    windowed = Interpreter(model_path=str(model.emb_path))
+    mel = Interpreter(model_path=str(model.mel_path))
+    mel.resize_tensor_input(mel.get_input_details()[0]["index"], [1, 1760])
+    mel.allocate_tensors()
+    audio = np.pad(to_pcm16(x[:1]).astype(np.float32), ((0, 0), (model.pad, model.pad)))[0]
+    frames = []
+    for start in range(0, len(audio) - 1760 + 1, 1280):
+        mel.set_tensor(mel.get_input_details()[0]["index"], audio[None, start : start + 1760])
+        mel.invoke()
+        frames.append(mel.get_tensor(mel.get_output_details()[0]["index"])[0, 0])
+    mels = np.concatenate(frames) / 10 + 2
+    windows = np.stack([mels[s : s + 76] for s in range(0, len(mels) - 76 + 1, 8)])[..., None]
+    windowed.resize_tensor_input(windowed.get_input_details()[0]["index"], list(windows.shape))
+    windowed.allocate_tensors()
+    windowed.set_tensor(windowed.get_input_details()[0]["index"], windows.astype(np.float32))
+    windowed.invoke()
+    expected = windowed.get_tensor(windowed.get_output_details()[0]["index"]).reshape(-1, 96)
+    np.testing.assert_array_equal(model.embed(x[:1])[0], expected)
+
+
 def test_matches_pyopen_wakeword_streaming_features(model: SpeechEmbedding, clips: dict) -> None:
     from pyopen_wakeword.openwakeword import OpenWakeWordFeatures
 

@@ -12,7 +12,7 @@ from conftest import save_tiny
 from edgekd.config import load_config
 from edgekd.data.corpus import Corpus
 from edgekd.models.teachers import build_teacher
-from edgekd.pipeline import Stages
+from edgekd.pipeline import StageOutput, Stages
 from edgekd.stages.data import stage_features, stage_views
 from edgekd.stages.teacher import stage_teacher
 
@@ -49,17 +49,17 @@ def _stages(tmp_path: Path) -> Stages:
 def test_views_are_clean_plus_augmented_and_deterministic(tmp_path: Path) -> None:
     cfg = load_config("esp32s3", overrides=[*CLASSES_CFG, "data.augment.views=2"])
     corpus_dir = _corpus(tmp_path)
-    first, key = stage_views(cfg, corpus_dir, "c", _stages(tmp_path), progress=False)
-    z = np.load(first / "views.npz")
+    first = stage_views(cfg, StageOutput(corpus_dir, "c"), _stages(tmp_path), progress=False)
+    z = np.load(first.dir / "views.npz")
     corpus = Corpus.load(corpus_dir / "corpus.npz")
     train = corpus.indices("train")
     assert len(z["audio"]) == 3 * len(train) and set(z["view"]) == {0, 1, 2}
     assert np.array_equal(z["audio"][z["view"] == 0], corpus.clips[train])  # view 0 is the clean clip
     assert not np.array_equal(z["audio"][z["view"] == 1], z["audio"][z["view"] == 2])
-    again, _ = stage_views(
-        cfg, corpus_dir, "c", Stages(tmp_path / "other", log=lambda _m: None), progress=False
+    again = stage_views(
+        cfg, StageOutput(corpus_dir, "c"), Stages(tmp_path / "other", log=lambda _m: None), progress=False
     )
-    assert np.array_equal(np.load(again / "views.npz")["audio"], z["audio"])
+    assert np.array_equal(np.load(again.dir / "views.npz")["audio"], z["audio"])
 
 
 def test_extra_recordings_get_weighted_views(tmp_path: Path) -> None:
@@ -69,8 +69,8 @@ def test_extra_recordings_get_weighted_views(tmp_path: Path) -> None:
     corpus = Corpus.load(corpus_dir / "corpus.npz")
     corpus.groups[:4] = [f"real:{g}" for g in corpus.groups[:4]]  # rows 0, 1 train; 2, 3 train
     corpus.save(corpus_dir / "corpus.npz")
-    d, _ = stage_views(cfg, corpus_dir, "c", _stages(tmp_path), progress=False)
-    z = np.load(d / "views.npz")
+    d = stage_views(cfg, StageOutput(corpus_dir, "c"), _stages(tmp_path), progress=False)
+    z = np.load(d.dir / "views.npz")
     per_clip = np.bincount(z["clip"], minlength=len(corpus.labels))
     train = corpus.indices("train")
     own = corpus.extra_rows()
@@ -83,9 +83,9 @@ def test_features_follow_the_target_frontend(tmp_path: Path, target: str, fronte
     cfg = load_config(target, overrides=[*CLASSES_CFG, "data.augment.views=1"])
     corpus_dir = _corpus(tmp_path)
     stages = _stages(tmp_path)
-    views_dir, views_key = stage_views(cfg, corpus_dir, "c", stages, progress=False)
-    out, _ = stage_features(cfg, corpus_dir, views_dir, views_key, stages, progress=False)
-    f = np.load(out / "features.npz")
+    corpus = StageOutput(corpus_dir, "c")
+    views = stage_views(cfg, corpus, stages, progress=False)
+    f = np.load(stage_features(cfg, corpus, views, None, stages, progress=False).dir / "features.npz")
     assert f["train"].shape == (2 * 12, 98, 40) and f["test"].shape == (6, 98, 40)
     assert f["y_test"].tolist() == [0, 1] * 3
     assert cfg.frontend.name == frontend and np.isfinite(f["train"]).all()
@@ -110,9 +110,11 @@ def test_wav2vec2_teacher_stage_fine_tunes_caches_logits_and_restores(tmp_path: 
     )
     corpus_dir = _corpus(tmp_path)
     stages = _stages(tmp_path)
-    views_dir, views_key = stage_views(cfg, corpus_dir, "c", stages, progress=False)
-    out, _ = stage_teacher(cfg, corpus_dir, views_dir, views_key, stages, torch.device("cpu"), progress=False)
-    logits = np.load(out / "logits.npz")
+    corpus = StageOutput(corpus_dir, "c")
+    views = stage_views(cfg, corpus, stages, progress=False)
+    teacher = stage_teacher(cfg, corpus, views, None, stages, torch.device("cpu"), progress=False)
+    out = teacher.dir
+    logits = np.load(teacher.logits)
     soft = np.load(out / "train_logits.npy", mmap_mode="r")  # the soft-label cache, memory-mapped
     assert isinstance(soft, np.memmap) and soft.shape == (24, 2) and logits["test"].shape == (6, 2)
     assert (out / "teacher_hf" / "model.safetensors").is_file()

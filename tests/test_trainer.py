@@ -3,7 +3,9 @@ distils from cached soft labels (labelled and unlabeled rows), and follows its s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +15,17 @@ from torch import nn
 from edgekd.errors import EdgekdError
 from edgekd.train.schedules import Schedule
 from edgekd.train.soft_labels import SoftLabels, standardise
-from edgekd.train.trainer import FitSpec, fit, predict, resolve_device, spec_augment
+from edgekd.train.trainer import (
+    FitResult,
+    FitRun,
+    FitSpec,
+    Hooks,
+    TrainData,
+    fit,
+    predict,
+    resolve_device,
+    spec_augment,
+)
 
 torch.set_num_threads(1)  # shared 2-core machine: one intra-op thread is faster for these tiny models
 CPU = torch.device("cpu")
@@ -86,10 +98,38 @@ def params_of(model: nn.Module) -> dict[str, torch.Tensor]:
 SPEC = FitSpec(epochs=4, lr=2e-2, batch_size=32)
 
 
+def train(
+    model: nn.Module,
+    data: tuple[np.ndarray, ...],
+    spec: FitSpec = SPEC,
+    *,
+    x: np.ndarray | None = None,
+    y: np.ndarray | None = None,
+    seed: int = 0,
+    soft: SoftLabels | None = None,
+    param_groups: list[dict] | None = None,
+    before_eval: Callable[[nn.Module], None] | None = None,
+    **run: Any,
+) -> FitResult:
+    """`fit` as these tests call it: the module's split (training rows replaced by `x`/`y` when given),
+    on the CPU, without a progress bar."""
+    x_tr, y_tr, x_val, y_val = data
+    rows = TrainData(x_tr if x is None else x, y_tr if y is None else y, x_val, y_val)
+    return fit(
+        model,
+        rows,
+        spec,
+        FitRun(CPU, seed, progress=False, **run),
+        soft=soft,
+        param_groups=param_groups,
+        hooks=Hooks(before_eval=before_eval),
+    )
+
+
 def test_learns_a_separable_problem(data) -> None:
     x_tr, y_tr, x_val, y_val = data
     model = Net()
-    result = fit(model, x_tr, y_tr, x_val, y_val, SPEC, device=CPU, seed=0, progress=False)
+    result = train(model, data)
     assert result.best_val_accuracy > 0.9
     assert accuracy(model, x_val, y_val) == pytest.approx(result.best_val_accuracy)
     assert not model.training  # handed back in eval mode
@@ -127,9 +167,7 @@ def test_restores_the_best_validation_epoch(data) -> None:
                 m.head.bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
         snapshots.append({k: v.detach().clone() for k, v in m.state_dict().items()})
 
-    result = fit(
-        model, x_tr, y_tr, x_val, y_val, SPEC, device=CPU, seed=0, progress=False, before_eval=before_eval
-    )
+    result = train(model, data, before_eval=before_eval)
     accs = [row["val_accuracy"] for row in result.history]
     assert accs[-1] == pytest.approx(float((y_val == 0).mean()))
     best = max(accs)
@@ -161,7 +199,7 @@ def test_deterministic_for_a_fixed_seed(data) -> None:
     runs = []
     for seed in (3, 3, 4):
         model = Net()
-        result = fit(model, x_tr, y_tr, x_val, y_val, spec, device=CPU, seed=seed, soft=soft, progress=False)
+        result = train(model, data, spec, seed=seed, soft=soft)
         runs.append((model.state_dict(), result.history))
     (a, hist_a), (b, hist_b), (c, _) = runs
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -175,7 +213,7 @@ def test_non_finite_steps_are_skipped_and_counted(data) -> None:
     x_bad = x_tr.copy()
     x_bad[7, 3, 4] = np.nan
     model = Net()
-    result = fit(model, x_bad, y_tr, x_val, y_val, SPEC, device=CPU, seed=0, progress=False)
+    result = train(model, data, x=x_bad)
     assert result.skipped_steps == SPEC.epochs
     for name, tensor in model.state_dict().items():  # BatchNorm running stats included
         if tensor.is_floating_point():
@@ -191,7 +229,7 @@ def test_nan_teacher_logits_are_skipped_too(data) -> None:
     spec = FitSpec(epochs=3, lr=1e-2, batch_size=32, alpha=Schedule(0.5), temperature=Schedule(2.0))
     model = Net()
     soft = SoftLabels.from_logits(teacher)
-    result = fit(model, x_tr, y_tr, x_val, y_val, spec, device=CPU, seed=0, soft=soft, progress=False)
+    result = train(model, data, spec, soft=soft)
     assert result.skipped_steps == spec.epochs
     assert result.best_val_accuracy > 0.9
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -203,7 +241,7 @@ def test_too_many_non_finite_steps_raise(data) -> None:
     x_bad[::10, 0, 0] = np.nan  # a NaN in every batch
     spec = FitSpec(epochs=2, lr=1e-2, batch_size=32)
     with pytest.raises(EdgekdError, match="non-finite logits or loss") as err:
-        fit(Net(), x_bad, y_tr, x_val, y_val, spec, device=CPU, seed=0, progress=False, desc="student")
+        train(Net(), data, spec, x=x_bad, desc="student")
     assert "student" in str(err.value) and "NaN" in str(err.value)
 
 
@@ -213,7 +251,7 @@ def test_an_all_nan_teacher_cache_raises(data) -> None:
     soft = SoftLabels.from_logits(np.full((len(y_tr), 3), np.nan, dtype=np.float32))
     spec = FitSpec(epochs=2, lr=1e-2, batch_size=32, alpha=Schedule(0.5))
     with pytest.raises(EdgekdError, match="non-finite logits or loss"):
-        fit(Net(), x_tr, y_tr, x_val, y_val, spec, device=CPU, seed=0, soft=soft, progress=False)
+        train(Net(), data, spec, soft=soft)
 
 
 def test_distillation_logs_and_follows_the_teacher(data) -> None:
@@ -222,14 +260,14 @@ def test_distillation_logs_and_follows_the_teacher(data) -> None:
     soft = teacher_soft((y_tr + 1) % 3, scale=6.0)
     spec = FitSpec(epochs=4, lr=1e-2, batch_size=32, alpha=Schedule(1.0), temperature=Schedule(2.0))
     model = Net()
-    result = fit(model, x_tr, y_tr, x_val, y_val, spec, device=CPU, seed=0, soft=soft, progress=False)
+    result = train(model, data, spec, soft=soft)
     assert all(row["kd"] > 0 and np.isfinite(row["kd"]) for row in result.history)
     assert all(row["loss"] == pytest.approx(row["kd"], rel=1e-6) for row in result.history)
     pred = predict(model, x_val, CPU).argmax(1)
     assert (pred == (y_val + 1) % 3).mean() > 0.9
 
     mixed = FitSpec(epochs=2, lr=1e-2, batch_size=32, alpha=Schedule(0.5), temperature=Schedule(2.0))
-    result = fit(Net(), x_tr, y_tr, x_val, y_val, mixed, device=CPU, seed=0, soft=soft, progress=False)
+    result = train(Net(), data, mixed, soft=soft)
     assert all(row["kd"] > 0 and row["ce"] > 0 for row in result.history)
 
 
@@ -244,7 +282,7 @@ def test_distils_from_a_top_k_cache(data) -> None:
     assert soft.index is not None
     spec = FitSpec(epochs=4, lr=1e-2, batch_size=32, alpha=Schedule(1.0), temperature=Schedule(2.0))
     model = Net()
-    result = fit(model, x_tr, y_tr, x_val, y_val, spec, device=CPU, seed=0, soft=soft, progress=False)
+    result = train(model, data, spec, soft=soft)
     assert result.skipped_steps == 0 and all(np.isfinite(row["kd"]) for row in result.history)
     assert (predict(model, x_val, CPU).argmax(1) == (y_val + 1) % 3).mean() > 0.9
 
@@ -252,18 +290,7 @@ def test_distils_from_a_top_k_cache(data) -> None:
 def test_soft_labels_must_match_the_training_rows(data) -> None:
     x_tr, y_tr, x_val, y_val = data
     with pytest.raises(ValueError, match="191 soft labels for 192"):
-        fit(
-            Net(),
-            x_tr,
-            y_tr,
-            x_val,
-            y_val,
-            SPEC,
-            device=CPU,
-            seed=0,
-            soft=teacher_soft(y_tr[:-1]),
-            progress=False,
-        )
+        train(Net(), data, soft=teacher_soft(y_tr[:-1]))
 
 
 # --- unlabeled rows ------------------------------------------------------------------------------------
@@ -277,30 +304,17 @@ def test_unlabeled_rows_with_a_teacher_improve_a_few_label_model() -> None:
     labelled = np.zeros(len(y), bool)
     for c in range(3):
         labelled[np.flatnonzero(y == c)[:3]] = True
-    few = fit(
-        Net(),
-        x[labelled],
-        y[labelled],
-        x_val,
-        y_val,
-        FitSpec(epochs=24, lr=2e-2, batch_size=32),  # 24 steps of one batch each
-        device=CPU,
-        seed=0,
-        progress=False,
-    )
+    split = (x, y, x_val, y_val)
+    few = train(Net(), split, FitSpec(epochs=24, lr=2e-2, batch_size=32), x=x[labelled], y=y[labelled])
     y_semi = np.where(labelled, y, -1)
     model = Net()
-    semi = fit(
+    semi = train(
         model,
-        x,
-        y_semi,
-        x_val,
-        y_val,
-        FitSpec(epochs=4, lr=2e-2, batch_size=32, alpha=Schedule(0.5), temperature=Schedule(2.0)),  # 24 steps
-        device=CPU,
-        seed=0,
+        split,
+        FitSpec(epochs=4, lr=2e-2, batch_size=32, alpha=Schedule(0.5), temperature=Schedule(2.0)),
+        x=x,
+        y=y_semi,
         soft=teacher_soft(y),
-        progress=False,
     )
     assert semi.skipped_steps == 0
     assert all(row["kd"] > 0 for row in semi.history)
@@ -313,16 +327,14 @@ def test_unlabeled_rows_without_soft_labels_raise(data) -> None:
     y = y_tr.copy()
     y[:5] = -1
     with pytest.raises(ValueError, match="unlabeled rows need teacher soft labels"):
-        fit(Net(), x_tr, y, x_val, y_val, SPEC, device=CPU, seed=0, progress=False)
+        train(Net(), data, y=y)
 
 
 def test_mixup_skips_batches_with_unlabeled_rows_and_still_trains(data) -> None:
     x_tr, y_tr, x_val, y_val = data
     y = np.where(np.arange(len(y_tr)) % 2 == 0, y_tr, -1)
     spec = FitSpec(epochs=3, lr=2e-2, batch_size=32, alpha=Schedule(0.5), mixup=0.4)
-    result = fit(
-        Net(), x_tr, y, x_val, y_val, spec, device=CPU, seed=0, soft=teacher_soft(y_tr), progress=False
-    )
+    result = train(Net(), data, spec, y=y, soft=teacher_soft(y_tr))
     assert result.skipped_steps == 0 and result.best_val_accuracy > 0.9
 
 
@@ -345,35 +357,15 @@ def test_patience_stops_early_and_restores_the_best_epoch(data) -> None:
     spec = FitSpec(epochs=8, lr=2e-2, batch_size=32, patience=2)
     calls: list[int] = []
     model = Net()
-    result = fit(
-        model,
-        x_tr,
-        y_tr,
-        x_val,
-        y_val,
-        spec,
-        device=CPU,
-        seed=0,
-        progress=False,
-        before_eval=_wreck_after_first_epoch(calls),
-    )
+    result = train(model, data, spec, before_eval=_wreck_after_first_epoch(calls))
     assert result.stopped_early
     assert len(result.history) == 3 == len(calls)  # best at 1, then two epochs without improvement
     assert result.best_epoch == 1 and result.best_val_accuracy > 0.9
     assert accuracy(model, x_val, y_val) == pytest.approx(result.best_val_accuracy)
     # patience 0 never stops
     calls.clear()
-    no_stop = fit(
-        Net(),
-        x_tr,
-        y_tr,
-        x_val,
-        y_val,
-        FitSpec(epochs=8, lr=2e-2, batch_size=32),
-        device=CPU,
-        seed=0,
-        progress=False,
-        before_eval=_wreck_after_first_epoch(calls),
+    no_stop = train(
+        Net(), data, FitSpec(epochs=8, lr=2e-2, batch_size=32), before_eval=_wreck_after_first_epoch(calls)
     )
     assert not no_stop.stopped_early and len(no_stop.history) == 8
 
@@ -393,9 +385,7 @@ def test_ema_weights_are_evaluated_and_restored(data) -> None:
         evaluated.append(params_of(m))
         raw.append(params_of(model))
 
-    result = fit(
-        model, x_tr, y_tr, x_val, y_val, spec, device=CPU, seed=0, progress=False, before_eval=before_eval
-    )
+    result = train(model, data, spec, before_eval=before_eval)
     assert len(evaluated) == 3 and result.best_val_accuracy > 0.9
     best = result.best_epoch - 1
     final = params_of(model)
@@ -418,7 +408,7 @@ def test_mixup_trains_with_and_without_a_teacher(data, with_teacher: bool) -> No
     for mix in (0.0, 0.4):
         model = Net()
         spec = FitSpec(epochs=4, lr=2e-2, batch_size=32, mixup=mix, alpha=alpha)
-        result = fit(model, x_tr, y_tr, x_val, y_val, spec, device=CPU, seed=0, soft=soft, progress=False)
+        result = train(model, data, spec, soft=soft)
         assert result.skipped_steps == 0 and result.best_val_accuracy > 0.85
         assert all(np.isfinite(row["loss"]) for row in result.history)
         assert all((row["kd"] > 0) == with_teacher for row in result.history)
@@ -434,7 +424,7 @@ def test_feature_matching_learns_the_teacher_embedding(data) -> None:
     soft = teacher_soft(y_tr, embeddings=embeddings_of(x_tr))
     spec = FitSpec(epochs=4, lr=2e-2, batch_size=32, alpha=Schedule(0.5), feature_weight=Schedule(1.0))
     model = FcNet()
-    result = fit(model, x_tr, y_tr, x_val, y_val, spec, device=CPU, seed=0, soft=soft, progress=False)
+    result = train(model, data, spec, soft=soft)
     feats = [row["feature"] for row in result.history]
     assert all(f > 0 and np.isfinite(f) for f in feats)
     assert feats[-1] < 0.7 * feats[0]
@@ -449,7 +439,7 @@ def test_feature_matching_needs_an_fc_layer(data) -> None:
     soft = teacher_soft(y_tr, embeddings=embeddings_of(x_tr))
     spec = FitSpec(epochs=1, lr=2e-2, batch_size=32, alpha=Schedule(0.5), feature_weight=Schedule(1.0))
     with pytest.raises(EdgekdError, match="fc"):
-        fit(Net(), x_tr, y_tr, x_val, y_val, spec, device=CPU, seed=0, soft=soft, progress=False)
+        train(Net(), data, spec, soft=soft)
 
 
 def test_feature_matching_masks_rows_without_an_embedding(data) -> None:
@@ -459,18 +449,7 @@ def test_feature_matching_masks_rows_without_an_embedding(data) -> None:
     emb[5] = np.nan
     spec = FitSpec(epochs=2, lr=2e-2, batch_size=32, alpha=Schedule(0.5), feature_weight=Schedule(1.0))
     model = FcNet()
-    result = fit(
-        model,
-        x_tr,
-        y_tr,
-        x_val,
-        y_val,
-        spec,
-        device=CPU,
-        seed=0,
-        soft=teacher_soft(y_tr, emb),
-        progress=False,
-    )
+    result = train(model, data, spec, soft=teacher_soft(y_tr, emb))
     assert result.skipped_steps == 0
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert all(np.isfinite(row["feature"]) and row["feature"] > 0 for row in result.history)
@@ -482,7 +461,7 @@ def test_feature_weight_schedule_starting_at_zero_still_matches_features(data) -
     spec = FitSpec(
         epochs=2, lr=2e-2, batch_size=32, alpha=Schedule(0.5), feature_weight=Schedule(0.0, 1.0, "linear")
     )
-    result = fit(FcNet(), x_tr, y_tr, x_val, y_val, spec, device=CPU, seed=0, soft=soft, progress=False)
+    result = train(FcNet(), data, spec, soft=soft)
     assert result.history[-1]["feature"] > 0
 
 
@@ -499,9 +478,7 @@ def test_param_groups_scale_the_learning_rate(data) -> None:
         {"params": list(model.head.parameters()), "lr_scale": 1.0},
     ]
     spec = FitSpec(epochs=2, lr=2e-2, batch_size=32, weight_decay=0.1)
-    result = fit(
-        model, x_tr, y_tr, x_val, y_val, spec, device=CPU, seed=0, param_groups=groups, progress=False
-    )
+    result = train(model, data, spec, param_groups=groups)
     after = params_of(model)
     for k in before:
         if k.startswith("body."):
@@ -515,9 +492,7 @@ def test_param_groups_accept_parameter_generators(data) -> None:
     x_tr, y_tr, x_val, y_val = data
     model = Net()
     groups = [{"params": model.parameters(), "lr_scale": 1.0}]
-    result = fit(
-        model, x_tr, y_tr, x_val, y_val, SPEC, device=CPU, seed=0, param_groups=groups, progress=False
-    )
+    result = train(model, data, param_groups=groups)
     assert all(row["grad_norm"] > 0 for row in result.history)
 
 
@@ -526,20 +501,7 @@ def test_log_dir_writes_tensorboard_events_and_history_follows_the_schedules(dat
     alpha, temp = Schedule(0.0, 1.0, "linear"), Schedule(4.0, 1.0, "cosine")
     spec = FitSpec(epochs=3, lr=2e-2, batch_size=32, alpha=alpha, temperature=temp)
     log_dir = tmp_path / "tb"
-    result = fit(
-        Net(),
-        x_tr,
-        y_tr,
-        x_val,
-        y_val,
-        spec,
-        device=CPU,
-        seed=0,
-        soft=teacher_soft(y_tr),
-        log_dir=log_dir,
-        progress=False,
-        desc="student",
-    )
+    result = train(Net(), data, spec, soft=teacher_soft(y_tr), log_dir=log_dir, desc="student")
     events = list(log_dir.glob("events.out.tfevents.*"))
     assert len(events) == 1 and events[0].stat().st_size > 0
     steps, total = 6, 18  # 192 rows / 32 per step, 3 epochs; progress = step / (total - 1)
@@ -564,17 +526,7 @@ def test_log_dir_writes_tensorboard_events_and_history_follows_the_schedules(dat
 def test_no_log_dir_writes_nothing(data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     x_tr, y_tr, x_val, y_val = data
     monkeypatch.chdir(tmp_path)
-    fit(
-        Net(),
-        x_tr,
-        y_tr,
-        x_val,
-        y_val,
-        FitSpec(epochs=1, lr=2e-2, batch_size=32),
-        device=CPU,
-        seed=0,
-        progress=False,
-    )
+    train(Net(), data, FitSpec(epochs=1, lr=2e-2, batch_size=32))
     assert list(tmp_path.iterdir()) == []  # no default ./runs directory
 
 
@@ -629,7 +581,8 @@ def test_float_student_is_reproducible_whatever_ran_before() -> None:
     with the same seed in two processes trained different models. (This used to run the whole student
     stage, QAT included, at ~25 s; the seeding lives in `fit_float_student`, which the stage calls.)"""
     from edgekd.config import load_config
-    from edgekd.stages.distill import TrainData, fit_float_student
+    from edgekd.stages.distill import fit_float_student
+    from edgekd.train.trainer import TrainData
 
     cfg = load_config("esp32s3", overrides=["train.epochs=1", "train.batch_size=32"])
     rng = np.random.default_rng(0)

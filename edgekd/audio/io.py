@@ -112,5 +112,10 @@ def to_pcm16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(x, dtype=np.float32) * 32768.0), -32768, 32767).astype(np.int16)
 
 
+def from_pcm16(pcm: np.ndarray) -> np.ndarray:
+    """int16 -> float [-1, 1), as soundfile reads WAV files (the inverse of `to_pcm16`)."""
+    return pcm.astype(np.float32) / 32768.0
+
+
 def _dbfs(peak: float) -> str:
     return "-inf" if peak <= 0 else f"{20 * np.log10(peak):.1f}"

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edgekd.audio.augment import silence_clip
-from edgekd.audio.io import SAMPLE_RATE, fix_length, read_wav, to_pcm16
+from edgekd.audio.io import SAMPLE_RATE, fix_length, from_pcm16, read_wav, to_pcm16
 from edgekd.config import SILENCE, UNKNOWN, BuildConfig, SynthConfig
 from edgekd.errors import DataError
 
@@ -54,7 +54,7 @@ class Corpus:
         return np.flatnonzero(self.splits == split)
 
     def float_clips(self, idx: np.ndarray) -> np.ndarray:
-        return self.clips[idx].astype(np.float32) / 32768.0
+        return from_pcm16(self.clips[idx])
 
     def merged(self, other: Corpus) -> Corpus:
         """This corpus followed by `other`'s clips (same classes): skips add up, backgrounds join."""

@@ -36,6 +36,7 @@ import numpy as np
 
 from edgekd import __version__
 from edgekd.artifacts import sha256_file, write_json, write_text
+from edgekd.build_dir import BuildDir
 from edgekd.detect import (
     EXP_ONE,
     PROB_ONE,
@@ -96,39 +97,35 @@ def resolver_method(op: str) -> str:
     return "".join(p if any(ch.isdigit() for ch in p) else p[0] + p[1:].lower() for p in op.split("_"))
 
 
-def model_ops(build_dir: Path) -> list[str]:
+def model_ops(build: BuildDir) -> list[str]:
     """The model's op set: read from model.tflite when present, else from parity.json's budget."""
-    tflite = build_dir / "model.tflite"
-    if tflite.is_file():
+    if build.tflite.is_file():
         from edgekd.verify.tflite_info import describe
 
-        return describe(tflite).op_set
-    parity = build_dir / "parity.json"
-    if parity.is_file():
-        try:
-            ops = json.loads(parity.read_text())["budget"]["ops"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise EdgekdError(f"{parity}: no budget.ops list ({e})") from e
+        return describe(build.tflite).op_set
+    if (build.path / BuildDir.PARITY).is_file():
+        ops = build.parity().get("budget", {}).get("ops")
+        if not isinstance(ops, list):
+            raise EdgekdError(f"{build.path / BuildDir.PARITY}: no budget.ops list")
         return sorted({str(o) for o in ops})
-    raise EdgekdError(f"{build_dir}: neither model.tflite nor parity.json is present to read the model's ops")
+    raise EdgekdError(f"{build.path}: neither model.tflite nor parity.json is there to read the model's ops")
 
 
-def _model_identity(build_dir: Path, manifest: dict[str, Any]) -> tuple[int, str]:
+def _model_identity(build: BuildDir, manifest: dict[str, Any]) -> tuple[int, str]:
     """(bytes, sha256) of model.tflite; cross-checked with manifest.json's record when both exist."""
-    recorded = (manifest.get("files") or {}).get("model.tflite") or {}
-    tflite = build_dir / "model.tflite"
-    if tflite.is_file():
-        size, digest = tflite.stat().st_size, sha256_file(tflite)
+    recorded = (manifest.get("files") or {}).get(BuildDir.TFLITE) or {}
+    if build.tflite.is_file():
+        size, digest = build.tflite.stat().st_size, sha256_file(build.tflite)
         if recorded.get("sha256") not in (None, digest):
             raise EdgekdError(
-                f"{build_dir / 'manifest.json'}: files.model.tflite.sha256 does not match {tflite}; "
+                f"{build.path / BuildDir.MANIFEST}: files.model.tflite.sha256 does not match {build.tflite}; "
                 "the manifest belongs to another build"
             )
         return size, digest
     if "bytes" in recorded and "sha256" in recorded:
         return int(recorded["bytes"]), str(recorded["sha256"])
     raise EdgekdError(
-        f"{build_dir}: no model.tflite and no files.model.tflite record in manifest.json to identify "
+        f"{build.path}: no model.tflite and no files.model.tflite record in manifest.json to identify "
         "the model"
     )
 
@@ -336,18 +333,14 @@ def write_firmware_package(build_dir: Path) -> list[Path]:
     Reads `manifest.json` (and `model.tflite` or `parity.json` for the op list), so it runs on a staged
     or finished build directory; files are written atomically. Returns the paths written.
     """
-    build = Path(build_dir)
-    settings = settings_from_build(build)
-    manifest = json.loads((build / "manifest.json").read_text())
-    model_bytes, digest = _model_identity(build, manifest)
+    build = BuildDir(build_dir)
+    settings = settings_from_build(build.path)
+    model_bytes, digest = _model_identity(build, build.manifest())
     ops = model_ops(build)
     violations = esphome_contract_violations(settings, ops)
-    written = [
-        write_text(
-            build / SETTINGS_HEADER, render_model_settings(settings, ops, model_bytes, digest, violations)
-        )
-    ]
-    stale = build / ESPHOME_MANIFEST
+    header = render_model_settings(settings, ops, model_bytes, digest, violations)
+    written = [write_text(build.path / SETTINGS_HEADER, header)]
+    stale = build.path / ESPHOME_MANIFEST
     if violations:
         stale.unlink(missing_ok=True)  # never leave a manifest that no longer describes the model
     else:

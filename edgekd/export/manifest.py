@@ -15,6 +15,9 @@ from typing import Any
 
 from edgekd import __version__
 from edgekd.artifacts import sha256_file
+from edgekd.build_dir import ARTIFACTS, BuildDir
+from edgekd.config import BuildConfig
+from edgekd.pipeline import StageOutput, StageTiming
 
 PACKAGES = (
     "torch",
@@ -63,11 +66,80 @@ def model_io(tflite: Path) -> dict[str, Any] | None:
     return {"input": info.input, "output": info.output}
 
 
-def build_manifest(**sections: Any) -> dict[str, Any]:
+def build_manifest(
+    cfg: BuildConfig,
+    build: BuildDir,
+    parity: dict[str, Any],
+    outputs: dict[str, StageOutput | None],
+    timings: list[StageTiming],
+    teacher_gate: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The manifest of a staged build: what each stage recorded (`outputs`: corpus, views, unlabeled,
+    features, teacher, baseline, student, export — None where a stage did not run) and the artifacts
+    in `build` with their hashes."""
+    from edgekd.data.real_pool import builtin_name, pool_licences
+
+    corpus, features = outputs["corpus"], outputs["features"]
+    teacher, student = outputs["teacher"], outputs["student"]
+    assert corpus and features and teacher and student
+    corpus_info, features_info, teacher_info, student_info = (
+        corpus.info,
+        features.info,
+        teacher.info,
+        student.info,
+    )
+    float_fit = student_info["float"]
+    pool = builtin_name(cfg.data.unlabeled)
     return {
         "schema": SCHEMA,
         "edgekd_version": __version__,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": versions(),
-        **sections,
+        "target": cfg.target,
+        "recipe": cfg.recipe,
+        "seed": cfg.seed,
+        "classes": cfg.classes,
+        "frontend": {
+            **cfg.frontend.model_dump(mode="json"),
+            **features_info["frontend"],
+            "input_shape": features_info["shape"],
+        },
+        "model_io": model_io(build.tflite),
+        "arena": {
+            "measured_bytes": parity["budget"]["arena_bytes"],
+            "with_headroom_bytes": parity["budget"]["arena_bytes_with_headroom"],
+        },
+        "teacher": {
+            k: teacher_info.get(k) for k in ("name", "why", "accuracy", "identity", "features_shape")
+        },
+        "student": {
+            "arch": cfg.student.arch,
+            "width": cfg.student.width,
+            "params": student_info["params"],
+            "used_teacher": student_info["used_teacher"],
+            "unlabeled_rows": student_info.get("unlabeled_rows", 0),
+            "distill": cfg.distill.model_dump(mode="json"),
+            "float_fit": {
+                **{k: v for k, v in float_fit.items() if k != "history"},
+                "epochs_run": len(float_fit["history"]),
+                "last_epoch": float_fit["history"][-1],
+            },
+            "teacher_gate": teacher_gate,
+        },
+        "data": {
+            "corpus_sha256": sha256_file(corpus.dir / "corpus.npz"),
+            "source": cfg.data.path or f"synthetic ({', '.join(corpus_info.get('voices') or {})})",
+            "voices": corpus_info.get("voices"),  # per engine: voices, speakers, licence
+            **({"real_speech_licences": pool_licences(pool)} if pool else {}),
+            "summary": corpus_info["summary"],
+            "skipped": corpus_info["skipped"],
+            "groups": corpus_info["groups"],
+            "test_note": "speakers never seen in training"
+            if cfg.data.path
+            else "synthetic voices never seen in training",
+        },
+        "timings": [t.__dict__ for t in timings],
+        "cache_keys": {name: out and out.key for name, out in outputs.items()},
+        "config": cfg.model_dump(mode="json"),
+        "files": file_hashes(build.path, [*ARTIFACTS, BuildDir.PARITY]),
     }

@@ -33,7 +33,7 @@ from edgekd.config import TeacherConfig
 from edgekd.errors import EdgekdError
 from edgekd.models.teacher_sources import hub_hint, load_state_dict, read_config_dict, resolve_source
 from edgekd.train.auto_batch import fitting_batch_size
-from edgekd.train.trainer import FitResult, FitSpec, fit, predict
+from edgekd.train.trainer import FitResult, FitRun, FitSpec, TrainData, fit, predict
 
 INFERENCE_BATCH = 32  # logits/embeddings of a restored teacher whose batch size was automatic
 HEAD_PREFIXES = ("projector.", "classifier.", "layer_weights")  # the sequence-classification head
@@ -141,7 +141,8 @@ class SpeechEmbeddingTeacher:
         from edgekd.models.speech_embedding import SpeechEmbedding
 
         self.cfg, self.n_classes, self.seed = cfg, n_classes, seed
-        self.backbone = SpeechEmbedding()
+        # as many threads as torch uses: identical outputs (XNNPACK splits outputs, not sums), ~1.5x faster
+        self.backbone = SpeechEmbedding(num_threads=torch.get_num_threads())
         self.head: EmbeddingHead | None = None
 
     def features(self, clips: np.ndarray) -> np.ndarray:
@@ -169,18 +170,8 @@ class SpeechEmbeddingTeacher:
             weight_decay=1e-2,
             label_smoothing=0.05,
         )
-        return fit(
-            self.head,
-            train,
-            y_train,
-            val,
-            y_val,
-            spec,
-            device=cpu,
-            seed=self.seed,
-            desc="teacher head",
-            progress=progress,
-        )
+        run = FitRun(cpu, self.seed, desc="teacher head", progress=progress)
+        return fit(self.head, TrainData(train, y_train, val, y_val), spec, run)
 
     def logits(self, feats: np.ndarray) -> np.ndarray:
         assert self.head is not None, "fit() first"
@@ -495,17 +486,10 @@ class HFTeacher:
         spec = FitSpec(epochs=self.cfg.epochs, lr=self.cfg.lr, batch_size=self.batch_size, weight_decay=1e-2)
         result = fit(
             module,
-            train,
-            y_train,
-            val,
-            y_val,
+            TrainData(train, y_train, val, y_val),
             spec,
-            device=self.device,
-            seed=self.seed,
+            FitRun(self.device, self.seed, fp16=fp16, desc="teacher fine-tune", progress=progress),
             param_groups=llrd_param_groups(model, self.cfg.arch, self.cfg.layer_lr_decay),
-            fp16=fp16,
-            desc="teacher fine-tune",
-            progress=progress,
         )
         self._set_model(model)
         return result

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekd.build_dir import BuildDir
+from edgekd.config import GatesConfig
 from edgekd.errors import EdgekdError
+from edgekd.fmt import pct
 from edgekd.report.markdown import ROW_ORDER, table
 from edgekd.verify.parity import SCHEMA
 
@@ -44,7 +47,7 @@ class Tolerances:
     max_growth_pct: percent that model bytes, arena, MACs or an estimated latency may grow.
     """
 
-    max_drop: float | None = 0.5
+    max_drop: float | None = GatesConfig().max_accuracy_drop
     min_agreement: float | None = None
     max_class_drop: float | None = None
     model_bytes: int | None = None
@@ -106,7 +109,7 @@ def parity_path(path: str | Path) -> Path:
     """A build directory's `parity.json`, or the file itself."""
     p = Path(path)
     if p.is_dir():
-        p = p / "parity.json"
+        p = p / BuildDir.PARITY
         if not p.is_file():
             raise EdgekdError(
                 f"{p}: no parity.json in this directory; pass a build directory or a parity.json"
@@ -141,21 +144,17 @@ def load_parity(path: str | Path) -> dict[str, Any]:
 
 def default_tolerances(new_path: str | Path) -> Tolerances:
     """Tolerances from the `config.json` beside NEW's parity.json (its gates and budget), else defaults."""
-    config = parity_path(new_path).parent / "config.json"
-    if not config.is_file():
+    build = BuildDir(parity_path(new_path).parent)
+    if not (build.path / BuildDir.CONFIG).is_file():
         return Tolerances()
-    try:
-        cfg = json.loads(config.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise EdgekdError(f"{config}: cannot read the build's config ({e})") from None
-    gates, budget = cfg.get("gates") or {}, cfg.get("budget") or {}
+    cfg = build.config()
     return Tolerances(
-        max_drop=gates.get("max_accuracy_drop", 0.5),
-        min_agreement=gates.get("min_agreement"),
-        model_bytes=budget.get("model_bytes"),
-        arena_bytes=budget.get("arena_bytes"),
-        latency_ms=budget.get("latency_ms"),
-        source=str(config),
+        max_drop=cfg.gates.max_accuracy_drop,
+        min_agreement=cfg.gates.min_agreement,
+        model_bytes=cfg.budget.model_bytes,
+        arena_bytes=cfg.budget.arena_bytes,
+        latency_ms=cfg.budget.latency_ms,
+        source=str(build.path / BuildDir.CONFIG),
     )
 
 
@@ -221,7 +220,7 @@ def _compare_rows(old: dict, new: dict, tol: Tolerances, res: CompareResult) -> 
                 if drop is not None and drop > tol.max_drop + _EPS:
                     d.regression = True
                     res.regressions.append(
-                        f"{d.name} dropped {drop:.2f} pts ({_pct(a)} -> {_pct(b)}), more than the "
+                        f"{d.name} dropped {drop:.2f} pts ({pct(a)} -> {pct(b)}), more than the "
                         f"{tol.max_drop:g} pts allowed"
                     )
             if (
@@ -229,11 +228,11 @@ def _compare_rows(old: dict, new: dict, tol: Tolerances, res: CompareResult) -> 
                 and name == res.primary
                 and tol.min_agreement is not None
             ):
-                d.limit = f">= {_pct(tol.min_agreement)}"
+                d.limit = f">= {pct(tol.min_agreement)}"
                 if b is None or b < tol.min_agreement - _EPS:
                     d.regression = True
                     res.regressions.append(
-                        f"{d.name} is {_pct(b)}, below the {_pct(tol.min_agreement)} required (was {_pct(a)})"
+                        f"{d.name} is {pct(b)}, below the {pct(tol.min_agreement)} required (was {pct(a)})"
                     )
             res.deltas.append(d)
 
@@ -252,7 +251,7 @@ def _compare_classes(old: dict, new: dict, tol: Tolerances, res: CompareResult) 
                 d.regression = True
                 res.regressions.append(
                     f"{res.primary}.per_class_accuracy[{c}] dropped {-100 * d.delta:.2f} pts "
-                    f"({_pct(a)} -> {_pct(b)}), more than the {tol.max_class_drop:g} pts allowed"
+                    f"({pct(a)} -> {pct(b)}), more than the {tol.max_class_drop:g} pts allowed"
                 )
         res.deltas.append(d)
 
@@ -331,10 +330,6 @@ def _compare_gates(old: dict, new: dict, res: CompareResult) -> None:
 # ------------------------------------------------------------------------------------------------ rendering
 
 
-def _pct(x: Any) -> str:
-    return "—" if _num(x) is None else f"{100 * x:.2f}%"
-
-
 def _fmt(name: str, x: Any) -> str:
     """A figure as the build's report shows it: percentages, KB with bytes, MACs with separators."""
     if x is None:
@@ -350,7 +345,7 @@ def _fmt(name: str, x: Any) -> str:
     if name == "latency_ms":
         return f"{x:.3f} ms"
     if name.rsplit(".", 1)[-1] in _FRACTIONS:
-        return _pct(x)
+        return pct(x)
     return f"{x:.4f}"
 
 
@@ -405,7 +400,7 @@ def render_compare(result: CompareResult, fmt: str = "text") -> str:
             for d in ds
         ]
 
-    class_rows = [[d.name, _pct(d.old), _pct(d.new), _fmt_delta(d), d.limit, _verdict(d)] for d in classes]
+    class_rows = [[d.name, pct(d.old), pct(d.new), _fmt_delta(d), d.limit, _verdict(d)] for d in classes]
     head = ["old", "new", "Δ", "tolerance", "result"]
     title = f"edgekd compare: {verdict}"
     intro = f"OLD `{result.old_label}` → NEW `{result.new_label}`; tolerances from {result.tolerances.source}"

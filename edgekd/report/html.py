@@ -26,6 +26,8 @@ from matplotlib import ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from edgekd.fmt import kb, num, pct
+from edgekd.report.layers import LAYER_HEADERS, LEGEND, layer_cells, worst_sentence
 from edgekd.report.markdown import ROW_ORDER, STAGE_HEADERS, distill_summary, stage_rows
 
 DPI = 110
@@ -111,14 +113,6 @@ def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _pct(x: float | None, digits: int = 2) -> str:
-    return "—" if x is None else f"{100 * x:.{digits}f}%"
-
-
-def _kb(n: float | None) -> str:
-    return "—" if n is None else f"{n / 1024:.1f} KB"
-
-
 def _label(runtime: str) -> str:
     return RUNTIME_LABELS.get(runtime, runtime)
 
@@ -137,12 +131,36 @@ def _subplots(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Figure, An
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
-def _png(fig: Figure, alt: str, caption: str | None = None) -> str:
-    """A figure as an inline PNG <figure> with alt text; the figure is closed."""
+def det_figure(points: Sequence[Mapping[str, Any]]) -> Figure:
+    """The DET curve of `edgekd stream --sweep`: false accepts per hour (x) against miss rate (y), one
+    line per smoothing window, each point labelled with its threshold; lower-left is better."""
+    fig, ax = _subplots(figsize=(6.4, 4.2), layout="constrained")
+    for window in sorted({p["window"] for p in points}):
+        line = sorted((p for p in points if p["window"] == window), key=lambda p: p["threshold"])
+        xs = [p["fa_per_hour"] for p in line]
+        ys = [100 * (1 - p["recall"]) for p in line]
+        ax.plot(xs, ys, marker="o", markersize=3, label=f"window {window}")
+        for p, x, y in zip(line, xs, ys, strict=True):
+            ax.annotate(f"{p['threshold']:g}", (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlabel("false accepts per hour")
+    ax.set_ylabel("miss rate (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """A figure as PNG bytes (no metadata pointing anywhere)."""
     buf = io.BytesIO()
     # metadata=None for Software: PNG text chunks would otherwise carry matplotlib's web address.
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    png = buf.getvalue()
+    return buf.getvalue()
+
+
+def _png(fig: Figure, alt: str, caption: str | None = None) -> str:
+    """A figure as an inline PNG <figure> with alt text; the figure is closed."""
+    png = png_bytes(fig)
     # The IHDR chunk holds the exact pixel size; declaring it lets the browser lay out before decoding.
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     data = base64.b64encode(png).decode("ascii")
@@ -453,17 +471,17 @@ def _cards(parity: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
 
     agree = next((g for n, g in gates.items() if n.startswith("agreement_")), None)
     out = [
-        card("device accuracy", _pct(primary["accuracy"], 1), _label(parity["primary"])),
+        card("device accuracy", pct(primary["accuracy"], 1), _label(parity["primary"])),
         card(
             "agreement with float",
-            _pct(primary["agreement_with_student_fp32"], 2),
-            f"gate ≥ {_pct(agree['limit'], 1)}" if agree else "argmax, same clips",
+            pct(primary["agreement_with_student_fp32"], 2),
+            f"gate ≥ {pct(agree['limit'], 1)}" if agree else "argmax, same clips",
             failed=bool(agree and not agree["passed"]),
         ),
         card(
             "model size",
-            _kb(budget["model_bytes"]),
-            f"limit {_kb(limits.get('model_bytes'))}" if limits.get("model_bytes") else "no limit",
+            kb(budget["model_bytes"]),
+            f"limit {kb(limits.get('model_bytes'))}" if limits.get("model_bytes") else "no limit",
             failed=not gates.get("model_bytes", {"passed": True})["passed"],
         ),
     ]
@@ -471,8 +489,8 @@ def _cards(parity: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
         out.append(
             card(
                 "tensor arena",
-                _kb(budget["arena_bytes_with_headroom"]),
-                f"with headroom; limit {_kb(limits.get('arena_bytes'))}" if limits.get("arena_bytes") else "",
+                kb(budget["arena_bytes_with_headroom"]),
+                f"with headroom; limit {kb(limits.get('arena_bytes'))}" if limits.get("arena_bytes") else "",
                 failed=not gates.get("arena_bytes_with_headroom", {"passed": True})["passed"],
             )
         )
@@ -498,11 +516,11 @@ def _parity_section(parity: Mapping[str, Any], manifest: Mapping[str, Any]) -> s
         rows.append(
             [
                 rt + (" (device)" if rt == parity["primary"] else ""),
-                _pct(r["accuracy"]),
-                _pct(r["macro_f1"]),
-                _pct(r["agreement_with_student_fp32"]),
-                _pct(r["agreement_with_teacher"]),
-                "—" if diff is None else f"{diff:.4f}",
+                pct(r["accuracy"]),
+                pct(r["macro_f1"]),
+                pct(r["agreement_with_student_fp32"]),
+                pct(r["agreement_with_teacher"]),
+                num(diff, ".4f"),
             ]
         )
         classes.append("primary" if rt == parity["primary"] else "")
@@ -533,9 +551,9 @@ def _real_section(parity: Mapping[str, Any]) -> str:
         rows = [
             [
                 rt + (" (device)" if rt == parity["primary"] else ""),
-                _pct(h["rows"][rt].get("keyword_accuracy")),
-                _pct(h["rows"][rt]["accuracy"]),
-                _pct(h["rows"][rt]["agreement_with_student_fp32"]),
+                pct(h["rows"][rt].get("keyword_accuracy")),
+                pct(h["rows"][rt]["accuracy"]),
+                pct(h["rows"][rt]["agreement_with_student_fp32"]),
             ]
             for rt in rts
         ]
@@ -557,7 +575,7 @@ def _real_section(parity: Mapping[str, Any]) -> str:
             ),
         ]
     if r:
-        cells = ", ".join(f"{_e(k)} {_pct(v)}" for k, v in r["agreement_with_student_fp32"].items())
+        cells = ", ".join(f"{_e(k)} {pct(v)}" for k, v in r["agreement_with_student_fp32"].items())
         parts.append(
             f"<p>Agreement with the shipped float weights on {r['n_windows']} one-second windows of real, "
             f"unlabelled speech (<code>{_e(r['source'])}</code>): {cells}.</p>"
@@ -603,8 +621,8 @@ def _budget_section(parity: Mapping[str, Any], manifest: Mapping[str, Any]) -> s
     items: list[tuple[str, float, float, str]] = []
     missing: list[str] = []
     specs = [
-        ("model (flash)", b.get("model_bytes"), limits.get("model_bytes"), _kb),
-        ("tensor arena + headroom", b.get("arena_bytes_with_headroom"), limits.get("arena_bytes"), _kb),
+        ("model (flash)", b.get("model_bytes"), limits.get("model_bytes"), kb),
+        ("tensor arena + headroom", b.get("arena_bytes_with_headroom"), limits.get("arena_bytes"), kb),
         ("latency", b.get("latency_ms"), limits.get("latency_ms"), lambda v: f"{v:.3g} ms"),
     ]
     for name, used, limit, fmt in specs:
@@ -629,9 +647,9 @@ def _budget_section(parity: Mapping[str, Any], manifest: Mapping[str, Any]) -> s
         )
     lat = "—" if b.get("latency_ms") is None else f"{b['latency_ms']:.2f} ms ({b.get('latency_source', '')})"
     lines = [
-        f"model: {_kb(b['model_bytes'])} ({b['model_bytes']:,} B), fully INT8: {b['fully_int8']}",
-        f"tensor arena (TFLite Micro, host): {_kb(b.get('arena_bytes'))}; with headroom: "
-        f"{_kb(b.get('arena_bytes_with_headroom'))}",
+        f"model: {kb(b['model_bytes'])} ({b['model_bytes']:,} B), fully INT8: {b['fully_int8']}",
+        f"tensor arena (TFLite Micro, host): {kb(b.get('arena_bytes'))}; with headroom: "
+        f"{kb(b.get('arena_bytes_with_headroom'))}",
         f"ops: {', '.join(b['ops']) or '—'}; MACs per inference: {b['macs']:,}",
         f"latency: {lat}",
         *missing,
@@ -647,7 +665,7 @@ def _per_class_section(parity: Mapping[str, Any]) -> str:
     for c in classes:
         acc = [parity["rows"][rt]["per_class_accuracy"].get(c) for rt in shown]
         if None not in acc and acc[-1] < max(acc):
-            worst.append(f"{c} ({_pct(acc[-1], 1)} on the device vs {_pct(max(acc), 1)})")
+            worst.append(f"{c} ({pct(acc[-1], 1)} on the device vs {pct(max(acc), 1)})")
     alt = (
         f"Dot plot of per-class accuracy for {', '.join(_label(r) for r in shown)} "
         f"over {len(classes)} classes. "
@@ -660,7 +678,7 @@ def _per_class_section(parity: Mapping[str, Any]) -> str:
     all_rt = _runtimes(parity)
     table = _table(
         ["class", *all_rt],
-        [[c, *[_pct(parity["rows"][rt]["per_class_accuracy"].get(c)) for rt in all_rt]] for c in classes],
+        [[c, *[pct(parity["rows"][rt]["per_class_accuracy"].get(c)) for rt in all_rt]] for c in classes],
         [False] + [True] * len(all_rt),
         compact=True,
     )
@@ -771,53 +789,21 @@ def _layers_section(layers: Sequence[Mapping[str, Any]] | None, failed: bool) ->
     """The per-layer comparison; first and flagged when parity failed, an appendix otherwise."""
     if not layers:
         return ""
-    from edgekd.verify.layers import LEGEND, worst_sentence
-
     w = next((r for r in layers if r.get("worst")), None)
     alt = (
         "Per-layer SQNR of the INT8 model's activations against the float student, the QAT weights in float "
         "and the fake-quant graph. "
         + (f"The worst layer is {w['layer']} ({w['op']}) at {w['sqnr_db']:.1f} dB." if w else "")
     )
-
-    def num(v: Any, fmt: str) -> str:
-        return "—" if v is None else format(v, fmt)
-
-    rows = [
-        [
-            r["layer"],
-            r["op"] + ("" if r.get("trained_quantizer") is not False else " (untrained grid)"),
-            "×".join(str(s) for s in r["shape"]),
-            num(r["sqnr_db"], ".1f"),
-            num(r["rel_error"], ".4f"),
-            num(r["cosine"], ".4f"),
-            f"{100 * r['error_added']:+.3f}%",
-            num(r.get("sqnr_qat_float_db"), ".1f"),
-            num(r.get("sqnr_fake_quant_db"), ".1f"),
-            "—" if r.get("clipped_fraction") is None else f"{100 * r['clipped_fraction']:.2f}%",
-        ]
-        for r in layers
-    ]
     sentence = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(worst_sentence(layers)))
     return (
         "<h2 id=layers>Per-layer float vs INT8</h2>"
         f'<p class="note{" fail" if failed else ""}">{sentence}</p>'
         + _png(_layers_figure(layers), alt, None)
         + _table(
-            [
-                "layer",
-                "op",
-                "shape",
-                "SQNR dB",
-                "rel. error",
-                "cosine",
-                "error added",
-                "vs QAT float dB",
-                "vs fake-quant dB",
-                "clipped",
-            ],
-            rows,
-            [False, False, True, True, True, True, True, True, True, True],
+            LAYER_HEADERS,
+            [layer_cells(r) for r in layers],
+            [h not in ("layer", "op", "shape") for h in LAYER_HEADERS],
             row_classes=["worst" if r.get("worst") else "" for r in layers],
             compact=True,
         )

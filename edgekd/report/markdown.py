@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgekd.fmt import kb, num, pct
+
 ROW_ORDER = [
     "teacher_fp32",
     "student_plain_fp32",
@@ -45,14 +47,6 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.2f}%"
-
-
-def _kb(n: int | None) -> str:
-    return "—" if n is None else f"{n / 1024:.1f} KB"
-
-
 def runtime_table(parity: dict[str, Any]) -> str:
     """One row per runtime; a "keywords" column (mean per-keyword accuracy) where the rows carry it."""
     keywords = any("keyword_accuracy" in r for r in parity["rows"].values())
@@ -66,12 +60,12 @@ def runtime_table(parity: dict[str, Any]) -> str:
         rows.append(
             [
                 name + marker,
-                *([_pct(r.get("keyword_accuracy"))] if keywords else []),
-                _pct(r["accuracy"]),
-                _pct(r["macro_f1"]),
-                _pct(r["agreement_with_student_fp32"]),
-                _pct(r["agreement_with_teacher"]),
-                "—" if diff is None else f"{diff:.4f}",
+                *([pct(r.get("keyword_accuracy"))] if keywords else []),
+                pct(r["accuracy"]),
+                pct(r["macro_f1"]),
+                pct(r["agreement_with_student_fp32"]),
+                pct(r["agreement_with_teacher"]),
+                num(diff, ".4f"),
             ]
         )
     headers = ["runtime", *(["keywords"] if keywords else []), "accuracy", "macro-F1", "agree fp32"]
@@ -83,7 +77,7 @@ def real_unlabeled_lines(parity: dict[str, Any]) -> list[str]:
     r = parity.get("real_unlabeled")
     if not r:
         return []
-    cells = ", ".join(f"{k} {_pct(v)}" for k, v in r["agreement_with_student_fp32"].items())
+    cells = ", ".join(f"{k} {pct(v)}" for k, v in r["agreement_with_student_fp32"].items())
     return [
         f"Agreement with student_fp32 on {r['n_windows']} windows of real speech ({r['source']}): {cells}",
         "",
@@ -144,9 +138,9 @@ def budget_lines(parity: dict[str, Any]) -> str:
     lat = "—" if b.get("latency_ms") is None else f"{b['latency_ms']:.2f} ms ({b['latency_source']})"
     return "\n".join(
         [
-            f"- model: {_kb(b['model_bytes'])} ({b['model_bytes']} B), fully INT8: {b['fully_int8']}",
-            f"- tensor arena (TFLite Micro, host): {_kb(b['arena_bytes'])}; with headroom: "
-            f"{_kb(b['arena_bytes_with_headroom'])}",
+            f"- model: {kb(b['model_bytes'])} ({b['model_bytes']} B), fully INT8: {b['fully_int8']}",
+            f"- tensor arena (TFLite Micro, host): {kb(b['arena_bytes'])}; with headroom: "
+            f"{kb(b['arena_bytes_with_headroom'])}",
             f"- ops: {', '.join(b['ops']) or '—'}; MACs/inference: {b['macs']:,}",
             f"- latency: {lat}",
         ]
@@ -180,7 +174,7 @@ def summary(parity: dict[str, Any]) -> str:
 def per_class_table(parity: dict[str, Any]) -> str:
     names = [n for n in ROW_ORDER if n in parity["rows"]]
     rows = [
-        [c] + [_pct(parity["rows"][n]["per_class_accuracy"].get(c)) for n in names] for c in parity["classes"]
+        [c] + [pct(parity["rows"][n]["per_class_accuracy"].get(c)) for n in names] for c in parity["classes"]
     ]
     return table(["class", *names], rows)
 
@@ -206,17 +200,15 @@ def distill_summary(parity: dict[str, Any], manifest: dict[str, Any]) -> list[tu
     student = manifest.get("student", {})
     acc = t.get("accuracy", {})
     rows = [("teacher", f"{t.get('name')} — {t.get('why')}")]
-    rows.append(
-        ("teacher accuracy", f"validation {_pct(acc.get('validation'))}, test {_pct(acc.get('test'))}")
-    )
+    rows.append(("teacher accuracy", f"validation {pct(acc.get('validation'))}, test {pct(acc.get('test'))}"))
     gate = student.get("teacher_gate")
     if gate:
         verdict = "PASS" if gate["passed"] else f"FAIL ({gate['mode']}: distilled anyway)"
         rows.append(
             (
                 "teacher gate",
-                f"{_pct(gate['teacher_validation'])} vs plain student "
-                f"{_pct(gate['plain_student_validation'])} on validation, "
+                f"{pct(gate['teacher_validation'])} vs plain student "
+                f"{pct(gate['plain_student_validation'])} on validation, "
                 f"needs > {gate['margin_pts']:+g} pts: {verdict}",
             )
         )
@@ -226,7 +218,7 @@ def distill_summary(parity: dict[str, Any], manifest: dict[str, Any]) -> list[tu
         rows.append(
             (
                 "distillation gain (test, float)",
-                f"{100 * (kd - plain):+.2f} pts: {_pct(kd)} distilled vs {_pct(plain)} without the teacher",
+                f"{100 * (kd - plain):+.2f} pts: {pct(kd)} distilled vs {pct(plain)} without the teacher",
             )
         )
     d = student.get("distill")

@@ -11,13 +11,13 @@ from tqdm import tqdm
 from edgekd.artifacts import write_npz
 from edgekd.audio.augment import augment, view_rng
 from edgekd.audio.frontend import compute_features, make_frontend
-from edgekd.audio.io import to_pcm16
+from edgekd.audio.io import from_pcm16, to_pcm16
 from edgekd.config import AugmentConfig, BuildConfig
 from edgekd.data.corpus import Corpus, build_corpus, voice_summary
-from edgekd.pipeline import Stages, corpus_fingerprint, folder_fingerprint
+from edgekd.pipeline import StageOutput, Stages, corpus_fingerprint, folder_fingerprint
 
 
-def stage_corpus(cfg: BuildConfig, stages: Stages, progress: bool) -> tuple[Path, str]:
+def stage_corpus(cfg: BuildConfig, stages: Stages, progress: bool) -> StageOutput:
     def produce(d: Path) -> dict[str, Any]:
         corpus = build_corpus(cfg, progress=progress)
         corpus.save(d / "corpus.npz")
@@ -31,22 +31,20 @@ def stage_corpus(cfg: BuildConfig, stages: Stages, progress: bool) -> tuple[Path
     return stages.run("corpus", corpus_fingerprint(cfg), produce)
 
 
-def stage_views(
-    cfg: BuildConfig, corpus_dir: Path, corpus_key: str, stages: Stages, progress: bool
-) -> tuple[Path, str]:
+def stage_views(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progress: bool) -> StageOutput:
     """Training audio: each train clip clean plus `augment.views` augmented views (deterministic per view)."""
 
     def produce(d: Path) -> dict[str, Any]:
-        corpus = Corpus.load(corpus_dir / "corpus.npz")
-        train = corpus.indices("train")
-        weights = np.where(corpus.extra_rows()[train], cfg.data.extra_weight, 1)
+        clips = Corpus.load(corpus.dir / "corpus.npz")
+        train = clips.indices("train")
+        weights = np.where(clips.extra_rows()[train], cfg.data.extra_weight, 1)
         audio, clip_idx, view_idx = make_views(
-            corpus.clips, train, cfg.data.augment, cfg.seed, corpus.backgrounds, progress, weights=weights
+            clips.clips, train, cfg.data.augment, cfg.seed, clips.backgrounds, progress, weights=weights
         )
         write_npz(d / "views.npz", audio=audio, clip=clip_idx, view=view_idx)
-        return {"views": len(audio), "extra_train_clips": int(corpus.extra_rows()[train].sum())}
+        return {"views": len(audio), "extra_train_clips": int(clips.extra_rows()[train].sum())}
 
-    key = {"corpus": corpus_key, "augment": cfg.data.augment.model_dump(mode="json"), "seed": cfg.seed}
+    key = {"corpus": corpus.key, "augment": cfg.data.augment.model_dump(mode="json"), "seed": cfg.seed}
     if cfg.data.extra:
         key["extra_weight"] = cfg.data.extra_weight
     return stages.run("views", key, produce)
@@ -69,13 +67,13 @@ def make_views(
     """
     clip_idx, view_idx, audio = [], [], []
     for k, i in enumerate(tqdm(rows, desc=desc, unit="clip", disable=not progress)):
-        x = as_float(clips[i])
+        x = from_pcm16(clips[i])
         for v in range(cfg.views * (1 if weights is None else int(weights[k])) + 1):
             if v == 0:
                 y = x
             else:
                 rng = view_rng(seed, int(i), v)
-                other = as_float(clips[rows[rng.integers(len(rows))]]) if cfg.mix_prob else None
+                other = from_pcm16(clips[rows[rng.integers(len(rows))]]) if cfg.mix_prob else None
                 y = augment(x, cfg, rng, backgrounds, other)
             audio.append(to_pcm16(y))
             clip_idx.append(int(i))
@@ -84,7 +82,7 @@ def make_views(
     return np.stack(audio) if audio else np.zeros((0, n), np.int16), np.array(clip_idx), np.array(view_idx)
 
 
-def stage_unlabeled(cfg: BuildConfig, corpus_dir: Path, stages: Stages, progress: bool) -> tuple[Path, str]:
+def stage_unlabeled(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progress: bool) -> StageOutput:
     """The unlabeled pool (`data.unlabeled`) and its augmented views, for the teacher to label."""
     from edgekd.data.real_pool import builtin_name, pool_fingerprint
     from edgekd.data.unlabeled import load_unlabeled
@@ -92,8 +90,8 @@ def stage_unlabeled(cfg: BuildConfig, corpus_dir: Path, stages: Stages, progress
     assert cfg.data.unlabeled is not None
 
     def produce(d: Path) -> dict[str, Any]:
-        corpus = Corpus.load(corpus_dir / "corpus.npz")
-        n = corpus.clips.shape[1]
+        labelled = Corpus.load(corpus.dir / "corpus.npz")
+        n = labelled.clips.shape[1]
         pool = load_unlabeled(  # a built-in pool's check files stay out: the build measures on them
             cfg.data.unlabeled,
             n,
@@ -109,7 +107,7 @@ def stage_unlabeled(cfg: BuildConfig, corpus_dir: Path, stages: Stages, progress
             np.arange(len(pool.clips)),
             cfg.data.augment,
             cfg.seed + 7919,
-            corpus.backgrounds,
+            labelled.backgrounds,
             progress,
             desc="augmenting unlabeled",
         )
@@ -137,39 +135,37 @@ def stage_unlabeled(cfg: BuildConfig, corpus_dir: Path, stages: Stages, progress
     return stages.run("unlabeled", key, produce)
 
 
-def as_float(pcm: np.ndarray) -> np.ndarray:
-    return pcm.astype(np.float32) / 32768.0
-
-
 def stage_features(
     cfg: BuildConfig,
-    corpus_dir: Path,
-    views_dir: Path,
-    views_key: str,
+    corpus: StageOutput,
+    views: StageOutput,
+    unlabeled: StageOutput | None,
     stages: Stages,
     progress: bool,
-    unlabeled_dir: Path | None = None,
-    unlabeled_key: str | None = None,
-) -> tuple[Path, str]:
+) -> StageOutput:
     """Student features through the target's frontend: one code path for train, eval and calibration."""
 
     def produce(d: Path) -> dict[str, Any]:
-        corpus = Corpus.load(corpus_dir / "corpus.npz")
-        views = np.load(views_dir / "views.npz")
+        clips = Corpus.load(corpus.dir / "corpus.npz")
+        train = np.load(views.dir / "views.npz")
         fe = make_frontend(cfg.frontend.name)
         arrays = {
-            "train": compute_features(fe, as_float(views["audio"]), progress=progress),
-            "y_train": corpus.labels[views["clip"]],
+            "train": compute_features(fe, from_pcm16(train["audio"]), progress=progress),
+            "y_train": clips.labels[train["clip"]],
         }
         for split in ("validation", "test"):
-            idx = corpus.indices(split)
-            arrays[split] = compute_features(fe, as_float(corpus.clips[idx]), progress=progress)
-            arrays[f"y_{split}"] = corpus.labels[idx]
-        if unlabeled_dir is not None:
-            pool = np.load(unlabeled_dir / "unlabeled.npz")["audio"]
-            arrays["unlabeled"] = compute_features(fe, as_float(pool), progress=progress)
+            idx = clips.indices(split)
+            arrays[split] = compute_features(fe, from_pcm16(clips.clips[idx]), progress=progress)
+            arrays[f"y_{split}"] = clips.labels[idx]
+        if unlabeled is not None:
+            pool = np.load(unlabeled.dir / "unlabeled.npz")["audio"]
+            arrays["unlabeled"] = compute_features(fe, from_pcm16(pool), progress=progress)
         write_npz(d / "features.npz", **arrays)
         return {"shape": list(arrays["train"].shape[1:]), "frontend": fe.params()}
 
-    key = {"views": views_key, "unlabeled": unlabeled_key, "frontend": cfg.frontend.model_dump(mode="json")}
+    key = {
+        "views": views.key,
+        "unlabeled": unlabeled and unlabeled.key,
+        "frontend": cfg.frontend.model_dump(mode="json"),
+    }
     return stages.run("features", key, produce)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +11,11 @@ import torch
 from edgekd.artifacts import write_npz
 from edgekd.config import BuildConfig
 from edgekd.models.restore import example_batch, make_student, predict_float_twin
-from edgekd.pipeline import Stages
+from edgekd.pipeline import LOGITS, StageOutput, Stages
 from edgekd.train.losses import UNLABELED
 from edgekd.train.schedules import Schedule
 from edgekd.train.soft_labels import SoftLabels
-from edgekd.train.trainer import FitResult, FitSpec, fit, predict
-
-
-@dataclass(frozen=True)
-class TrainData:
-    """Student features and labels (-1: unlabeled) for training, and the validation split."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
+from edgekd.train.trainer import FitResult, FitRun, FitSpec, Hooks, TrainData, fit, predict
 
 
 def distills(cfg: BuildConfig) -> bool:
@@ -75,21 +64,9 @@ def fit_float_student(
     """
     torch.manual_seed(seed)  # initial weights: fit() seeds only what happens after construction
     model = make_student(cfg, data.x_train.shape[1:]).to(device)
-    result = fit(
-        model,
-        data.x_train,
-        data.y_train,
-        data.x_val,
-        data.y_val,
-        float_spec(cfg, soft is not None),
-        device=device,
-        seed=seed,
-        soft=soft,
-        fp16=cfg.train.precision == "fp16",
-        desc=desc,
-        progress=progress,
-        log_dir=log_dir,
-    )
+    fp16 = cfg.train.precision == "fp16"
+    run = FitRun(device, seed, fp16=fp16, desc=desc, progress=progress, log_dir=log_dir)
+    result = fit(model, data, float_spec(cfg, soft is not None), run, soft=soft)
     return model.cpu(), result
 
 
@@ -132,19 +109,11 @@ def run_qat(
 
     result = fit(
         prepared,
-        data.x_train,
-        data.y_train,
-        data.x_val,
-        data.y_val,
+        data,
         spec,
-        device=torch.device("cpu"),
-        seed=seed,
+        FitRun(torch.device("cpu"), seed, desc="student QAT", progress=progress, log_dir=log_dir),
         soft=SoftLabels.from_logits(float_logits),
-        desc="student QAT",
-        progress=progress,
-        log_dir=log_dir,
-        on_epoch_start=on_epoch_start,
-        before_eval=freeze_observers,
+        hooks=Hooks(on_epoch_start=on_epoch_start, before_eval=freeze_observers),
     )
     freeze_observers(prepared)
     return prepared, result
@@ -181,30 +150,25 @@ def load_soft_labels(cfg: BuildConfig, teacher_dir: Path) -> SoftLabels:
 
 
 def stage_baseline(
-    cfg: BuildConfig,
-    features_dir: Path,
-    features_key: str,
-    stages: Stages,
-    device: torch.device,
-    progress: bool,
-) -> tuple[Path, str]:
+    cfg: BuildConfig, features: StageOutput, stages: Stages, device: torch.device, progress: bool
+) -> StageOutput:
     """The plain float student (labels only): what the teacher gate and the report's KD gain compare to."""
 
     def produce(d: Path) -> dict[str, Any]:
         torch.set_num_threads(cfg.train.threads)
-        data = load_train_data(cfg, features_dir)
+        data = load_train_data(cfg, features.dir)
         labelled = data.y_train != UNLABELED
         data = TrainData(data.x_train[labelled], data.y_train[labelled], data.x_val, data.y_val)
         model, result = fit_float_student(cfg, data, None, device, cfg.seed, progress, desc="plain student")
-        f = np.load(features_dir / "features.npz")
+        f = np.load(features.dir / "features.npz")
         write_npz(
-            d / "logits.npz",
+            d / LOGITS,
             **{s: predict(model, f[s], torch.device("cpu")) for s in ("validation", "test")},
         )
         return fit_summary(result)
 
     key = {
-        "features": features_key,
+        "features": features.key,
         "student": cfg.student.model_dump(mode="json"),
         "train": cfg.train.model_dump(mode="json", exclude={"threads"}),
         "classes": cfg.classes,
@@ -215,23 +179,21 @@ def stage_baseline(
 
 def stage_student(
     cfg: BuildConfig,
-    features_dir: Path,
-    features_key: str,
-    teacher_dir: Path | None,
-    teacher_key: str | None,
+    features: StageOutput,
+    teacher: StageOutput | None,
     stages: Stages,
     device: torch.device,
     progress: bool,
-) -> tuple[Path, str]:
+) -> StageOutput:
     """Distil into the float student, then quantization-aware training on the PT2E graph."""
     t, d_cfg = cfg.train, cfg.distill
-    use_teacher = teacher_dir is not None and distills(cfg)
+    use_teacher = teacher is not None and distills(cfg)
 
     def produce(d: Path) -> dict[str, Any]:
         torch.set_num_threads(t.threads)
-        f = np.load(features_dir / "features.npz")
-        data = load_train_data(cfg, features_dir)
-        soft = load_soft_labels(cfg, teacher_dir) if use_teacher and teacher_dir is not None else None
+        f = np.load(features.dir / "features.npz")
+        data = load_train_data(cfg, features.dir)
+        soft = load_soft_labels(cfg, teacher.dir) if use_teacher and teacher is not None else None
         if soft is None:  # no teacher: unlabeled clips have nothing to learn from
             labelled = data.y_train != UNLABELED
             data = TrainData(data.x_train[labelled], data.y_train[labelled], data.x_val, data.y_val)
@@ -249,7 +211,7 @@ def stage_student(
             logits[f"pre_qat_{split}"] = predict(model, f[split], torch.device("cpu"))
             logits[f"qat_{split}"] = predict(prepared, f[split], torch.device("cpu"))
             logits[f"fp32_{split}"] = predict_float_twin(prepared, f[split])
-        write_npz(d / "logits.npz", **logits)
+        write_npz(d / LOGITS, **logits)
         from edgekd.models.students import count_params
 
         return {
@@ -261,8 +223,8 @@ def stage_student(
         }
 
     key = {
-        "features": features_key,
-        "teacher": teacher_key if use_teacher else None,
+        "features": features.key,
+        "teacher": teacher.key if use_teacher and teacher is not None else None,
         "student": cfg.student.model_dump(mode="json"),
         "distill": d_cfg.model_dump(mode="json", exclude={"teacher_gate", "teacher_gate_margin"}),
         "train": t.model_dump(mode="json", exclude={"threads"}),

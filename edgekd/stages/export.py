@@ -9,19 +9,19 @@ import numpy as np
 
 from edgekd.config import BuildConfig
 from edgekd.models.restore import example_batch, load_qat_student
-from edgekd.pipeline import Stages
+from edgekd.pipeline import StageOutput, Stages
 
 
 def stage_export(
-    cfg: BuildConfig, student_dir: Path, student_key: str, features_dir: Path, stages: Stages
-) -> tuple[Path, str]:
+    cfg: BuildConfig, student: StageOutput, features: StageOutput, stages: Stages
+) -> StageOutput:
     """One QAT graph, converted once for TFLite and once for ONNX, plus the C array."""
     from edgekd.export.c_array import write_c_array
     from edgekd.train.qat import convert_qat
 
     def produce(d: Path) -> dict[str, Any]:
-        x = np.load(features_dir / "features.npz")["validation"]
-        prepared = load_qat_student(cfg, student_dir, example_batch(x))
+        x = np.load(features.dir / "features.npz")["validation"]
+        prepared = load_qat_student(cfg, student.dir, example_batch(x))
         converted = convert_qat(prepared)
         formats = cfg.export.formats
         if "tflite" in formats:
@@ -37,5 +37,5 @@ def stage_export(
         return {"files": sorted(p.name for p in d.iterdir())}
 
     return stages.run(
-        "export", {"student": student_key, "export": cfg.export.model_dump(mode="json")}, produce
+        "export", {"student": student.key, "export": cfg.export.model_dump(mode="json")}, produce
     )

@@ -13,22 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from edgekd.artifacts import write_json, write_npz
 from edgekd.audio.frontend import compute_features, make_frontend
+from edgekd.audio.io import from_pcm16
 from edgekd.config import BuildConfig
-from edgekd.models.restore import load_qat_student, make_student, predict_float_twin
-from edgekd.pipeline import Stages
-from edgekd.stages.verify import make_runners, runtime_logits
-from edgekd.train.trainer import predict
+from edgekd.pipeline import LOGITS, StageOutput, Stages
 
 POOL = "debian-speech"
 
 
 def agreement_section(cfg: BuildConfig, logits: dict[str, np.ndarray]) -> dict[str, Any]:
     """Every row's argmax agreement with the shipped float weights, and the gate on the device's."""
-    from edgekd.verify.parity import RUNTIME_ROWS, check
+    from edgekd.verify.budget import check
+    from edgekd.verify.parity import RUNTIME_ROWS
 
     ref = logits["student_fp32"].argmax(1)
     agreement = {k: float((v.argmax(1) == ref).mean()) for k, v in logits.items() if k != "student_fp32"}
@@ -44,38 +42,24 @@ def agreement_section(cfg: BuildConfig, logits: dict[str, np.ndarray]) -> dict[s
 
 
 def stage_real_agreement(
-    cfg: BuildConfig,
-    student_dir: Path,
-    student_key: str,
-    export_dir: Path,
-    export_key: str,
-    stages: Stages,
-    progress: bool,
-) -> tuple[Path, str]:
+    cfg: BuildConfig, student: StageOutput, export: StageOutput, stages: Stages, progress: bool
+) -> StageOutput:
     from edgekd.data.real_pool import pool_fingerprint, windows
+    from edgekd.verify.scoring import runtime_logits, student_logits
 
     def produce(d: Path) -> dict[str, Any]:
-        clips = windows(POOL, cfg.verify.pool_windows, cfg.seed).astype(np.float32) / 32768.0
+        clips = from_pcm16(windows(POOL, cfg.verify.pool_windows, cfg.seed))
         x = compute_features(make_frontend(cfg.frontend.name), clips, progress=progress)
-        cpu = torch.device("cpu")
-        student = make_student(cfg, x.shape[1:])
-        student.load_state_dict(torch.load(student_dir / "float.pt", weights_only=True))
-        prepared = load_qat_student(cfg, student_dir, torch.as_tensor(x[:2]))
-        reference = {
-            "student_fp32_pre_qat": predict(student, x, cpu),
-            "student_fp32": predict_float_twin(prepared, x),
-            "student_qat": predict(prepared, x, cpu),
-        }
-        logits = runtime_logits(cfg, x, reference, make_runners(cfg, export_dir), progress)
-        write_npz(d / "logits.npz", **logits)
+        logits = runtime_logits(cfg, x, lambda: student_logits(cfg, student.dir, x), export.dir, progress)
+        write_npz(d / LOGITS, **logits)
         write_json(d / "real_unlabeled.json", agreement_section(cfg, logits))
         return {"windows": len(x)}
 
     key = {
         **pool_fingerprint(POOL),
         "windows": cfg.verify.pool_windows,
-        "student": student_key,
-        "export": export_key,
+        "student": student.key,
+        "export": export.key,
         "gates": cfg.gates.model_dump(mode="json"),
         "runtimes": cfg.verify.runtimes,
         "seed": cfg.seed,

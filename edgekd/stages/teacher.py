@@ -2,7 +2,7 @@
 
 The cache (see `edgekd.train.soft_labels`) holds the teacher's logits — and pooled embeddings when
 feature matching is on — for every augmented view of every training clip and every unlabeled
-window, as memory-mappable `.npy`; validation and test logits go to `logits.npz` for the parity
+window, as memory-mappable `.npy`; validation and test logits go to `logits.npz` (`LOGITS`) for the parity
 report. The stage key hashes the views, the unlabeled pool and the teacher config, so the cache is
 content-addressed: it is recomputed exactly when one of them changes.
 """
@@ -16,44 +16,44 @@ import numpy as np
 import torch
 
 from edgekd.artifacts import write_npz
+from edgekd.audio.io import from_pcm16
 from edgekd.config import BuildConfig
 from edgekd.data.corpus import Corpus
-from edgekd.pipeline import Stages
-from edgekd.stages.data import as_float
+from edgekd.pipeline import LOGITS, StageOutput, Stages
 from edgekd.train.soft_labels import SoftLabels, standardise
 
 
 def stage_teacher(
     cfg: BuildConfig,
-    corpus_dir: Path,
-    views_dir: Path,
-    views_key: str,
+    corpus: StageOutput,
+    views: StageOutput,
+    unlabeled: StageOutput | None,
     stages: Stages,
     device: torch.device,
     progress: bool,
-    unlabeled_dir: Path | None = None,
-    unlabeled_key: str | None = None,
-) -> tuple[Path, str]:
+) -> StageOutput:
     """Fit the teacher on the train views; cache its outputs for every view, unlabeled clip and split."""
     from edgekd.models.teachers import build_teacher
 
     with_embeddings = cfg.distill.feature_weight > 0
 
     def produce(d: Path) -> dict[str, Any]:
-        corpus = Corpus.load(corpus_dir / "corpus.npz")
-        views = np.load(views_dir / "views.npz")
+        clips = Corpus.load(corpus.dir / "corpus.npz")
+        train = np.load(views.dir / "views.npz")
         teacher = build_teacher(cfg.teacher, cfg.classes, cfg.seed, device)
-        y_train = corpus.labels[views["clip"]]
-        val, test = corpus.indices("validation"), corpus.indices("test")
-        f_train = teacher.features(as_float(views["audio"]))
-        f_val = teacher.features(as_float(corpus.clips[val]))
-        f_test = teacher.features(as_float(corpus.clips[test]))
-        result = teacher.fit(f_train, y_train, f_val, corpus.labels[val], progress=progress)
+        y_train = clips.labels[train["clip"]]
+        val, test = clips.indices("validation"), clips.indices("test")
+        f_train = teacher.features(from_pcm16(train["audio"]))
+        f_val = teacher.features(from_pcm16(clips.clips[val]))
+        f_test = teacher.features(from_pcm16(clips.clips[test]))
+        result = teacher.fit(f_train, y_train, f_val, clips.labels[val], progress=progress)
         logits = {"validation": teacher.logits(f_val), "test": teacher.logits(f_test)}
-        write_npz(d / "logits.npz", **logits)
+        write_npz(d / LOGITS, **logits)
         rows = {"train": f_train}
-        if unlabeled_dir is not None:
-            rows["unlabeled"] = teacher.features(as_float(np.load(unlabeled_dir / "unlabeled.npz")["audio"]))
+        if unlabeled is not None:
+            rows["unlabeled"] = teacher.features(
+                from_pcm16(np.load(unlabeled.dir / "unlabeled.npz")["audio"])
+            )
         embeddings = {k: teacher.embeddings(v) for k, v in rows.items()} if with_embeddings else {}
         for name, feats in rows.items():
             emb = embeddings.get(name)
@@ -65,7 +65,7 @@ def stage_teacher(
         teacher.save(d)
         train_logits = np.load(d / "train_logits.npy")
         acc = {"train": float((train_logits.argmax(1) == y_train).mean())} if not cfg.distill.top_k else {}
-        acc |= {k: float((v.argmax(1) == corpus.labels[corpus.indices(k)]).mean()) for k, v in logits.items()}
+        acc |= {k: float((v.argmax(1) == clips.labels[clips.indices(k)]).mean()) for k, v in logits.items()}
         return {
             "name": teacher.name,
             "why": teacher.why,
@@ -80,8 +80,8 @@ def stage_teacher(
     return stages.run(
         "teacher",
         {
-            "views": views_key,
-            "unlabeled": unlabeled_key,
+            "views": views.key,
+            "unlabeled": unlabeled and unlabeled.key,
             "teacher": cfg.teacher.model_dump(mode="json"),
             "top_k": cfg.distill.top_k,
             "embeddings": with_embeddings,

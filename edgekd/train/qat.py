@@ -105,15 +105,43 @@ def _fold_only_convs_present() -> Iterator[None]:
         qat_utils._fold_conv_bn_qat_helper = original
 
 
+# Traced annotation patterns, per process: tracing the same 24 patterns costs ~13 s per prepare_qat,
+# and a build or `eval` prepares the same student several times.
+_PATTERN_CACHE: dict[tuple[Any, ...], torch.fx.GraphModule] = {}
+
+
+def _pattern_key(pattern: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple | None:
+    """What a traced pattern depends on: its code, its closure's values, the inputs' shapes and dtypes
+    (tensors are traced as placeholders) and any other argument; None where that cannot be told."""
+    code = getattr(pattern, "__code__", None)
+    if code is None:
+        return None
+    cells = tuple(c.cell_contents for c in pattern.__closure__ or ())
+    inputs = tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else a for a in args[0])
+    key = (code, cells, inputs, args[1:], tuple(sorted(kwargs.items())))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 @contextlib.contextmanager
 def _patterns_wrapped_in_modules() -> Iterator[None]:
-    """Work around defect A: torch.export only accepts modules, litert-torch passes functions."""
+    """Work around defect A: torch.export only accepts modules, litert-torch passes functions.
+    Each traced pattern is kept (`_PATTERN_CACHE`) and handed out as a copy."""
     original = pt2e_quantizer_utils._get_aten_graph_module_for_pattern
 
     def wrapped(pattern: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.fx.GraphModule:
-        if not isinstance(pattern, torch.nn.Module):
-            pattern = WrapperModule(pattern)
-        return original(pattern, *args, **kwargs)
+        key = _pattern_key(pattern, args, kwargs) if args else None
+        if key is not None and key in _PATTERN_CACHE:
+            return copy.deepcopy(_PATTERN_CACHE[key])
+        traced = original(
+            pattern if isinstance(pattern, torch.nn.Module) else WrapperModule(pattern), *args, **kwargs
+        )
+        if key is not None:
+            _PATTERN_CACHE[key] = copy.deepcopy(traced)
+        return traced
 
     pt2e_quantizer_utils._get_aten_graph_module_for_pattern = wrapped
     try:

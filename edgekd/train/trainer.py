@@ -49,6 +49,37 @@ class FitSpec:
     warmup_epochs: float = 1.0
 
 
+@dataclass(frozen=True)
+class TrainData:
+    """Training rows (label -1: unlabeled, learnt from soft labels only) and the validation split."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+@dataclass(frozen=True)
+class FitRun:
+    """How one fit runs, apart from what it learns (`FitSpec`): where, seeded how, shown and logged as."""
+
+    device: torch.device
+    seed: int
+    fp16: bool = False  # autocast + GradScaler on CUDA; ignored on the CPU
+    desc: str = "train"  # progress bar and TensorBoard tag
+    progress: bool = True
+    log_dir: Path | None = None  # TensorBoard event files, per step
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Calls into the loop: QAT switches its observers on for training and off for validation
+    (otherwise validation data would move the quantization scales)."""
+
+    on_epoch_start: Callable[[nn.Module, int], None] | None = None
+    before_eval: Callable[[nn.Module], None] | None = None
+
+
 @dataclass
 class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
@@ -149,30 +180,21 @@ def _mix_teacher(t_logp: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.
 
 def fit(
     model: nn.Module,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
+    data: TrainData,
     spec: FitSpec,
-    *,
-    device: torch.device,
-    seed: int,
+    run: FitRun,
     soft: SoftLabels | None = None,
     param_groups: list[dict] | None = None,
-    fp16: bool = False,
-    desc: str = "train",
-    progress: bool = True,
-    log_dir: Path | None = None,
-    on_epoch_start: Callable[[nn.Module, int], None] | None = None,
-    before_eval: Callable[[nn.Module], None] | None = None,
+    hooks: Hooks = Hooks(),
 ) -> FitResult:
     """Train `model` in place; restore the weights of the best validation epoch.
 
-    `y_train` holds -1 for unlabeled rows (their only supervision is `soft`). `param_groups` (dicts
-    with "params" and "lr_scale") give parts of the model their own learning rate (layer-wise decay).
-    `on_epoch_start(model, epoch)` and `before_eval(model)` let QAT switch its observers on for
-    training and off for validation (otherwise validation data would move the quantization scales).
+    `soft` holds the teacher's outputs for every training row (the only supervision of unlabeled
+    rows). `param_groups` (dicts with "params" and "lr_scale") give parts of the model their own
+    learning rate (layer-wise decay).
     """
+    x_train, y_train, x_val, y_val = data.x_train, data.y_train, data.x_val, data.y_val
+    device, seed, fp16, desc = run.device, run.seed, run.fp16, run.desc
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     n_classes = int(soft.n_classes) if soft is not None else int(np.max(y_train)) + 1
@@ -212,15 +234,15 @@ def fit(
     x_all = torch.as_tensor(x_train, dtype=torch.float32)
     y_all = torch.as_tensor(y_train, dtype=torch.long)
     ema = _Ema(model, spec.ema_decay) if spec.ema_decay > 0 else None
-    writer = writer_for(log_dir)
+    writer = writer_for(run.log_dir)
     result = FitResult()
     best_state = copy.deepcopy(model.state_dict())
-    bar = tqdm(total=total, desc=desc, unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=total, desc=desc, unit="step", disable=not run.progress, leave=False)
     params = [p for g in groups for p in g["params"]]
     step = 0
     for epoch in range(spec.epochs):
-        if on_epoch_start is not None:
-            on_epoch_start(model, epoch)
+        if hooks.on_epoch_start is not None:
+            hooks.on_epoch_start(model, epoch)
         model.train()
         order = torch.randperm(len(x_all), generator=gen)
         sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "feature": 0.0, "grad_norm": 0.0}
@@ -303,8 +325,8 @@ def fit(
             bar.update(1)
         epoch_s = time.perf_counter() - t0
         evaluated = ema.model if ema is not None else model
-        if before_eval is not None:
-            before_eval(evaluated)
+        if hooks.before_eval is not None:
+            hooks.before_eval(evaluated)
         val_acc = float((predict(evaluated, x_val, device).argmax(1) == y_val).mean()) if len(y_val) else 0.0
         hist = {
             "epoch": epoch + 1,

@@ -1,10 +1,10 @@
 """`edgekd inspect`: what any .tflite model (ours or a third party's) asks of a target, and whether it fits.
 
 The figures a build writes into `parity.json`'s `budget` (model bytes, arena, ops, MACs, INT8-ness,
-latency) come from the very functions `edgekd.stages.verify.measure_budget` calls — `describe`,
-`measure_arena`, `Budget` and the same latency formula — so `inspect` on a build's `model.tflite` and
-the build's report cannot disagree. On top of those, inspect adds what a firmware engineer needs to
-act on a model they did not train:
+latency) come from the very functions `edgekd.verify.budget.measure_budget` calls — `describe`,
+`measure_arena`, `Budget`, the same latency formula and the same `budget_gates` — so `inspect` on a
+build's `model.tflite` and the build's report cannot disagree. On top of those, inspect adds what a
+firmware engineer needs to act on a model they did not train:
 
 - every tensor with its dtype and quantization, and which ones are float;
 - the ops with their counts, which fall outside the target's op set, and which run on ESP-NN's
@@ -29,10 +29,10 @@ import numpy as np
 
 from edgekd.config import BudgetConfig, BuildConfig
 from edgekd.errors import EdgekdError
-from edgekd.native_log import captured_stderr
+from edgekd.fmt import kb
 from edgekd.verify import tflite_info
-from edgekd.verify.parity import Budget, check
-from edgekd.verify.runners import median_ms
+from edgekd.verify.budget import Budget, budget_gates, latency_estimate
+from edgekd.verify.runners import host_latency
 from edgekd.verify.tflite_info import ModelInfo, TensorInfo, describe, measure_arena, open_litert
 
 SCHEMA = "edgekd.inspect/1"
@@ -158,45 +158,6 @@ _OP_ALTERNATIVES = {
 
 
 # ------------------------------------------------------------------------------------------------
-
-
-def build_latency_estimate(macs: int, budget: BudgetConfig) -> tuple[float, str] | None:
-    """The build's latency estimate, `(ms, source)`, or None where the build times the host instead.
-
-    Mirrors `edgekd.stages.verify.measure_budget` exactly (formula and source text), so that inspect's
-    headline latency equals `parity.json`'s `budget.latency_ms`.
-    """
-    if budget.clock_mhz is None or budget.macs_per_cycle is None or not macs:
-        return None
-    ms = macs / (budget.macs_per_cycle * budget.clock_mhz * 1e3)
-    return ms, f"estimate: {macs} MACs / ({budget.macs_per_cycle} MAC/cycle x {budget.clock_mhz} MHz)"
-
-
-def _host_latency_ms(path: Path, primary: str, arena: int | None, repeats: int = 20) -> tuple[float, str]:
-    """Median batch-1 latency on this host with the kernels the target's runtime uses (zeros input).
-
-    Same method as the build (one warm-up, median of 20). A .tflite has no ONNX twin, so an onnx-primary
-    target is timed on LiteRT's fast (XNNPACK) kernels and the source says so.
-    """
-    if primary == "tflm":
-        interp: Any = tflite_info.load_tflm(path, (arena or measure_arena(path)) + 1024)
-        details = open_litert(path).get_input_details()
-        for i, d in enumerate(details):
-            interp.set_input(np.zeros(d["shape"], dtype=d["dtype"]), i)
-        run, runtime = interp.invoke, "tflm"
-    else:
-        with captured_stderr():  # LiteRT prints an "XNNPACK delegate created" banner
-            lite = open_litert(path, reference=False)
-            lite.allocate_tensors()
-        for d in lite.get_input_details():
-            lite.set_tensor(d["index"], np.zeros(d["shape"], dtype=d["dtype"]))
-        run, runtime = lite.invoke, "litert"
-    ms = median_ms(run, repeats)
-    note = "" if primary in ("tflm", "litert") else f"; the target runs {primary}, timed as litert"
-    return (
-        ms,
-        f"measured on this host ({runtime}, fast kernels, batch 1, median of {repeats}{note})",
-    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -390,21 +351,17 @@ def flash_breakdown(path: Path) -> dict[str, int]:
     }
 
 
-def _kb(n: float) -> str:
-    return f"{n / 1024:.1f} KB"
-
-
 def resolver_call(op: str) -> str:
     """TFLite Micro's MicroMutableOpResolver method for a builtin op, e.g. CONV_2D -> AddConv2D()."""
     return "Add" + "".join(p if p[0].isdigit() else p.capitalize() for p in op.split("_")) + "()"
 
 
 def _suggest_arena(value: int, limit: int, arena: int, headroom: float, peak: dict | None) -> str:
-    text = f"arena {_kb(value)} (host {_kb(arena)} + {headroom:.0%} headroom) > {_kb(limit)}"
+    text = f"arena {kb(value)} (host {kb(arena)} + {headroom:.0%} headroom) > {kb(limit)}"
     if peak:
         text += (
             f": the peak is at op #{peak['index']} {peak['op']} (activations "
-            f"{' + '.join(peak['inputs'] + peak['outputs'])} = {_kb(peak['bytes'])})"
+            f"{' + '.join(peak['inputs'] + peak['outputs'])} = {kb(peak['bytes'])})"
         )
     return (
         text + "; shrink the activations there: fewer channels (edgekd: --set student.width=S, or a "
@@ -416,14 +373,14 @@ def _suggest_model_bytes(
     value: int, limit: int, info: ModelInfo, big: dict | None, flash: dict[str, int]
 ) -> str:
     text = (
-        f"model {_kb(value)} > {_kb(limit)}: buffers (weights, biases, shapes) {_kb(flash['buffers'])}, "
-        f"quantization parameters {_kb(flash['quantization_params'])}, tensor names "
-        f"{_kb(flash['tensor_names'])}"
+        f"model {kb(value)} > {kb(limit)}: buffers (weights, biases, shapes) {kb(flash['buffers'])}, "
+        f"quantization parameters {kb(flash['quantization_params'])}, tensor names "
+        f"{kb(flash['tensor_names'])}"
     )
     if big:
         text += (
             f"; the heaviest op is #{big['index']} {big['op']} ({big['shape']} {big['dtype']} weights, "
-            f"{_kb(big['bytes'])} with bias)"
+            f"{kb(big['bytes'])} with bias)"
         )
     text += "; fewer channels (edgekd: --set student.width=S, or a smaller student.arch)"
     if flash["tensor_names"] > value - limit:
@@ -468,57 +425,41 @@ def _checks(
     budget: Budget,
     info: ModelInfo,
     g: _Graph,
-    outside: list[str],
     arena_error: str | None,
     per_op: dict | None,
 ) -> list[dict[str, Any]]:
-    """The build's budget gates (same names, values and limits as parity.json), each with a suggestion."""
+    """The build's budget gates (`budget_gates`: same names, values and limits as parity.json), each
+    failing one with a suggestion that names what to change."""
     b = cfg.budget
-    out: list[dict[str, Any]] = []
-    if b.model_bytes is not None:
-        gate = check("model_bytes", budget.model_bytes, b.model_bytes, "<=")
-        if not gate["passed"]:
+    out = budget_gates(cfg, budget)
+    for gate in out:
+        if gate["passed"]:
+            continue
+        name = gate["name"]
+        if name == "model_bytes":
             gate["suggestion"] = _suggest_model_bytes(
                 budget.model_bytes,
-                b.model_bytes,
+                b.model_bytes or 0,
                 info,
                 _heaviest_weights(g),
                 flash_breakdown(Path(info.path)),
             )
-        out.append(gate)
-    if b.arena_bytes is not None and "tflm" in cfg.verify.runtimes:
-        with_headroom = budget.arena_with_headroom(b.arena_headroom)
-        if with_headroom is None:
-            gate = {"name": "arena_bytes_with_headroom", "value": None, "limit": b.arena_bytes, "op": "<="}
-            gate["passed"] = False
+        elif name == "arena_bytes_with_headroom" and gate["value"] is None:
             gate["suggestion"] = f"TFLite Micro could not allocate the model: {arena_error}"
-        else:
-            gate = check("arena_bytes_with_headroom", with_headroom, b.arena_bytes, "<=")
-            if not gate["passed"]:
-                gate["suggestion"] = _suggest_arena(
-                    with_headroom,
-                    b.arena_bytes,
-                    budget.arena_bytes or 0,
-                    b.arena_headroom,
-                    _peak_activation_op(g),
-                )
-        out.append(gate)
-    if b.ops is not None:
-        gate = {"name": "ops_supported", "value": outside or "all supported", "limit": b.ops}
-        gate["passed"] = not outside
-        if outside:
-            gate["suggestion"] = _suggest_ops(outside, cfg.target)
-        out.append(gate)
-    if "tflm" in cfg.verify.runtimes or "litert" in cfg.verify.runtimes:
-        gate = {"name": "fully_int8", "value": budget.fully_int8, "limit": True, "passed": budget.fully_int8}
-        if not budget.fully_int8:
+        elif name == "arena_bytes_with_headroom":
+            gate["suggestion"] = _suggest_arena(
+                gate["value"],
+                b.arena_bytes or 0,
+                budget.arena_bytes or 0,
+                b.arena_headroom,
+                _peak_activation_op(g),
+            )
+        elif name == "ops_supported":
+            gate["suggestion"] = _suggest_ops(gate["value"], cfg.target)
+        elif name == "fully_int8":
             gate["suggestion"] = _suggest_int8(budget.not_int8)
-        out.append(gate)
-    if b.latency_ms is not None and budget.latency_ms is not None:
-        gate = check("latency_ms", round(budget.latency_ms, 3), b.latency_ms, "<=")
-        if not gate["passed"]:
-            gate["suggestion"] = _suggest_latency(budget.latency_ms, b.latency_ms, per_op)
-        out.append(gate)
+        elif name == "latency_ms" and budget.latency_ms is not None:
+            gate["suggestion"] = _suggest_latency(budget.latency_ms, b.latency_ms or 0.0, per_op)
     return out
 
 
@@ -573,11 +514,11 @@ def inspect_model(path: str | os.PathLike[str], cfg: BuildConfig, time_host: boo
         arena_error = str(e).split("\n", 1)[0]
     b = cfg.budget
     per_op = per_op_latency(p, info, g, b)
-    estimate = build_latency_estimate(info.macs, b)
+    estimate = latency_estimate(info.macs, b)
     if estimate is not None:
         latency, latency_source = estimate
     elif time_host:
-        latency, latency_source = _host_latency_ms(p, cfg.verify.primary, arena)
+        latency, latency_source = host_latency(p, cfg.verify.primary)
     else:
         latency, latency_source = None, "not timed"
     # The build measures the arena only for targets that run TFLite Micro; `budget` mirrors it exactly,
@@ -594,7 +535,7 @@ def inspect_model(path: str | os.PathLike[str], cfg: BuildConfig, time_host: boo
         sorted(o for o in info.op_set if o in ESP_NN_KERNELS and o not in float_ops) if esp_nn else []
     )
     counts = Counter(info.ops)
-    checks = _checks(cfg, budget, info, g, outside, arena_error, per_op)
+    checks = _checks(cfg, budget, info, g, arena_error, per_op)
     inputs = {t.index for t in info.inputs}
     outputs = {t.index for t in info.outputs}
     return {
@@ -633,133 +574,3 @@ def inspect_model(path: str | os.PathLike[str], cfg: BuildConfig, time_host: boo
         "checks": checks,
         "passed": all(c["passed"] for c in checks),
     }
-
-
-# ------------------------------------------------------------------------------------------------
-
-
-def render_inspect(record: dict[str, Any], tensors: bool = False) -> str:
-    """The terminal view of an inspect record; budget lines are the build report's own (same figures)."""
-    from edgekd.report.markdown import budget_lines, table
-
-    ops = record["ops"]
-    per_op = record["latency"]["per_op_model"]
-    op_ms: dict[str, float] = Counter()
-    op_macs: dict[str, int] = Counter()
-    if per_op:
-        for r in per_op["ops"]:
-            op_ms[r["op"]] += r["ms"]
-            op_macs[r["op"]] += r["macs"]
-    allowed = ops["target_op_set"]
-    esp = ops["esp_nn_accelerated"]
-    headers = ["op", "count", f"in {record['target']} op set"]
-    if esp is not None:
-        headers.append("ESP-NN kernel")
-    if per_op:
-        headers += ["MACs", "est. ms (per-op model)", "share"]
-    op_rows = []
-    for name, n in ops["counts"].items():
-        row: list[Any] = [name, n, "any op" if allowed is None else ("yes" if name in allowed else "NO")]
-        if esp is not None:
-            row.append("yes" if name in esp else "reference")
-        if per_op:
-            share = op_ms[name] / per_op["ms"] if per_op["ms"] else 0.0
-            row += [f"{op_macs[name]:,}", f"{op_ms[name]:.2f}", f"{share:.0%}"]
-        op_rows.append(row)
-
-    io = [
-        [t["kind"], t["name"], t["dtype"], "x".join(map(str, t["shape"])), _quant_text(t)]
-        for t in record["inputs"] + record["outputs"]
-    ]
-    dtypes = Counter(t["dtype"] for t in record["tensors"])
-    culprits = record["not_int8"]
-    more = f" and {len(culprits) - 5} more" if len(culprits) > 5 else ""
-    uint8_io = [
-        f"{t['kind']} {t['name']}" for t in record["inputs"] + record["outputs"] if t["dtype"] == "uint8"
-    ]
-    float_note = (
-        f"NO — {len(culprits)} tensors are not int8: {', '.join(culprits[:5]) + more}"
-        if culprits
-        else "yes" + (f" (integer-only; uint8 at the boundary: {', '.join(uint8_io)})" if uint8_io else "")
-    )
-    lines = [
-        f"{record['model']} — target {record['target']} (device runtime {record['primary']})",
-        "",
-        table(["io", "tensor", "dtype", "shape", "quantization"], io),
-        "",
-        f"fully INT8: {float_note}",
-        f"tensors: {len(record['tensors'])} ({', '.join(f'{k} {v}' for k, v in sorted(dtypes.items()))})",
-        "",
-    ]
-    if tensors:
-        lines += [
-            table(
-                ["#", "tensor", "kind", "dtype", "shape", "bytes", "quantization"],
-                [
-                    [
-                        t["index"],
-                        t["name"],
-                        t["kind"],
-                        t["dtype"],
-                        "x".join(map(str, t["shape"])),
-                        t["bytes"],
-                        _quant_text(t),
-                    ]
-                    for t in record["tensors"]
-                ],
-            ),  # fmt: skip
-            "",
-        ]
-    lines += [table(headers, op_rows), ""]
-    if ops["outside_target"]:
-        lines.append(f"ops outside {record['target']}'s op set: {', '.join(ops['outside_target'])}")
-    if esp is not None:
-        lines.append(f"ESP-NN accelerated: {', '.join(esp) or 'none'}; reference kernels: "
-                     f"{', '.join(ops['reference_kernels']) or 'none'}")  # fmt: skip
-    if lines[-1]:
-        lines.append("")
-    lines.append(budget_lines({"budget": record["budget"]}))
-    arena = record["arena"]
-    if arena["error"]:
-        lines.append(f"- tensor arena: {arena['error']}")
-    elif not arena["in_budget"]:
-        lines.append(
-            f"- tensor arena if run on TFLite Micro: {_kb(arena['bytes'])} (not in {record['target']}'s "
-            f"budget: its runtime is {record['primary']})"
-        )
-    if per_op:
-        lines.append(
-            f"- per-op latency model: {per_op['ms']:.2f} ms ({per_op['cycles']:,} cycles at "
-            f"{per_op['clock_mhz']:g} MHz, baseline {per_op['macs_per_cycle']:g} MAC/cycle, "
-            f"{per_op['op_overhead_cycles']} cycles/op overhead; esp-nn ESP32-S3 benchmarks)"
-        )
-    lines.append("")
-    if record["checks"]:
-        check_rows = [
-            [c["name"], _show(c["value"]), f"{c.get('op', '')} {_show(c['limit'])}".strip(),
-             "PASS" if c["passed"] else "FAIL"]
-            for c in record["checks"]
-        ]  # fmt: skip
-        lines += [table(["check", "value", "limit", "result"], check_rows), ""]
-    for c in record["checks"]:
-        if not c["passed"] and c.get("suggestion"):
-            lines.append(f"- {c['name']}: {c['suggestion']}")
-    failed = [c["name"] for c in record["checks"] if not c["passed"]]
-    lines.append(f"result: {'PASS' if not failed else 'FAIL: ' + ', '.join(failed)}")
-    return "\n".join(lines)
-
-
-def _quant_text(t: dict[str, Any]) -> str:
-    if "scale" in t:
-        return f"scale {t['scale']:.6g}, zero point {t['zero_point']}"
-    return t["quantization"]
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, list):
-        return f"{len(v)} ops"
-    if v is None:
-        return "—"
-    return str(v)

@@ -19,12 +19,12 @@ together cannot cost accuracy unnoticed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edgekd.config import BuildConfig
+from edgekd.verify.budget import Budget, budget_gates, check
 
 SCHEMA = "edgekd.parity/1"
 RUNTIME_ROWS = {"tflm": "student_int8_tflm", "litert": "student_int8_litert", "onnx": "student_int8_onnx"}
@@ -72,34 +72,6 @@ def row(
     return out
 
 
-@dataclass(frozen=True)
-class Budget:
-    model_bytes: int
-    arena_bytes: int | None
-    ops: list[str]
-    macs: int
-    fully_int8: bool
-    not_int8: list[str]  # "name (dtype)" of each tensor that is not int8 (tflite_info.describe)
-    latency_ms: float | None
-    latency_source: str
-
-    def as_dict(self, headroom: float) -> dict[str, Any]:
-        return {
-            "model_bytes": self.model_bytes,
-            "arena_bytes": self.arena_bytes,
-            "arena_bytes_with_headroom": self.arena_with_headroom(headroom),
-            "ops": self.ops,
-            "macs": self.macs,
-            "fully_int8": self.fully_int8,
-            "not_int8": self.not_int8,
-            "latency_ms": self.latency_ms,
-            "latency_source": self.latency_source,
-        }
-
-    def arena_with_headroom(self, headroom: float) -> int | None:
-        return None if self.arena_bytes is None else int(np.ceil(self.arena_bytes * (1.0 + headroom)))
-
-
 def gates(cfg: BuildConfig, rows: dict[str, dict[str, Any]], budget: Budget) -> list[dict[str, Any]]:
     """Evaluate the target's gates; each names its value, its limit and whether it passed."""
     primary = rows[RUNTIME_ROWS[cfg.verify.primary]]
@@ -127,27 +99,7 @@ def gates(cfg: BuildConfig, rows: dict[str, dict[str, Any]], budget: Budget) -> 
         )
     if g.min_accuracy > 0:
         out.append(check(f"accuracy_{cfg.verify.primary}", primary["accuracy"], g.min_accuracy, ">="))
-    b = cfg.budget
-    if b.model_bytes is not None:
-        out.append(check("model_bytes", budget.model_bytes, b.model_bytes, "<="))
-    if b.arena_bytes is not None and budget.arena_bytes is not None:
-        out.append(
-            check(
-                "arena_bytes_with_headroom", budget.arena_with_headroom(b.arena_headroom), b.arena_bytes, "<="
-            )
-        )
-    if b.ops is not None:
-        extra = sorted(set(budget.ops) - set(b.ops))
-        out.append(
-            {"name": "ops_supported", "value": extra or "all supported", "limit": b.ops, "passed": not extra}
-        )
-    if "tflm" in cfg.verify.runtimes or "litert" in cfg.verify.runtimes:
-        out.append(
-            {"name": "fully_int8", "value": budget.fully_int8, "limit": True, "passed": budget.fully_int8}
-        )
-    if b.latency_ms is not None and budget.latency_ms is not None:
-        out.append(check("latency_ms", round(budget.latency_ms, 3), b.latency_ms, "<="))
-    return out
+    return out + budget_gates(cfg, budget)
 
 
 def holdout_gates(cfg: BuildConfig, rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -171,17 +123,21 @@ def holdout_gates(cfg: BuildConfig, rows: dict[str, dict[str, Any]]) -> list[dic
     return out
 
 
+def parity_rows(cfg: BuildConfig, logits: dict[str, np.ndarray], y: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Every runtime's metrics; the fake-quant model is the reference for the exported runtimes' logits."""
+    s_pred, t_pred = logits["student_fp32"].argmax(1), logits["teacher_fp32"].argmax(1)
+    qat = logits["student_qat"]
+    return {
+        name: row(values, y, cfg.classes, s_pred, t_pred, reference_logits=None if "fp32" in name else qat)
+        for name, values in logits.items()
+    }
+
+
 def with_section(parity: dict[str, Any], name: str, section: dict[str, Any]) -> dict[str, Any]:
     """The build's parity record with a section measured on other audio (`holdout`: the user's real
     recordings; `real_unlabeled`: the built-in pool); the section's gates join the build's verdict."""
     gate_list = parity["gates"] + section["gates"]
     return {**parity, name: section, "gates": gate_list, "passed": all(x["passed"] for x in gate_list)}
-
-
-def check(name: str, value: float, limit: float, op: str) -> dict[str, Any]:
-    """One gate record: its name, the measured value, the limit, the comparison and the verdict."""
-    passed = value >= limit if op == ">=" else value <= limit
-    return {"name": name, "value": value, "limit": limit, "op": op, "passed": bool(passed)}
 
 
 def parity_report(

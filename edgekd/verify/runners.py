@@ -121,6 +121,16 @@ class TFLMRunner:
             logits[i] = _decode(self._interp.get_output(0), self._out, self.path)[0]
         return logits
 
+    def predict_quantized(self, q: np.ndarray) -> np.ndarray:
+        """Already-quantized inputs [N, *input shape] in the model's input dtype -> the raw outputs
+        [N, C] in its output dtype: what firmware feeds and reads, with no float step in between."""
+        out = np.empty((len(q), math.prod(self._out["shape"][1:])), dtype=self._out["dtype"])
+        for i, clip in enumerate(np.asarray(q, dtype=self._in["dtype"])):
+            self._interp.set_input(clip[None], 0)
+            self._interp.invoke()
+            out[i] = self._interp.get_output(0).reshape(-1)
+        return out
+
 
 class LiteRTRunner:
     """LiteRT (TFLite) interpreter; reference=True uses the BUILTIN_REF kernels, closest to TFLM.
@@ -195,3 +205,35 @@ def median_ms(run: Callable[[], object], repeats: int = 20) -> float:
         run()
         times.append(time.perf_counter() - t0)
     return float(np.median(times) * 1000)
+
+
+def host_latency(path: str | os.PathLike[str], primary: str, repeats: int = 20) -> tuple[float, str]:
+    """`(ms, source)`: median batch-1 latency on this host, zeros input, on the kernels a phone or server
+    runs (XNNPACK LiteRT, onnxruntime; TFLite Micro for an MCU) — not the reference kernels of parity.
+
+    The build times its primary artifact; `inspect` has only a .tflite, so an onnx-primary target is
+    timed as LiteRT there and the source says so.
+    """
+    path = Path(path)
+    if path.suffix == ".onnx":
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feeds = {
+            i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)
+            for i in sess.get_inputs()
+        }
+        run, runtime = (lambda: sess.run(None, feeds)), "onnx"
+    elif primary == "tflm":
+        interp = load_tflm(path, measure_arena(path) + ARENA_HEADROOM)
+        for i, d in enumerate(open_litert(path).get_input_details()):
+            interp.set_input(np.zeros(d["shape"], dtype=d["dtype"]), i)
+        run, runtime = interp.invoke, "tflm"
+    else:
+        with captured_stderr():  # LiteRT prints an "XNNPACK delegate created" banner
+            lite = open_litert(path, reference=False)
+            lite.allocate_tensors()
+        for d in lite.get_input_details():
+            lite.set_tensor(d["index"], np.zeros(d["shape"], dtype=d["dtype"]))
+        run, runtime = lite.invoke, "litert"
+    ms = median_ms(run, repeats)
+    note = "" if primary == runtime else f"; the target runs {primary}, timed as {runtime}"
+    return ms, f"measured on this host ({runtime}, fast kernels, batch 1, median of {repeats}{note})"

@@ -1,0 +1,402 @@
+"""`edgekd stream BUILD AUDIO...`: a finished build run over long recordings exactly as the device runs it.
+
+A device never sees neat one-second clips: it hears an endless stream and fires or stays quiet. This
+module runs the firmware's chain (`edgekd.detect`, bit-identical to `firmware_stub`) over each file:
+
+1. the micro frontend, run continuously over the whole file (noise estimate and gain control adapt as
+   on the device; the state is reset only at the start of a file), as uint16 features;
+2. quantized to the model's int8 input (`detect.quantize_raw_features`);
+3. the feature ring, read every `stride_frames` once it holds one model input (`detect.window_schedule`);
+4. the INT8 model on TFLite Micro, int8 in and int8 logits out, no float step in between;
+5. the posterior table, the sliding window, the threshold and the refractory period
+   (`detect.smooth_stream`) with the build's `model_settings.h` values, or the ones given.
+
+On audio that holds none of the keywords (`--negatives`), every detection is a false accept: the report
+gives false accepts per hour per keyword and in total, with the hours processed.
+
+TFLite Micro runs one window at a time (~9 ms on this host, 10 windows per second of audio), so this
+runs at ~11x real time; the firmware package's settings are checked up front so a long run does not
+fail at its end.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from edgekd.audio.frontend import MICRO_FEATURE_SCALE, make_frontend
+from edgekd.audio.io import SAMPLE_RATE, AudioFileError, read_wav
+from edgekd.build_dir import BuildDir
+from edgekd.detect import (
+    FirmwareSettings,
+    quantize_raw_features,
+    settings_from_build,
+    smooth_stream,
+    window_schedule,
+)
+from edgekd.errors import EdgekdError
+from edgekd.export.firmware import SETTINGS_HEADER
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
+STEP_S = 0.010  # the micro frontend's frame step
+WINDOW_S = 0.030  # and its analysis window
+
+
+@dataclass(frozen=True)
+class Detection:
+    file: str
+    time_s: float  # end of the audio the firing inference had heard
+    label: str
+    mean_probability: float  # the window's mean probability of `label`, 0..1
+
+
+@dataclass
+class FileResult:
+    """One recording through the device chain: the model's raw outputs, kept so that other operating
+    points (threshold, window) can be decided again without running the model (`decide`)."""
+
+    file: str
+    seconds: float
+    due: list[int]  # frame counts after which each inference ran
+    logits: np.ndarray  # int8 [inferences, classes]
+    detections: list[Detection] = field(default_factory=list)
+
+    @property
+    def inferences(self) -> int:
+        return len(self.due)
+
+    def record(self) -> dict[str, Any]:
+        """JSON-ready, without the logits."""
+        return {
+            "file": self.file,
+            "seconds": self.seconds,
+            "inferences": self.inferences,
+            "detections": [d.__dict__ for d in self.detections],
+        }
+
+
+def audio_files(paths: list[Path]) -> list[Path]:
+    """Each path as given if it is a file, every audio file below it if it is a folder (sorted)."""
+    found: list[Path] = []
+    for p in paths:
+        if p.is_file():
+            found.append(p)
+        elif p.is_dir():
+            inside = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+            if not inside:
+                raise EdgekdError(f"{p}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in this folder")
+            found += inside
+        else:
+            raise EdgekdError(f"{p}: no such file or folder")
+    return found
+
+
+def load_settings(build: Path, threshold: float | None = None, window: int | None = None) -> FirmwareSettings:
+    """The build's firmware settings; the build must have a firmware package and a micro frontend."""
+    b = BuildDir(build)
+    settings = settings_from_build(b.path, threshold=threshold, window=window)
+    if not (b.path / SETTINGS_HEADER).is_file():
+        raise EdgekdError(
+            f"{b.path}: no {SETTINGS_HEADER}, so no firmware package to stream with; builds for targets "
+            "that run TFLite Micro (verify.runtimes with tflm, e.g. --target esp32s3) write one"
+        )
+    if settings.frontend.get("name") != "micro":
+        raise EdgekdError(
+            f"{b.path}: frontend {settings.frontend.get('name')!r}; streaming runs the device's micro "
+            "frontend (an MCU target such as esp32s3)"
+        )
+    if settings.output_dtype != "int8":
+        raise EdgekdError(f"{b.path}: model output is {settings.output_dtype}; stream reads int8 logits")
+    return settings
+
+
+def stream_audio(
+    settings: FirmwareSettings, runner: Any, audio: np.ndarray, name: str, progress: bool
+) -> FileResult:
+    """One recording (float32 16 kHz) through the device chain; `runner` is a `TFLMRunner`."""
+    features = make_frontend("micro")(audio)  # one continuous run: reset only here, at the start
+    raw = np.round(features / np.float32(MICRO_FEATURE_SCALE)).astype(np.uint16)  # exact: u * 5 / 128
+    q = quantize_raw_features(raw, settings.input_scale, settings.input_zero_point)
+    due = window_schedule(len(q), settings.frames, settings.stride_frames)
+    logits = np.empty((len(due), len(settings.labels)), np.int8)
+    steps = tqdm(range(0, len(due), 256), desc=name, unit="batch", disable=not progress, leave=False)
+    for i in steps:
+        batch = np.stack([q[t - settings.frames : t] for t in due[i : i + 256]])
+        logits[i : i + len(batch)] = runner.predict_quantized(batch)
+    return FileResult(name, len(audio) / SAMPLE_RATE, due, logits, decide(settings, name, due, logits))
+
+
+def decide(settings: FirmwareSettings, name: str, due: list[int], logits: np.ndarray) -> list[Detection]:
+    """The firmware's decision (posterior table, window, threshold, refractory) over raw logits."""
+    trace = smooth_stream(
+        logits,
+        settings.exp_table(),
+        settings.window,
+        settings.cutoff,
+        settings.detectable,
+        settings.refractory,
+    )
+    return [
+        # frame t - 1 is the newest the inference saw
+        Detection(name, round((t - 1) * STEP_S + WINDOW_S, 3), settings.labels[d.label], d.average / 255)
+        for t, d in zip(due, trace.decisions, strict=True)
+        if d.detected
+    ]
+
+
+def run_stream(
+    build: Path,
+    paths: list[Path],
+    threshold: float | None = None,
+    window: int | None = None,
+    progress: bool = True,
+) -> list[FileResult]:
+    """Every audio file of `paths` through the build's device chain."""
+    from edgekd.verify.runners import TFLMRunner
+
+    settings = load_settings(build, threshold, window)
+    runner = TFLMRunner(BuildDir(build).tflite)
+    results = []
+    for f in audio_files(paths):
+        audio = read_wav(f, allow_clipped=True, allow_silent=True)
+        results.append(stream_audio(settings, runner, audio, str(f), progress))
+    return results
+
+
+def false_accepts(results: list[FileResult], labels: tuple[str, ...]) -> dict[str, Any]:
+    """On audio without keywords every detection is false: per keyword and in total, per hour."""
+    hours = sum(r.seconds for r in results) / 3600
+    counts = Counter(d.label for r in results for d in r.detections)
+    if hours <= 0:
+        raise EdgekdError("the negative audio is empty; pass recordings at least a second long")
+    per_keyword = {k: {"false_accepts": counts[k], "fa_per_hour": counts[k] / hours} for k in labels}
+    total = sum(counts.values())
+    return {
+        "files": len(results),
+        "hours": hours,
+        "inferences": sum(r.inferences for r in results),
+        "per_keyword": per_keyword,
+        "false_accepts": total,
+        "fa_per_hour": total / hours,
+    }
+
+
+# ------------------------------------------------------------------------------------ positives
+
+
+@dataclass(frozen=True)
+class Inserted:
+    """One labelled clip placed into the running background: where it starts and ends in the stream."""
+
+    label: str
+    start_s: float
+    end_s: float
+
+
+def active_rms(x: np.ndarray) -> float:
+    """RMS of the louder half of 10 ms frames: a clip's speech level, not diluted by its pauses."""
+    frames = x[: len(x) // 160 * 160].reshape(-1, 160)
+    energy = np.sort((frames.astype(np.float64) ** 2).mean(axis=1))
+    return float(np.sqrt(energy[len(energy) // 2 :].mean())) if len(energy) else 0.0
+
+
+def insert_clips(
+    background: np.ndarray,
+    clips: list[tuple[str, np.ndarray]],
+    seed: int,
+    snr_db: tuple[float, float],
+    gap_s: tuple[float, float] = (1.5, 3.0),
+) -> tuple[np.ndarray, list[Inserted]]:
+    """The clips one after another in the background (repeated as needed), each after a random gap and
+    at a random speech-to-background ratio in `snr_db`; returns the stream and where each clip is."""
+    rng = np.random.default_rng(seed)
+    gaps = rng.uniform(*gap_s, len(clips))
+    total = int((gaps.sum() + sum(len(c) for _, c in clips) / SAMPLE_RATE + gap_s[1]) * SAMPLE_RATE)
+    if not len(background) or active_rms(background) == 0:
+        raise EdgekdError("the background audio is silent; pass recordings with some sound in them")
+    stream = np.resize(background.astype(np.float32), total)  # repeats the background
+    placed, at = [], 0
+    for (label, clip), gap in zip(clips, gaps, strict=True):
+        at += int(gap * SAMPLE_RATE)
+        segment = stream[at : at + len(clip)]
+        snr = rng.uniform(*snr_db)
+        gain = active_rms(segment) * 10 ** (snr / 20) / max(active_rms(clip), 1e-6)
+        stream[at : at + len(clip)] = segment + gain * clip
+        placed.append(Inserted(label, at / SAMPLE_RATE, (at + len(clip)) / SAMPLE_RATE))
+        at += len(clip)
+    return np.clip(stream, -1.0, 1.0), placed
+
+
+def score_positives(
+    inserted: list[Inserted], detections: list[Detection], keywords: tuple[str, ...], max_delay_s: float = 1.5
+) -> dict[str, Any]:
+    """Each inserted clip is heard if the first detection between its start and `max_delay_s` after its
+    end names its word; a detection there naming another word is a wrong keyword; detections matched
+    to no clip are false accepts. Delay: detection time minus the clip's end."""
+    pending = sorted(detections, key=lambda d: d.time_s)
+    per = {k: {"clips": 0, "hits": 0, "wrong": 0, "delays_s": []} for k in keywords}
+    used = set()
+    for clip in inserted:
+        row = per[clip.label]
+        row["clips"] += 1
+        match = next(
+            (
+                i
+                for i, d in enumerate(pending)
+                if i not in used and clip.start_s <= d.time_s <= clip.end_s + max_delay_s
+            ),
+            None,
+        )
+        if match is None:
+            continue
+        used.add(match)
+        if pending[match].label == clip.label:
+            row["hits"] += 1
+            row["delays_s"].append(pending[match].time_s - clip.end_s)
+        else:
+            row["wrong"] += 1
+    out = {}
+    for k, r in per.items():
+        delays = r.pop("delays_s")
+        out[k] = {
+            **r,
+            "recall": r["hits"] / r["clips"] if r["clips"] else None,
+            "median_delay_s": float(np.median(delays)) if delays else None,
+        }
+    clips = sum(r["clips"] for r in out.values())
+    hits = sum(r["hits"] for r in out.values())
+    return {
+        "clips": clips,
+        "recall": hits / clips if clips else None,
+        "wrong_keyword": sum(r["wrong"] for r in out.values()),
+        "false_accepts": len(pending) - len(used),
+        "per_keyword": out,
+    }
+
+
+def read_positives(root: Path, keywords: tuple[str, ...]) -> tuple[list[tuple[str, np.ndarray]], int]:
+    """Clips of a Speech Commands folder whose label is a keyword (other folders are not positives),
+    sorted by word, then file name; and how many unusable files were skipped."""
+    if not root.is_dir():
+        raise EdgekdError(
+            f"{root}: not a folder; pass --positives a Speech Commands folder (a folder per word)"
+        )
+    clips, skipped = [], 0
+    for word in keywords:
+        for f in sorted((root / word).glob("*.wav")) if (root / word).is_dir() else []:
+            try:
+                clips.append((word, read_wav(f)))
+            except AudioFileError:
+                skipped += 1
+    if not clips:
+        raise EdgekdError(f"{root}: no .wav files in a folder named after a keyword ({', '.join(keywords)})")
+    return clips, skipped
+
+
+def background_audio(paths: list[Path], seconds: float, seed: int) -> np.ndarray:
+    """Recordings to place positives into (read until `seconds` are there); quiet noise without any."""
+    if not paths:
+        noise = np.random.default_rng(seed).normal(0, 10 ** (-50 / 20), int(seconds * SAMPLE_RATE))
+        return noise.astype(np.float32)
+    parts, have = [], 0
+    for f in audio_files(paths):
+        parts.append(read_wav(f, allow_clipped=True, allow_silent=True))
+        have += len(parts[-1])
+        if have >= seconds * SAMPLE_RATE:
+            break
+    return np.concatenate(parts)
+
+
+@dataclass
+class PositiveRun:
+    """Labelled clips in running audio, through the device chain: the stream and where each clip is."""
+
+    result: FileResult
+    inserted: list[Inserted]
+    keywords: tuple[str, ...]
+    about: dict[str, Any]  # path, background, SNR range, seed, skipped files
+
+    def score(self, detections: list[Detection] | None = None) -> dict[str, Any]:
+        """Recall and the rest for the build's decision, or for `detections` of another operating point."""
+        found = self.result.detections if detections is None else detections
+        return {
+            **self.about,
+            "stream_seconds": self.result.seconds,
+            **score_positives(self.inserted, found, self.keywords),
+        }
+
+
+def run_positives(
+    build: Path,
+    positives: Path,
+    background: list[Path],
+    snr_db: tuple[float, float],
+    seed: int = 0,
+    threshold: float | None = None,
+    window: int | None = None,
+    progress: bool = True,
+) -> PositiveRun:
+    """Recall in running audio: every keyword clip of `positives` inserted into `background` (quiet
+    noise when empty), the stream run through the device chain, detections matched to clips."""
+    from edgekd.verify.runners import TFLMRunner
+
+    settings = load_settings(build, threshold, window)
+    keywords = tuple(k for k, d in zip(settings.labels, settings.detectable, strict=True) if d)
+    clips, skipped = read_positives(positives, keywords)
+    seconds = sum(len(c) for _, c in clips) / SAMPLE_RATE + 3.5 * len(clips)
+    audio, inserted = insert_clips(background_audio(background, seconds, seed), clips, seed, snr_db)
+    runner = TFLMRunner(BuildDir(build).tflite)
+    result = stream_audio(settings, runner, audio, f"{positives} in running audio", progress)
+    about = {
+        "path": str(positives),
+        "background": [str(p) for p in background] or "white noise at -50 dBFS",
+        "snr_db": list(snr_db),
+        "seed": seed,
+        "skipped_files": skipped,
+    }
+    return PositiveRun(result, inserted, keywords, about)
+
+
+# ------------------------------------------------------------------------------------ operating points
+
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99)
+WINDOWS = (1, 2, 3, 5)
+
+
+def sweep(
+    settings: FirmwareSettings,
+    negatives: list[FileResult],
+    positives: PositiveRun | None,
+    thresholds: tuple[float, ...] = THRESHOLDS,
+    windows: tuple[int, ...] = WINDOWS,
+) -> list[dict[str, Any]]:
+    """The DET curve: FA/h on the negatives and recall on the positives for each (window, threshold),
+    decided again from the logits each stream already holds (the model runs once)."""
+    keywords = tuple(k for k, d in zip(settings.labels, settings.detectable, strict=True) if d)
+    points = []
+    for window in windows:
+        for threshold in thresholds:
+            point = replace(settings, threshold=threshold, window=window)
+            row: dict[str, Any] = {"window": window, "threshold": threshold}
+            if negatives:
+                decided = [replace(r, detections=decide(point, r.file, r.due, r.logits)) for r in negatives]
+                row["fa_per_hour"] = false_accepts(decided, keywords)["fa_per_hour"]
+            if positives is not None:
+                run = positives.result
+                row["recall"] = positives.score(decide(point, run.file, run.due, run.logits))["recall"]
+            points.append(row)
+    return points
+
+
+def best_point(points: list[dict[str, Any]], max_fa_per_hour: float) -> dict[str, Any] | None:
+    """The point with the best recall whose FA/h is within `max_fa_per_hour` (ties: fewer false
+    accepts, then the higher threshold); None when no point is."""
+    ok = [p for p in points if p["fa_per_hour"] <= max_fa_per_hour]
+    if not ok:
+        return None
+    return max(ok, key=lambda p: (p.get("recall") or 0.0, -p["fa_per_hour"], p["threshold"], -p["window"]))

@@ -1,0 +1,277 @@
+"""`edgekd stream`: the device chain over long recordings, detections with times, false accepts per hour."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import KwsModels
+
+from edgekd.artifacts import write_json
+from edgekd.audio.frontend import MICRO_FEATURE_SCALE, MicroFrontend
+from edgekd.audio.io import SAMPLE_RATE, write_wav
+from edgekd.cli import main
+from edgekd.config import load_config
+from edgekd.detect import probabilities_u8, quantize_raw_features, smooth_stream, window_schedule
+from edgekd.export.firmware import SETTINGS_HEADER, write_firmware_package
+from edgekd.export.manifest import file_hashes, model_io
+from edgekd.stream import (
+    Detection,
+    FileResult,
+    Inserted,
+    active_rms,
+    false_accepts,
+    insert_clips,
+    load_settings,
+    score_positives,
+    stream_audio,
+)
+from edgekd.verify.runners import TFLMRunner, dequantize
+from edgekd.verify.tflite_info import measure_arena
+
+
+def stream_build(folder: Path, models: KwsModels) -> Path:
+    """A build directory around the fixture's INT8 model: manifest, firmware package, nothing trained."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.tflite").write_bytes(models.int8.read_bytes())
+    arena = measure_arena(folder / "model.tflite")
+    manifest = {
+        "target": "esp32s3",
+        "classes": load_config("esp32s3").classes,
+        "frontend": {**MicroFrontend().params(), "input_shape": [98, 40]},
+        "model_io": model_io(folder / "model.tflite"),
+        "arena": {"measured_bytes": arena, "with_headroom_bytes": arena + 1024},
+        "config": {},
+        "files": file_hashes(folder, ["model.tflite"]),
+    }
+    write_json(folder / "manifest.json", manifest)
+    write_firmware_package(folder)
+    return folder
+
+
+def speech_like(seconds: float, seed: int) -> np.ndarray:
+    """Noise with loud bursts: something for the frontend to adapt to and the model to react to."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 0.01, int(seconds * SAMPLE_RATE)).astype(np.float32)
+    for start in rng.uniform(0, seconds - 0.5, int(seconds)):
+        i = int(start * SAMPLE_RATE)
+        x[i : i + 4000] += rng.normal(0, 0.3, 4000).astype(np.float32)
+    return np.clip(x, -1, 1)
+
+
+@pytest.fixture(scope="module")
+def build(models: KwsModels, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return stream_build(tmp_path_factory.mktemp("stream") / "build", models)
+
+
+def test_each_step_is_the_device_chain(build: Path) -> None:
+    """Continuous frontend -> int8 features -> ring every stride -> TFLM int8 logits -> smoothing,
+    recomputed here through the float runner (re-quantizing its dequantized output): the same logits,
+    and detections at the times the schedule and the refractory period allow."""
+    settings = load_settings(build, threshold=1 / 255)  # cutoff 1: nearly every keyword window fires
+    audio = speech_like(6.0, seed=1)
+    runner = TFLMRunner(build / "model.tflite")
+    got = stream_audio(settings, runner, audio, "a.wav", progress=False)
+
+    features = MicroFrontend()(audio)
+    raw = np.round(features / np.float32(MICRO_FEATURE_SCALE)).astype(np.uint16)
+    q = quantize_raw_features(raw, settings.input_scale, settings.input_zero_point)
+    due = window_schedule(len(q), 98, settings.stride_frames)
+    assert got.inferences == len(due) == (598 - 98) // 10 + 1
+    x = np.stack([raw[t - 98 : t] for t in due]).astype(np.float32) * np.float32(MICRO_FEATURE_SCALE)
+    y = runner.predict(x)
+    logits = np.round(y / settings.output_scale + settings.output_zero_point).astype(np.int8)
+    np.testing.assert_array_equal(dequantize(logits, settings.output_scale, settings.output_zero_point), y)
+    trace = smooth_stream(
+        logits, settings.exp_table(), settings.window, 1, settings.detectable, settings.refractory
+    )
+    fired = [(t, settings.labels[d.label]) for t, d in zip(due, trace.decisions, strict=True) if d.detected]
+    assert [(d.time_s, d.label) for d in got.detections] == [
+        (round((t - 1) * 0.01 + 0.03, 3), label) for t, label in fired
+    ]
+    assert len(fired) >= 2, "the test must see detections"
+    gaps = np.diff([d.time_s for d in got.detections])
+    assert (gaps >= (settings.refractory + 1) * 0.1 - 1e-9).all()  # one word fires once
+    assert got.detections[0].time_s >= 1.0  # nothing before the ring first holds a whole input
+    probs = probabilities_u8(logits, settings.exp_table())
+    assert all(0 <= d.mean_probability <= 1 for d in got.detections) and probs.max() <= 255
+
+
+def test_false_accepts_per_hour_count_every_detection_on_negative_audio() -> None:
+    results = [
+        FileResult(
+            "a.wav",
+            1800.0,
+            list(range(98, 18098)),
+            np.zeros((18000, 12), np.int8),
+            [Detection("a.wav", 12.0, "yes", 0.9), Detection("a.wav", 50.0, "no", 0.85)],
+        ),
+        FileResult("b.wav", 1800.0, [], np.zeros((0, 12), np.int8), [Detection("b.wav", 3.0, "yes", 0.95)]),
+    ]
+    fa = false_accepts(results, ("yes", "no", "up"))
+    assert fa["hours"] == 1.0 and fa["false_accepts"] == 3 and fa["fa_per_hour"] == 3.0
+    assert fa["per_keyword"] == {
+        "yes": {"false_accepts": 2, "fa_per_hour": 2.0},
+        "no": {"false_accepts": 1, "fa_per_hour": 1.0},
+        "up": {"false_accepts": 0, "fa_per_hour": 0.0},
+    }
+
+
+def test_cli_lists_detections_and_measures_false_accepts(
+    build: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    negatives = tmp_path / "negatives"
+    for i in range(2):
+        write_wav(negatives / "room" / f"take{i}.wav", speech_like(4.0, seed=10 + i))
+    record = tmp_path / "stream.json"
+    args = ["stream", str(build), str(negatives / "room" / "take0.wav"), "--negatives", str(negatives)]
+    assert main([*args, "--threshold", "0.004", "--json", str(record), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    data = json.loads(record.read_text())
+    fa = data["negatives"]
+    assert fa["files"] == 2 and fa["hours"] == pytest.approx(8 / 3600)
+    assert fa["fa_per_hour"] == pytest.approx(fa["false_accepts"] / fa["hours"])
+    assert data["threshold"] == 0.004 and f"negatives: {fa['hours']:.2f} h in 2 files" in out
+    assert len(data["files"]) == 1 and "FA/h" in out
+
+
+def test_clips_are_inserted_where_reported_at_the_asked_snr() -> None:
+    rng = np.random.default_rng(0)
+    background = rng.normal(0, 0.01, SAMPLE_RATE * 3).astype(np.float32)  # shorter than needed: repeated
+    clips = [
+        ("yes", rng.normal(0, 0.2, SAMPLE_RATE).astype(np.float32)),
+        ("no", np.zeros(SAMPLE_RATE, np.float32)),
+    ]
+    clips[1][1][4000:12000] = rng.normal(0, 0.1, 8000)
+    stream, placed = insert_clips(background, clips, seed=3, snr_db=(10.0, 10.0), gap_s=(2.0, 2.0))
+    assert [p.label for p in placed] == ["yes", "no"]
+    assert placed[0].start_s == 2.0 and placed[1].start_s == pytest.approx(5.0) and placed[1].end_s == 6.0
+    assert len(stream) / SAMPLE_RATE >= placed[-1].end_s
+    for p in placed:
+        a, b = int(p.start_s * SAMPLE_RATE), int(p.end_s * SAMPLE_RATE)
+        bg = np.resize(background, len(stream))[a:b]
+        snr = 20 * np.log10(active_rms(stream[a:b] - bg) / active_rms(bg))
+        assert snr == pytest.approx(10.0, abs=0.01)
+
+
+def test_recall_wrong_keyword_and_false_accepts_on_known_events() -> None:
+    inserted = [
+        Inserted("yes", 1.0, 2.0),
+        Inserted("yes", 4.0, 5.0),
+        Inserted("no", 7.0, 8.0),
+        Inserted("up", 10.0, 11.0),
+    ]
+    detections = [
+        Detection("s", 2.3, "yes", 0.9),  # heard, 0.3 s after the clip
+        Detection("s", 2.6, "yes", 0.9),  # a second firing on the same clip: a false accept
+        Detection("s", 8.2, "off", 0.9),  # the "no" clip fired as another word
+        Detection("s", 14.0, "go", 0.9),  # far from any clip: a false accept
+    ]  # the second "yes" and the "up" were missed
+    got = score_positives(inserted, detections, ("yes", "no", "up", "off", "go"))
+    assert (
+        got["clips"] == 4
+        and got["recall"] == 0.25
+        and got["wrong_keyword"] == 1
+        and got["false_accepts"] == 2
+    )
+    yes = got["per_keyword"]["yes"]
+    assert (
+        yes["clips"] == 2
+        and yes["hits"] == 1
+        and yes["recall"] == 0.5
+        and yes["median_delay_s"] == pytest.approx(0.3)
+    )
+    assert got["per_keyword"]["no"]["wrong"] == 1 and got["per_keyword"]["go"]["recall"] is None
+
+
+def test_cli_measures_recall_of_clips_in_running_audio(
+    build: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    rng = np.random.default_rng(5)
+    for word in ("yes", "no", "dog"):  # "dog" is not a keyword: not a positive
+        for i in range(2):
+            write_wav(tmp_path / "pos" / word / f"s{i}_nohash_0.wav", rng.normal(0, 0.2, SAMPLE_RATE))
+    record = tmp_path / "stream.json"
+    args = [
+        "stream",
+        str(build),
+        "--positives",
+        str(tmp_path / "pos"),
+        "--snr",
+        "10:20",
+        "--threshold",
+        "0.004",
+    ]
+    assert main([*args, "--json", str(record), "--quiet"]) == 0
+    pos = json.loads(record.read_text())["positives"]
+    assert pos["clips"] == 4 and pos["snr_db"] == [10.0, 20.0] and 0.0 <= pos["recall"] <= 1.0
+    assert pos["per_keyword"]["yes"]["clips"] == 2 and pos["per_keyword"]["up"]["clips"] == 0
+    assert "positives: 4 clips" in capsys.readouterr().out
+
+
+def test_sweep_decides_again_from_the_same_logits_and_picks_a_point(
+    build: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The sweep's point at the build's own threshold and window equals the measured run; the chosen
+    point meets the target and no other point meeting it has a better recall."""
+    rng = np.random.default_rng(7)
+    for i in range(2):
+        write_wav(tmp_path / "neg" / f"n{i}.wav", speech_like(5.0, seed=20 + i))
+        write_wav(tmp_path / "pos" / "yes" / f"s{i}_nohash_0.wav", rng.normal(0, 0.2, SAMPLE_RATE))
+    record = tmp_path / "stream.json"
+    args = ["stream", str(build), "--negatives", str(tmp_path / "neg"), "--positives", str(tmp_path / "pos")]
+    plot = tmp_path / "det.png"
+    assert (
+        main([*args, "--target-fa-per-hour", "2000", "--plot", str(plot), "--json", str(record), "--quiet"])
+        == 0
+    )
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(record.read_text())
+    points = data["sweep"]["points"]
+    assert len(points) == 9 * 4
+    own = next(p for p in points if p["threshold"] == data["threshold"] and p["window"] == data["window"])
+    assert own["fa_per_hour"] == pytest.approx(data["negatives"]["fa_per_hour"])
+    assert own["recall"] == data["positives"]["recall"]
+    chosen = data["sweep"]["chosen"]
+    meeting = [p for p in points if p["fa_per_hour"] <= 2000]
+    if chosen is None:
+        assert not meeting
+    else:
+        assert chosen["fa_per_hour"] <= 2000 and chosen["recall"] == max(p["recall"] for p in meeting)
+    assert "FA/h" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("empty folder", "no audio files"),
+        ("unreadable file", "cannot read audio"),
+        ("no firmware package", f"no {SETTINGS_HEADER}"),
+        ("nothing to scan", "give AUDIO files or folders"),
+        ("bad snr", "--snr 'loud'"),
+        ("sweep without negatives", "--sweep and --target-fa-per-hour need --negatives"),
+    ],
+)
+def test_user_errors_name_what_is_wrong(
+    case: str, message: str, build: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    target = build
+    audio = [str(tmp_path)]
+    if case == "unreadable file":
+        (tmp_path / "broken.wav").write_bytes(b"RIFF not really")
+        audio = [str(tmp_path / "broken.wav")]
+    elif case == "no firmware package":
+        target = tmp_path / "bare"
+        target.mkdir()
+        for name in ("model.tflite", "manifest.json"):
+            (target / name).write_bytes((build / name).read_bytes())
+    elif case == "nothing to scan":
+        audio = []
+    elif case == "bad snr":
+        audio = ["--positives", str(tmp_path), "--snr", "loud"]
+    elif case == "sweep without negatives":
+        audio = ["--positives", str(tmp_path), "--sweep"]
+    assert main(["stream", str(target), *audio, "--quiet"]) == 2
+    assert message in capsys.readouterr().err
