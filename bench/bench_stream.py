@@ -29,6 +29,7 @@ from edgekd.audio.io import (  # noqa: E402
     write_wav,
 )
 from edgekd.data.real_pool import SOURCES, pool_root  # noqa: E402
+from edgekd.fmt import pct  # noqa: E402
 from edgekd.report.markdown import table  # noqa: E402
 from edgekd.report.stream_view import recall_text, sweep_text  # noqa: E402
 from edgekd.stream import best_point, false_accepts, load_settings, run_positives, run_stream, sweep  # noqa: E402
@@ -52,6 +53,50 @@ def source_audio(name: str, minutes: float, out: Path) -> Path:
     return path
 
 
+def frontend_check(build: Path, positives: Path, speech: list[Path], keywords: tuple[str, ...]) -> str:
+    """Why recall in running audio differs from clip accuracy: each clip inserted into quiet noise and into
+    real speech, scored on its aligned window with the frontend run continuously (the device), reset at
+    the window (training) and reset 3 s before (a warm-up)."""
+
+    from edgekd.audio.frontend import MicroFrontend
+    from edgekd.stream import background_audio, insert_clips, read_positives
+    from edgekd.verify.runners import TFLMRunner
+
+    settings = load_settings(build)
+    clips, _ = read_positives(positives, keywords)
+    runner, fe = TFLMRunner(build / "model.tflite"), MicroFrontend()
+    frames, rows = settings.frames, []
+    for name, background, snr in (
+        ("quiet noise", [], 20.0),
+        (speech[0].stem, speech, 20.0),
+        (speech[0].stem, speech, 10.0),
+    ):
+        audio, placed = insert_clips(background_audio(background, 4.5 * len(clips), 0), clips, 0, (snr, snr))
+        continuous = fe(audio)
+        hits = {"continuous": 0, "reset": 0, "warm": 0}
+        for c in placed:
+            end = int(c.end_s * SAMPLE_RATE)
+            t = (end - fe.window) // fe.step + 1  # frames the device has at the clip's end
+            views = {
+                "continuous": continuous[t - frames : t],
+                "reset": fe(audio[end - SAMPLE_RATE : end])[:frames],
+                "warm": fe(audio[max(0, end - 4 * SAMPLE_RATE) : end])[-frames:],
+            }
+            for key, x in views.items():
+                hits[key] += int(runner.predict(x[None])[0].argmax() == settings.labels.index(c.label))
+        rows.append(
+            [name, f"{snr:g}", *(pct(hits[k] / len(placed), 1) for k in ("continuous", "reset", "warm"))]
+        )
+    headers = [
+        "background",
+        "SNR dB",
+        "continuous (device)",
+        "reset at window (training)",
+        "reset 3 s before",
+    ]
+    return table(headers, rows)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", type=Path, required=True)
@@ -60,6 +105,9 @@ def main() -> int:
     ap.add_argument("--snr", default="5:20")
     ap.add_argument("--threshold", type=float)
     ap.add_argument("--target-fa-per-hour", type=float, default=0.5)
+    ap.add_argument(
+        "--frontend-check", action="store_true", help="aligned-window accuracy, 3 frontend states"
+    )
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgekd-bench-stream"))
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -91,6 +139,9 @@ def main() -> int:
         wall = time.perf_counter() - t0
         print(f"\npositives {args.positives} inserted into {negatives[0].stem} ({wall:.0f} s)\n")
         print(recall_text(pos))
+    if args.positives and args.frontend_check:
+        print("\nthe window that ends where each clip ends (training's view), argmax accuracy:\n")
+        print(frontend_check(args.build, args.positives, negatives[1:2] or negatives[:1], keywords))
     points = sweep(settings, streamed, positives)
     chosen = best_point(points, args.target_fa_per_hour)
     print(f"\nDET sweep over all negatives ({sum(r.seconds for r in streamed) / 3600:.2f} h)\n")

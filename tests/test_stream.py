@@ -99,6 +99,21 @@ def test_each_step_is_the_device_chain(build: Path) -> None:
     assert all(0 <= d.mean_probability <= 1 for d in got.detections) and probs.max() <= 255
 
 
+def test_a_long_stream_split_with_a_worker_process_is_the_same(
+    build: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgekd import stream
+
+    settings = load_settings(build, threshold=1 / 255)
+    audio = speech_like(4.0, seed=2)
+    runner = TFLMRunner(build / "model.tflite")
+    alone = stream_audio(settings, runner, audio, "a.wav", progress=False)
+    monkeypatch.setattr(stream, "WORKER_MIN_WINDOWS", 4)
+    split = stream_audio(settings, runner, audio, "a.wav", progress=False)
+    np.testing.assert_array_equal(split.logits, alone.logits)
+    assert split.detections == alone.detections and split.due == alone.due
+
+
 def test_false_accepts_per_hour_count_every_detection_on_negative_audio() -> None:
     results = [
         FileResult(

@@ -27,8 +27,9 @@ CHUNK = 64  # clips per progress step
 def start(
     model_dir: Path, x: np.ndarray, runtimes: list[str], progress: bool
 ) -> Callable[[], dict[str, np.ndarray]]:
-    """Start scoring `x` with `runtimes` (tflm, litert) in a child process; the returned call waits
-    for their logits and raises what the child raised, as an EdgekdError naming the model."""
+    """Start scoring `x` with `runtimes` (tflm, litert; tflm_int8 for quantized inputs and raw outputs)
+    in a child process; the returned call waits for their outputs and raises what the child raised, as
+    an EdgekdError naming the model."""
     folder = Path(tempfile.mkdtemp(prefix="edgekd-runtimes-"))
     write_npy(folder / "x.npy", x)
     command = [sys.executable, "-m", __name__, str(model_dir), str(folder / "x.npy"), str(folder), *runtimes]
@@ -55,10 +56,15 @@ def main(argv: list[str]) -> int:
     model_dir, x_path, out = Path(argv[0]), Path(argv[1]), Path(argv[2])
     names = [a for a in argv[3:] if not a.startswith("--")]
     x = np.load(x_path, mmap_mode="r")
-    makers = {"tflm": TFLMRunner, "litert": LiteRTRunner}
+    tflite = model_dir / "model.tflite"
+    predictors = {  # tflm_int8: already-quantized inputs in, raw outputs out (the stream's device chain)
+        "tflm": lambda: TFLMRunner(tflite).predict,
+        "litert": lambda: LiteRTRunner(tflite).predict,
+        "tflm_int8": lambda: TFLMRunner(tflite).predict_quantized,
+    }
     try:
         for name in names:
-            runner = makers[name](model_dir / "model.tflite")
+            predict = predictors[name]()
             steps = tqdm(
                 range(0, len(x), CHUNK),
                 desc=f"verify {name}",
@@ -67,8 +73,7 @@ def main(argv: list[str]) -> int:
                 leave=False,
             )
             write_npy(
-                out / f"{name}.npy",
-                np.concatenate([runner.predict(np.asarray(x[i : i + CHUNK])) for i in steps]),
+                out / f"{name}.npy", np.concatenate([predict(np.asarray(x[i : i + CHUNK])) for i in steps])
             )
     except EdgekdError as e:
         print(e, file=sys.stderr)
