@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +82,9 @@ class StageOutput:
     dir: Path
     key: str
 
-    @property
+    @cached_property
     def info(self) -> dict[str, Any]:
-        """What the stage's `produce` returned (plus its name, key and seconds)."""
+        """What the stage's `produce` returned (plus its name, key and seconds), read once."""
         return json.loads((self.dir / DONE).read_text())
 
     @property

@@ -21,6 +21,7 @@ are checked up front so a long run does not fail at its end.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -131,16 +132,18 @@ def stream_audio(
 
     # long streams: the second half of the windows goes to a worker process (inference holds no state)
     half = len(due) // 2 if len(due) >= WORKER_MIN_WINDOWS else len(due)
-    worker = None
-    if half < len(due):
-        worker = runtime_worker.start(runner.path.parent, windows(due[half:]), ["tflm_int8"], progress=False)
     logits = np.empty((len(due), len(settings.labels)), np.int8)
-    steps = tqdm(range(0, half, 256), desc=name, unit="batch", disable=not progress, leave=False)
-    for i in steps:
-        batch = windows(due[i : min(i + 256, half)])
-        logits[i : i + len(batch)] = runner.predict_quantized(batch)
-    if worker is not None:
-        logits[half:] = worker()["tflm_int8"]
+    worker = (
+        runtime_worker.running(runner.path.parent, windows(due[half:]), ["tflm_int8"], progress=False)
+        if half < len(due)
+        else contextlib.nullcontext(dict)
+    )
+    with worker as elsewhere:
+        for i in tqdm(range(0, half, 256), desc=name, unit="batch", disable=not progress, leave=False):
+            batch = windows(due[i : min(i + 256, half)])
+            logits[i : i + len(batch)] = runner.predict_quantized(batch)
+        if half < len(due):
+            logits[half:] = elsewhere()["tflm_int8"]
     return FileResult(name, len(audio) / SAMPLE_RATE, due, logits, decide(settings, name, due, logits))
 
 

@@ -9,11 +9,12 @@ re-import the caller's `__main__`, which a user's script need not guard.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,28 +25,43 @@ from edgekd.errors import EdgekdError
 CHUNK = 64  # clips per progress step
 
 
-def start(
+@contextlib.contextmanager
+def running(
     model_dir: Path, x: np.ndarray, runtimes: list[str], progress: bool
-) -> Callable[[], dict[str, np.ndarray]]:
-    """Start scoring `x` with `runtimes` (tflm, litert; tflm_int8 for quantized inputs and raw outputs)
-    in a child process; the returned call waits for their outputs and raises what the child raised, as
-    an EdgekdError naming the model."""
+) -> Iterator[Callable[[], dict[str, np.ndarray]]]:
+    """Score `x` with `runtimes` (tflm, litert; tflm_int8 for quantized inputs and raw outputs) in a
+    child process while the block runs; the yielded call waits for their outputs and raises what the
+    child raised, as an EdgekdError naming the model. Leaving the block, by an error too, stops the
+    child and deletes its temporary files."""
     folder = Path(tempfile.mkdtemp(prefix="edgekd-runtimes-"))
-    write_npy(folder / "x.npy", x)
-    command = [sys.executable, "-m", __name__, str(model_dir), str(folder / "x.npy"), str(folder), *runtimes]
-    child = subprocess.Popen([*command, *(["--progress"] if progress else [])], stderr=subprocess.PIPE)
+    try:
+        write_npy(folder / "x.npy", x)
+        command = [
+            sys.executable,
+            "-m",
+            __name__,
+            str(model_dir),
+            str(folder / "x.npy"),
+            str(folder),
+            *runtimes,
+        ]
+        child = subprocess.Popen([*command, *(["--progress"] if progress else [])], stderr=subprocess.PIPE)
 
-    def result() -> dict[str, np.ndarray]:
-        try:
+        def result() -> dict[str, np.ndarray]:
             _, err = child.communicate()
             if child.returncode != 0:
                 tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
                 raise EdgekdError(f"{model_dir}: runtime worker ({', '.join(runtimes)}) failed: {tail[0]}")
             return {name: np.load(folder / f"{name}.npy") for name in runtimes}
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
 
-    return result
+        try:
+            yield result
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:

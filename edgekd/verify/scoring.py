@@ -7,6 +7,7 @@ all of them end in `runtime_logits`, so every table means the same thing.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,10 +59,11 @@ def runtime_logits(
     process while this one computes the references (`edgekd.verify.runtime_worker`).
     """
     slow = [n for n in ("litert", "tflm") if n in cfg.verify.runtimes] if len(x) >= WORKER_MIN_CLIPS else []
-    worker = runtime_worker.start(model_dir, x, slow, progress) if slow else None
-    logits = dict(reference())  # teacher_fp32, student_fp32_pre_qat, student_fp32, student_qat
-    here = {n: _batched(r, x, n, progress) for n, r in make_runners(cfg, model_dir, skip=tuple(slow)).items()}
-    done = {**here, **(worker() if worker else {})}
+    worker = runtime_worker.running(model_dir, x, slow, progress) if slow else contextlib.nullcontext(dict)
+    with worker as elsewhere:
+        logits = dict(reference())  # teacher_fp32, student_fp32_pre_qat, student_fp32, student_qat
+        runners = make_runners(cfg, model_dir, skip=tuple(slow))
+        done = {**{n: _batched(r, x, n, progress) for n, r in runners.items()}, **elsewhere()}
     logits |= {RUNTIME_ROWS[n]: done[n] for n in ("onnx", "litert", "tflm") if n in done}
     return logits
 
