@@ -20,7 +20,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from edgekd.build import run_build  # noqa: E402
 from edgekd.config import load_config  # noqa: E402
-from edgekd.report.markdown import STAGE_HEADERS, stage_rows, table  # noqa: E402
+from edgekd.fmt import table  # noqa: E402
+from edgekd.report.markdown import STAGE_HEADERS, stage_rows  # noqa: E402
 
 
 def run(target: str, overrides: list[str], out: Path, cache: Path) -> tuple[float, object, list]:

@@ -28,8 +28,8 @@ from edgekd.audio.io import from_pcm16, write_wav  # noqa: E402
 from edgekd.build_dir import BuildDir  # noqa: E402
 from edgekd.data.real_pool import windows  # noqa: E402
 from edgekd.evaluate import evaluate  # noqa: E402
+from edgekd.fmt import table  # noqa: E402
 from edgekd.pipeline import PeakRSS  # noqa: E402
-from edgekd.report.markdown import table  # noqa: E402
 from edgekd.stages.real_agreement import POOL  # noqa: E402
 from edgekd.verify import scoring  # noqa: E402
 

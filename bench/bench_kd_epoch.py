@@ -22,8 +22,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from edgekd.config import load_config  # noqa: E402
+from edgekd.fmt import table  # noqa: E402
 from edgekd.pipeline import Stages, default_cache_root  # noqa: E402
-from edgekd.report.markdown import table  # noqa: E402
 from edgekd.stages.data import stage_corpus, stage_features, stage_views  # noqa: E402
 from edgekd.stages.distill import fit_float_student, load_soft_labels, load_train_data  # noqa: E402
 from edgekd.stages.teacher import stage_teacher  # noqa: E402

@@ -29,7 +29,8 @@ from edgekd.build import run_build  # noqa: E402
 from edgekd.build_dir import BuildDir  # noqa: E402
 from edgekd.config import load_config  # noqa: E402
 from edgekd.evaluate import evaluate  # noqa: E402
-from edgekd.report.markdown import ROW_ORDER, STAGE_HEADERS, stage_rows, table  # noqa: E402
+from edgekd.fmt import table  # noqa: E402
+from edgekd.report.markdown import ROW_ORDER, STAGE_HEADERS, stage_rows  # noqa: E402
 from edgekd.verify.stats import mean_class_interval, wilson  # noqa: E402
 
 REAL_DATA = Path(os.environ.get("EDGEKD_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -65,7 +65,7 @@ def _epoch(threads: int, policy: str, clips: int, repeats: int) -> float:
 
 
 def main() -> int:
-    from edgekd.report.markdown import table
+    from edgekd.fmt import table
     from edgekd.runtime_env import DEFAULT_OMP_WAIT_POLICY
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

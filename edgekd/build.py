@@ -18,6 +18,7 @@ import torch
 from edgekd.artifacts import write_json, write_text
 from edgekd.build_dir import ARTIFACTS, BuildDir
 from edgekd.config import BuildConfig
+from edgekd.detect import operating_point
 from edgekd.errors import GateError
 from edgekd.export.firmware import write_firmware_package
 from edgekd.export.manifest import build_manifest, file_hashes
@@ -28,6 +29,8 @@ from edgekd.stages.distill import distills, stage_baseline, stage_student
 from edgekd.stages.export import stage_export
 from edgekd.stages.holdout import stage_holdout
 from edgekd.stages.real_agreement import POOL, stage_real_agreement
+from edgekd.stages.stream import SECTION as STREAM_SECTION
+from edgekd.stages.stream import stage_stream
 from edgekd.stages.teacher import stage_teacher
 from edgekd.stages.verify import stage_verify
 from edgekd.train.trainer import resolve_device
@@ -171,6 +174,11 @@ def check_inputs(cfg: BuildConfig) -> None:
         )
 
 
+def streams(cfg: BuildConfig) -> bool:
+    """Whether the build runs the streaming check: firmware on TFLite Micro with the micro frontend."""
+    return cfg.verify.stream.enabled and "tflm" in cfg.verify.runtimes and cfg.frontend.name == "micro"
+
+
 def run_build(
     cfg: BuildConfig, out: Path, cache_root: Path, progress: bool = True, log: Any = print
 ) -> BuildResult:
@@ -201,6 +209,12 @@ def run_build(
             log(f"real-speech agreement skipped: {pool_missing}")
         else:
             sections["real_unlabeled"] = stage_real_agreement(cfg, student, export, stages, progress)
+    stream = None
+    if streams(cfg):
+        if pool_missing := missing_pool():
+            log(f"streaming check skipped (operating point not calibrated): {pool_missing}")
+        else:
+            stream = stage_stream(cfg, corpus, features, export, stages, progress)
 
     out.mkdir(parents=True, exist_ok=True)
     staging = BuildDir(out / ".staging")
@@ -215,6 +229,8 @@ def run_build(
     for name, section in sections.items():
         parity = with_section(parity, name, json.loads((section.dir / f"{name}.json").read_text()))
         shutil.copy2(section.logits, staging.logits(name))
+    if stream is not None:
+        parity = with_section(parity, "stream", json.loads((stream.dir / STREAM_SECTION).read_text()))
     write_json(staging.path / BuildDir.PARITY, parity)
     _copy_weights(student, teacher, staging)
     training = {
@@ -233,8 +249,12 @@ def run_build(
         "baseline": baseline,
         "student": student,
         "export": export,
+        "stream": stream,
     }
-    manifest = build_manifest(cfg, staging, parity, outputs, stages.timings, gate)
+    point = (
+        stream.info["operating_point"] if stream else operating_point({"config": cfg.model_dump(mode="json")})
+    )
+    manifest = build_manifest(cfg, staging, parity, outputs, stages.timings, gate, point)
     write_json(staging.path / BuildDir.MANIFEST, manifest)
     if "tflm" in cfg.verify.runtimes:  # MCU firmware package: model_settings.h (+ ESPHome manifest)
         written = write_firmware_package(staging.path)

@@ -87,7 +87,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         )
     build, progress = Path(args.build), not args.quiet
     settings = load_settings(build, args.threshold, args.window)  # fail before any audio is read
-    keywords = tuple(k for k, d in zip(settings.labels, settings.detectable, strict=True) if d)
+    keywords = settings.keywords
     record: dict[str, Any] = {
         "build": str(build),
         "threshold": settings.threshold,
@@ -141,7 +141,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
     import yaml
 
     from edgekd.config import list_targets, load_config
-    from edgekd.report.markdown import table
+    from edgekd.fmt import table
 
     if args.action == "show":
         if not args.name:
@@ -387,7 +387,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[Arg]]] 
             ),
             (
                 ("--snr",),
-                {"default": "5:20", "help": "speech-to-background dB for positives, LOW:HIGH (default 5:20)"},
+                {
+                    "default": "10:30",
+                    "help": "speech-to-background dB for positives, LOW:HIGH (default 10:30, as builds)",
+                },
             ),
             (("--seed",), {"type": int, "default": 0, "help": "placement and SNR of the positives"}),
             (("--sweep",), {"action": "store_true", "help": "FA/h and recall over thresholds and windows"}),

@@ -51,10 +51,12 @@ from edgekd.config import SILENCE, UNKNOWN, FirmwareConfig
 from edgekd.errors import EdgekdError
 from edgekd.verify import runners
 
-# Defaults of the streaming decision: the config schema's `firmware` section is their one source
-# (a build's merged config in manifest.json carries the values actually used).
-DEFAULT_THRESHOLD = FirmwareConfig().threshold  # mean keyword probability over the window that fires
-DEFAULT_WINDOW = FirmwareConfig().window  # inferences averaged (ESPHome's sliding_window_size)
+# The operating point a build ships is in its manifest's `firmware` section: calibrated by the build's
+# streaming check (`firmware.threshold: auto`) or fixed in the config. Where neither is there (a config
+# says auto for a target without the streaming check, a build from an older edgekd), these apply:
+# ESPHome's common micro_wake_word values, never evaluated for false accepts.
+FALLBACK_THRESHOLD = 0.8  # mean keyword probability over the window that fires
+FALLBACK_WINDOW = 3  # inferences averaged (ESPHome's sliding_window_size)
 DEFAULT_STRIDE_FRAMES = FirmwareConfig().stride_frames  # 10 ms feature frames between inferences
 # The refractory period defaults to default_refractory(frames, stride): one model window.
 
@@ -254,6 +256,41 @@ def smooth_stream(
     return StreamTrace(probs, sums, decisions)
 
 
+def detections(
+    probs: np.ndarray, window: int, cutoff: int, detectable: Sequence[bool], refractory: int = 0
+) -> list[tuple[int, Decision]]:
+    """The (inference index, Decision) of every detection `smooth_stream` makes, without stepping
+    through every inference: what sweeping many operating points over hours of audio needs.
+
+    A detection needs its keyword's window sum above cutoff * window, and a sum after a reset only
+    holds fewer of the same non-negative terms, so only inferences whose plain rolling sum (no resets)
+    exceeds the cutoff can fire. Those are visited in order with the smoother's rules: none within
+    `refractory` inferences after a detection, the history since the last detection only, the best
+    keyword by lowest index on ties. Equal to `smooth_stream` decision for decision (tested).
+    """
+    p = np.asarray(probs, dtype=np.int64)
+    keep = np.flatnonzero(np.asarray(detectable, dtype=bool))
+    if not len(keep) or not len(p):
+        return []
+    csum = np.vstack([np.zeros((1, p.shape[1]), np.int64), np.cumsum(p, axis=0)])
+    ends = np.arange(1, len(p) + 1)
+    rolling = csum[ends] - csum[np.maximum(ends - window, 0)]
+    limit = cutoff * window
+    out: list[tuple[int, Decision]] = []
+    last = -(1 << 40)  # no detection yet
+    for j in np.flatnonzero(rolling[:, keep].max(axis=1) > limit):
+        if j <= last + refractory:
+            continue
+        start = max(last + 1, j - window + 1, 0)
+        sums = csum[j + 1, keep] - csum[start, keep]
+        best = int(np.argmax(sums))  # the first maximum: the lowest class index on ties
+        total = int(sums[best])
+        if total > limit:
+            out.append((int(j), Decision(True, int(keep[best]), total, total // window)))
+            last = int(j)
+    return out
+
+
 # ------------------------------------------------------------------------------------ build settings
 
 
@@ -283,6 +320,10 @@ class FirmwareSettings:
     def detectable(self) -> tuple[bool, ...]:
         """Keyword classes fire detections; `_unknown_` and `_silence_` never do."""
         return tuple(label not in NON_KEYWORDS for label in self.labels)
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        return tuple(k for k, d in zip(self.labels, self.detectable, strict=True) if d)
 
     @property
     def cutoff(self) -> int:
@@ -339,15 +380,43 @@ def settings_from_build(
     stride_frames: int | None = None,
     refractory: int | None = None,
 ) -> FirmwareSettings:
-    """Read labels, frontend, input/output quantization and arena from `<build_dir>/manifest.json`.
-
-    Decision parameters come from the arguments, else the merged config's `firmware` section, else the
-    module defaults. Inconsistent facts (labels vs output width, frontend vs input shape) are errors
-    naming the field, because firmware built from them would silently misbehave.
-    """
+    """Read labels, frontend, input/output quantization, arena and operating point from
+    `<build_dir>/manifest.json` (`settings_from_manifest`); the arguments override the operating point."""
     build = BuildDir(Path(build_dir))
-    path = build.path / BuildDir.MANIFEST
-    manifest = build.manifest()
+    return settings_from_manifest(build.manifest(), build.path, threshold, window, stride_frames, refractory)
+
+
+def operating_point(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The decision parameters a build ships: its manifest's resolved `firmware` section, else the
+    numbers of its config's `firmware` section, else the fallbacks (`chosen_by` says which)."""
+    resolved = manifest.get("firmware")
+    if resolved:
+        return resolved
+    fw = (manifest.get("config") or {}).get("firmware") or {}
+    fixed = {k: fw[k] for k in ("threshold", "window") if isinstance(fw.get(k), int | float)}
+    return {
+        "threshold": fixed.get("threshold", FALLBACK_THRESHOLD),
+        "window": fixed.get("window", FALLBACK_WINDOW),
+        "stride_frames": fw.get("stride_frames", DEFAULT_STRIDE_FRAMES),
+        "refractory": fw.get("refractory"),
+        "chosen_by": "config" if len(fixed) == 2 else "fallback (not calibrated)",
+    }
+
+
+def settings_from_manifest(
+    manifest: dict[str, Any],
+    build_dir: Path,
+    threshold: float | None = None,
+    window: int | None = None,
+    stride_frames: int | None = None,
+    refractory: int | None = None,
+) -> FirmwareSettings:
+    """The firmware settings a manifest describes (the build's own, or the facts a build stage gathers
+    before the manifest exists). Decision parameters come from the arguments, else `operating_point`.
+    Inconsistent facts (labels vs output width, frontend vs input shape) are errors naming the field,
+    because firmware built from them would silently misbehave.
+    """
+    path = build_dir / BuildDir.MANIFEST
     labels = tuple(str(c) for c in _field(manifest, "classes", path))
     frontend = dict(_field(manifest, "frontend", path))
     model_in, model_out = _field(manifest, "model_io.input", path), _field(manifest, "model_io.output", path)
@@ -371,14 +440,13 @@ def settings_from_build(
     headroom = int(_field(manifest, "arena.with_headroom_bytes", path))
     if measured <= 0 or headroom < measured:
         raise EdgekdError(f"{path}: arena.with_headroom_bytes {headroom} < arena.measured_bytes {measured}")
-    fw = ((manifest.get("config") or {}).get("firmware")) or {}
-    stride = int(
-        stride_frames if stride_frames is not None else fw.get("stride_frames", DEFAULT_STRIDE_FRAMES)
-    )
+    op = operating_point(manifest)
+    stride = int(stride_frames if stride_frames is not None else op["stride_frames"])
     if stride < 1:
         raise EdgekdError(f"{path}: config.firmware.stride_frames must be >= 1, got {stride}")
+    muted = refractory if refractory is not None else op.get("refractory")
     settings = FirmwareSettings(
-        build_dir=build.path,
+        build_dir=build_dir,
         target=str(manifest.get("target", "unknown")),
         labels=labels,
         frontend=frontend,
@@ -391,16 +459,10 @@ def settings_from_build(
         output_zero_point=out_zp,
         arena_measured_bytes=measured,
         arena_bytes=-(-headroom // ARENA_ALIGN) * ARENA_ALIGN,
-        threshold=float(threshold if threshold is not None else fw.get("threshold", DEFAULT_THRESHOLD)),
-        window=int(window if window is not None else fw.get("window", DEFAULT_WINDOW)),
+        threshold=float(threshold if threshold is not None else op["threshold"]),
+        window=int(window if window is not None else op["window"]),
         stride_frames=stride,
-        refractory=int(
-            refractory
-            if refractory is not None
-            else fw.get("refractory")
-            if fw.get("refractory") is not None
-            else default_refractory(in_shape[1], stride)
-        ),
+        refractory=int(muted if muted is not None else default_refractory(in_shape[1], stride)),
     )
     try:
         probability_cutoff(settings.threshold)

@@ -19,3 +19,13 @@ def kb(n: float | None) -> str:
 
 def num(v: float | None, fmt: str) -> str:
     return MISSING if v is None else format(v, fmt)
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-flavoured markdown table that also reads well in a terminal."""
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    fmt = "| " + " | ".join(f"{{:<{w}}}" for w in widths) + " |"
+    lines = [fmt.format(*headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += [fmt.format(*r) for r in cells]
+    return "\n".join(lines)

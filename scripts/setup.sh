@@ -62,6 +62,13 @@ EOF
   fi
 fi
 
+# A C++ toolchain: `edgekd stream`'s INT8 engine compiles its kernels with it (torch.compile; without it
+# the engine runs eagerly, ~5x slower), and the firmware host tests build firmware_stub with cmake.
+mapfile -t missing < <(missing_debs g++ cmake)
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
 # Debian chromium: only the report.html browser test needs it (skipped, with a reason, where it is absent).
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null

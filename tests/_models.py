@@ -69,10 +69,17 @@ def _energy_edges() -> torch.Tensor:
     return torch.quantile(means, torch.linspace(0, 1, N_CLASSES + 1)[1:-1])
 
 
-def train_steps(model: torch.nn.Module, steps: int, seed: int, batch: int = 32) -> list[float]:
-    """A plain optimizer loop, as a caller of `prepare_qat` would write it; returns the losses."""
+def train_steps(
+    model: torch.nn.Module,
+    steps: int,
+    seed: int,
+    batch: int = 32,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> list[float]:
+    """A plain optimizer loop (Adam, lr 1e-2 unless given), as a caller of `prepare_qat` would write it;
+    returns the losses."""
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for step in range(steps):
         x = realistic_features(batch, seed=seed * 1000 + step)

@@ -5,6 +5,7 @@ Test modules import builders from here (never from each other), and session fixt
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers / huggingface_hub read it
@@ -20,6 +21,14 @@ import pytest
 import torch
 import transformers
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema_fb
+
+from edgekd.artifacts import write_json
+from edgekd.audio.frontend import MicroFrontend
+from edgekd.audio.io import SAMPLE_RATE
+from edgekd.config import load_config
+from edgekd.export.firmware import write_firmware_package
+from edgekd.export.manifest import file_hashes, model_io
+from edgekd.verify.tflite_info import measure_arena
 
 # ---------------------------------------------------------------- a tiny conv KWS net and its exports
 
@@ -202,3 +211,75 @@ def save_tiny(
     head = {"id2label": dict(enumerate(labels))} if labels else {"num_labels": num_labels}
     model_cls(config_cls(**kwargs, **head)).save_pretrained(folder)
     return folder
+
+
+# ---------------------------------------------------------------- streaming: a build around the tiny net
+
+
+def stream_build(folder: Path, models: KwsModels) -> Path:
+    """A build directory around the fixture's INT8 model: manifest, firmware package, nothing trained."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.tflite").write_bytes(models.int8.read_bytes())
+    arena = measure_arena(folder / "model.tflite")
+    manifest = {
+        "target": "esp32s3",
+        "classes": load_config("esp32s3").classes,
+        "frontend": {**MicroFrontend().params(), "input_shape": [98, 40]},
+        "model_io": model_io(folder / "model.tflite"),
+        "arena": {"measured_bytes": arena, "with_headroom_bytes": arena + 1024},
+        "config": {},
+        "files": file_hashes(folder, ["model.tflite"]),
+    }
+    write_json(folder / "manifest.json", manifest)
+    write_firmware_package(folder)
+    return folder
+
+
+def speech_like(seconds: float, seed: int) -> np.ndarray:
+    """Noise with loud bursts: something for the frontend to adapt to and the model to react to."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 0.01, int(seconds * SAMPLE_RATE)).astype(np.float32)
+    for start in rng.uniform(0, seconds - 0.5, int(seconds)):
+        i = int(start * SAMPLE_RATE)
+        x[i : i + 4000] += rng.normal(0, 0.3, 4000).astype(np.float32)
+    return np.clip(x, -1, 1)
+
+
+# ---------------------------------------------------------------- a real student build
+
+
+def student_build(out: Path, target: str) -> Path:
+    """A build directory laid out as `run_build` does (config.json, weights/float.pt, weights/qat.pt,
+    model.tflite) around the target's student trained a few steps, QAT-trained a few more and exported
+    the real way (~30 s): real conversion, real module names, the target's op set."""
+    from _models import realistic_features, train_steps
+
+    from edgekd.export.tflite import export_tflite
+    from edgekd.models.restore import make_student
+    from edgekd.train.qat import convert_qat, freeze_observers, prepare_qat
+
+    (out / "weights").mkdir(parents=True)
+    cfg = load_config(target)
+    (out / "config.json").write_text(json.dumps(cfg.model_dump(mode="json")))
+    torch.manual_seed(0)
+    # channels_last: eager conv+BN training is ~10x faster (DESIGN.md); 200 steps take ~4 s.
+    model = make_student(cfg, (98, 40)).to(memory_format=torch.channels_last)
+    train_steps(model, 200, seed=1, batch=32, optimizer=torch.optim.Adam(model.parameters(), lr=3e-3))
+    with torch.no_grad():  # settle batch-norm statistics on the final weights, as late epochs do
+        for step in range(20):
+            model(realistic_features(64, seed=5000 + step))
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    torch.save(model.state_dict(), out / "weights" / "float.pt")
+    prepared = prepare_qat(model, realistic_features(2, seed=7))
+    train_steps(prepared, 3, seed=2, batch=64, optimizer=torch.optim.SGD(prepared.parameters(), lr=1e-3))
+    freeze_observers(prepared)
+    prepared.eval()
+    torch.save(prepared.state_dict(), out / "weights" / "qat.pt")
+    export_tflite(convert_qat(prepared).for_tflite, realistic_features(1, seed=8), out / "model.tflite")
+    return out
+
+
+@pytest.fixture(scope="session")
+def esp32s3_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The esp32s3 student (DS-CNN S) as a small trained build directory, once per session."""
+    return student_build(tmp_path_factory.mktemp("esp32s3_student") / "build", "esp32s3")

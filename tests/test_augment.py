@@ -316,6 +316,30 @@ def test_passing_other_with_mix_prob_zero_keeps_the_random_stream() -> None:
         )
 
 
+def test_background_speech_is_a_stretch_of_the_recording_within_the_snr_range() -> None:
+    x = _speech()
+    talk = (0.2 * np.random.default_rng(4).standard_normal(20 * N)).astype(np.float32)
+    cfg = _cfg(speech_prob=1.0, speech_snr_db=(0.0, 20.0))
+    levels = []
+    for i in range(30):
+        y = augment(x, cfg, view_rng(0, i, 1), speech=talk)
+        levels.append(_snr_db(x, y))
+        start = int(np.argmax(np.correlate(talk, (y - x)[:64], "valid")))  # where the stretch begins
+        seg = talk[start : start + N]
+        scale = float(np.dot(y - x, seg) / np.dot(seg, seg))
+        np.testing.assert_allclose(y - x, scale * seg, atol=1e-5)  # one stretch of the recording, scaled
+    assert min(levels) >= -0.05 and max(levels) <= 20.05 and min(levels) < 5 and max(levels) > 15
+    # no speech there, or the option off: the view and its random stream are what they were
+    for i in range(5):
+        np.testing.assert_array_equal(augment(x, _cfg(), view_rng(0, i, 1), speech=talk), x)
+    old = AugmentConfig(noise_prob=1.0, reverb_prob=0.5)
+    np.testing.assert_array_equal(
+        augment(x, old, view_rng(0, 0, 1), speech=talk), augment(x, old, view_rng(0, 0, 1))
+    )
+    silent = np.zeros(5 * N, np.float32)  # a pause: left out rather than blown up
+    np.testing.assert_array_equal(augment(x, cfg, view_rng(0, 0, 1), speech=silent), x)
+
+
 # --- the channel: simulated rooms, microphones, codecs, overload, noise floor ---------------------------
 
 

@@ -127,7 +127,7 @@ def test_unreadable_inputs_are_user_errors(tmp_path: Path, capsys: pytest.Captur
     other.write_text(json.dumps({"schema": "edgekd.inspect/1"}))
     assert main(["compare", str(good), str(other)]) == 2
     err = capsys.readouterr().err
-    assert "other.json: schema 'edgekd.inspect/1' is not 'edgekd.parity/1'" in err
+    assert "other.json: schema 'edgekd.inspect/1' is not 'edgekd.parity/1' or 'edgekd.parity/2'" in err
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     with pytest.raises(EdgekdError, match="broken.json: not valid JSON"):
@@ -140,3 +140,37 @@ def test_unreadable_inputs_are_user_errors(tmp_path: Path, capsys: pytest.Captur
     partial.write_text(json.dumps({"schema": "edgekd.parity/1", "rows": {}}))
     with pytest.raises(EdgekdError, match=r"partial.json: missing field\(s\)"):
         load_parity(partial)
+
+
+def _stream(false_accepts: int, hours: float, hits: int, clips: int = 150) -> dict[str, Any]:
+    """The streaming section's figures `compare` reads."""
+    return {
+        "operating_point": {"threshold": 0.85, "window": 3},
+        "negatives": {"false_accepts": false_accepts, "hours": hours, "fa_per_hour": false_accepts / hours},
+        "positives": {"clips": clips, "recall": hits / clips},
+    }
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "regressions"),
+    [
+        (_stream(1, 0.5, 90), _stream(2, 0.5, 85), []),  # one more false accept, 5 fewer hits: noise
+        (_stream(1, 0.5, 90), _stream(12, 0.5, 90), ["stream.fa_per_hour rose"]),
+        (_stream(1, 0.5, 90), _stream(1, 0.5, 60), ["stream.positives.recall dropped"]),
+        (_stream(12, 0.5, 60), _stream(1, 0.5, 90), []),  # better is never a regression
+    ],
+)
+def test_streaming_changes_count_when_significant(old: dict, new: dict, regressions: list[str]) -> None:
+    a, b = _parity(), _parity()
+    a["schema"] = "edgekd.parity/1"  # an older record: without streaming figures, still readable
+    result = compare({**a, "stream": old}, {**b, "stream": new})
+    assert [r.split(" from")[0] for r in result.regressions] == regressions
+    text = render_compare(result)
+    assert "Streaming" in text and "fa_per_hour" in text and "positives.recall" in text
+
+
+def test_streaming_figures_on_one_side_only_are_a_note(tmp_path: Path) -> None:
+    old = _write(tmp_path / "old", {**_parity(), "schema": "edgekd.parity/1"})
+    new = _write(tmp_path / "new", {**_parity(), "stream": _stream(1, 0.5, 90)})
+    result = compare(load_parity(old), load_parity(new))
+    assert result.passed and "streaming figures only in NEW" in result.notes

@@ -41,6 +41,10 @@ SMALL = [
     "distill.teacher_gate=warn",
     "verify.pool_windows=200",
     "gates.pool_min_agreement=0.01",  # gated here, so the test sees the gate (report-only by default)
+    "verify.stream.calibration_minutes=1",
+    "verify.stream.report_minutes=1",
+    "verify.stream.positives=30",
+    "gates.max_fa_per_hour=null",  # a 3-epoch toy fires at will; the gate has its own tests
 ]
 
 SHIPPED = (
@@ -101,7 +105,7 @@ def test_build_writes_every_artifact(built: tuple[Path, Path]) -> None:
 
 def test_parity_json_schema(built: tuple[Path, Path]) -> None:
     parity = json.loads((built[0] / "parity.json").read_text())
-    assert parity["schema"] == "edgekd.parity/1" and parity["target"] == "esp32s3"
+    assert parity["schema"] == "edgekd.parity/2" and parity["target"] == "esp32s3"
     for runtime in (
         "teacher_fp32",
         "student_fp32_pre_qat",
@@ -144,6 +148,7 @@ def test_parity_only_change_does_not_retrain(built: tuple[Path, Path], capsys: p
     assert main(_args(out, cache, "verify.max_clips=20")) == 0
     timings = {t["name"]: t["cached"] for t in json.loads((out / "manifest.json").read_text())["timings"]}
     assert timings.pop("real_agreement", True)  # measured where setup could fetch the real-speech pool
+    assert timings.pop("stream", True)  # the streaming check depends on the model, not on verify
     assert timings == {
         "corpus": True,
         "views": True,
@@ -232,12 +237,17 @@ def test_eval_scores_a_speech_commands_folder(
     )
 
 
-def test_real_unlabeled_agreement_is_measured_and_gated(built: tuple[Path, Path]) -> None:
-    out, _ = built
+def skip_without_pool() -> None:
+    """The checks on the built-in real-speech pool run where setup could fetch it."""
     if missing_pool():
         pytest.skip(
             f"the built-in real-speech pool is not unpacked here (scripts/setup.sh): {missing_pool()}"
         )
+
+
+def test_real_unlabeled_agreement_is_measured_and_gated(built: tuple[Path, Path]) -> None:
+    out, _ = built
+    skip_without_pool()
     parity = json.loads((out / "parity.json").read_text())
     r = parity["real_unlabeled"]
     assert r["n_windows"] == 200 and r["source"] == "builtin:debian-speech"
@@ -251,6 +261,27 @@ def test_real_unlabeled_agreement_is_measured_and_gated(built: tuple[Path, Path]
     assert gate["name"] == "real_unlabeled_agreement_tflm_vs_student_fp32" and gate in parity["gates"]
     assert gate["value"] == r["agreement_with_student_fp32"]["student_int8_tflm"]
     assert "Real speech, unlabelled" in (out / "report.md").read_text()
+
+
+def test_streaming_check_calibrates_the_operating_point_the_firmware_ships(built: tuple[Path, Path]) -> None:
+    out, _ = built
+    skip_without_pool()
+    parity = json.loads((out / "parity.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    stream = parity["stream"]
+    op = stream["operating_point"]
+    assert manifest["firmware"] == op and op["chosen_by"].startswith("calibrated for <= 0.5 FA/h")
+    assert (op["threshold"], op["window"]) == (stream["calibration"]["chosen"]["threshold"],
+                                               stream["calibration"]["chosen"]["window"])  # fmt: skip
+    header = (out / "model_settings.h").read_text()
+    assert f"kSmoothingWindow = {op['window']};" in header
+    assert f"kProbabilityCutoff = {int(op['threshold'] * 255)};" in header
+    assert stream["negatives"]["hours"] == pytest.approx(1 / 60, rel=0.01)
+    assert stream["calibration"]["negatives"]["hours"] == pytest.approx(1 / 60, rel=0.01)
+    assert 0 < stream["positives"]["clips"] <= 30 and stream["gates"] == []
+    assert (
+        "## Streaming" in (out / "report.md").read_text() and "id=stream" in (out / "report.html").read_text()
+    )
 
 
 def test_holdout_is_scored_gated_and_matches_eval(

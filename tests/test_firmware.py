@@ -12,10 +12,12 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import KwsModels, speech_like, stream_build
 
 from edgekd import detect
 from edgekd.artifacts import sha256_bytes
@@ -117,8 +119,31 @@ def _crafted_logits(n: int, table: np.ndarray, rng: np.random.Generator) -> tupl
     return logits, cutoff
 
 
-def write_vectors(path: Path, raw: np.ndarray, seed: int = 0) -> dict[str, int]:
-    """Inputs and edgekd's expected outputs in the format of firmware_stub/host_test/kws_vectors.cc."""
+@dataclass(frozen=True)
+class Pipe:
+    """A streaming run's settings for the vectors file (a build's, or the crafted test's)."""
+
+    input_scale: float = INPUT_SCALE
+    input_zero_point: int = INPUT_ZP
+    output_scale: float = OUTPUT_SCALE
+    frames: int = RING_FRAMES
+    stride: int = STRIDE
+    window: int = WINDOW
+    refractory: int = REFRACTORY
+    labels: tuple[str, ...] = tuple(LABELS)
+
+
+def write_vectors(
+    path: Path,
+    raw: np.ndarray,
+    seed: int = 0,
+    pipe: Pipe = Pipe(),
+    logits: np.ndarray | None = None,
+    cutoff: int | None = None,
+) -> dict[str, int]:
+    """Inputs and edgekd's expected outputs in the format of firmware_stub/host_test/kws_vectors.cc:
+    `logits` (one row per scheduled inference, e.g. TFLite Micro's on a real stream) with `cutoff`, or
+    crafted ones that reach every branch of the rule."""
     arrays: dict[str, np.ndarray | list[int]] = {}
 
     def bits(x: float) -> int:
@@ -133,23 +158,25 @@ def write_vectors(path: Path, raw: np.ndarray, seed: int = 0) -> dict[str, int]:
         arrays[f"quant.{i}.raw"] = every
         arrays[f"quant.{i}.expected"] = detect.quantize_raw_features(every, scale, zp)
 
-    table = detect.exp_table(OUTPUT_SCALE)
-    frames_q = detect.quantize_raw_features(raw, INPUT_SCALE, INPUT_ZP)
-    scheduled = list(detect.feature_windows(frames_q, RING_FRAMES, STRIDE))
-    logits, cutoff = _crafted_logits(len(scheduled), table, np.random.default_rng(seed))
-    detectable = [lbl not in detect.NON_KEYWORDS for lbl in LABELS]
-    trace = detect.smooth_stream(logits, table, WINDOW, cutoff, detectable, REFRACTORY)
+    table = detect.exp_table(pipe.output_scale)
+    frames_q = detect.quantize_raw_features(raw, pipe.input_scale, pipe.input_zero_point)
+    scheduled = list(detect.feature_windows(frames_q, pipe.frames, pipe.stride))
+    if logits is None:
+        logits, cutoff = _crafted_logits(len(scheduled), table, np.random.default_rng(seed))
+    assert cutoff is not None and len(logits) == len(scheduled)
+    detectable = [lbl not in detect.NON_KEYWORDS for lbl in pipe.labels]
+    trace = detect.smooth_stream(logits, table, pipe.window, cutoff, detectable, pipe.refractory)
     arrays.update(
         {
-            "pipe.frames": [RING_FRAMES],
+            "pipe.frames": [pipe.frames],
             "pipe.features": [raw.shape[1]],
-            "pipe.stride": [STRIDE],
-            "pipe.scale_bits": [bits(INPUT_SCALE)],
-            "pipe.zero_point": [INPUT_ZP],
-            "pipe.classes": [len(LABELS)],
-            "pipe.window": [WINDOW],
+            "pipe.stride": [pipe.stride],
+            "pipe.scale_bits": [bits(pipe.input_scale)],
+            "pipe.zero_point": [pipe.input_zero_point],
+            "pipe.classes": [len(pipe.labels)],
+            "pipe.window": [pipe.window],
             "pipe.cutoff": [cutoff],
-            "pipe.refractory": [REFRACTORY],
+            "pipe.refractory": [pipe.refractory],
             "pipe.detectable": [int(d) for d in detectable],
             "pipe.exp_table": table,
             "pipe.raw": raw,
@@ -192,6 +219,45 @@ def test_cpp_matches_python_bit_for_bit(host_build: Path, stream_raw: np.ndarray
     proc = _run([str(host_build / "kws_vectors"), str(vectors)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"({info['inferences']} inferences, {info['detections']} detections)" in proc.stdout
+
+
+def test_cpp_agrees_with_the_stream_evaluator_event_for_event_on_a_real_stream(
+    host_build: Path, models: KwsModels, tmp_path: Path
+) -> None:
+    """`edgekd stream`'s evaluator on a minute of real speech (the built-in pool; noise bursts without
+    it) with TFLite Micro's int8 logits, against the C++ kws pipeline fed the same frontend frames and
+    those logits: the C++ recomputes every window, probability, sum and decision, and each detection the
+    evaluator reports is a C++ detection at the same inference. TFLite Micro itself is the wheel's C++
+    build (its sources are not here to compile); the kws component is firmware_stub's own C++."""
+    from edgekd.data.real_pool import negative_recordings
+    from edgekd.errors import DataError
+    from edgekd.stream import load_settings, stream_audio
+
+    build = stream_build(tmp_path / "build", models)
+    try:
+        audio = np.concatenate([r.audio for r in negative_recordings("check", 1.0, seed=0)])
+    except DataError:
+        audio = speech_like(60.0, seed=3)
+    settings = load_settings(build, threshold=0.105, window=2)  # the toy is never sure: fires now and then
+    result = stream_audio(settings, runners.TFLMRunner(build / "model.tflite"), audio, "real", progress=False)
+    raw = np.round(MicroFrontend()(audio) / np.float32(MICRO_FEATURE_SCALE)).astype(np.uint16)
+    pipe = Pipe(settings.input_scale, settings.input_zero_point, settings.output_scale, settings.frames,
+                settings.stride_frames, settings.window, settings.refractory, settings.labels)  # fmt: skip
+    vectors = tmp_path / "vectors.txt"
+    info = write_vectors(vectors, raw, pipe=pipe, logits=result.logits, cutoff=settings.cutoff)
+    assert info["inferences"] == result.inferences > 500
+    assert info["detections"] == len(result.detections) >= 1
+    proc = _run([str(host_build / "kws_vectors"), str(vectors)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"({info['inferences']} inferences, {info['detections']} detections)" in proc.stdout
+    trace = detect.smooth_stream(result.logits, settings.exp_table(), settings.window, settings.cutoff,
+                                 settings.detectable, settings.refractory)  # fmt: skip
+    fired = [
+        (t, settings.labels[d.label]) for t, d in zip(result.due, trace.decisions, strict=True) if d.detected
+    ]
+    assert [(round((t - 1) * 0.01 + 0.03, 3), w) for t, w in fired] == [
+        (d.time_s, d.label) for d in result.detections
+    ]
 
 
 def _half_to_even(x: np.ndarray, scale: float, zero_point: int, dtype: type = np.int8) -> np.ndarray:
@@ -334,8 +400,8 @@ def test_model_settings_compiles_with_model_data_and_matches_manifest(
     assert int(got["pcan_gain_bits"]) == fe["pcan_gain_control"]["gain_bits"]
     assert int(got["log_scale_shift"]) == fe["log_scale"]["scale_shift"]
     assert float(got["feature_scale"]) == MICRO_FEATURE_SCALE
-    assert int(got["window"]) == detect.DEFAULT_WINDOW and int(got["stride"]) == detect.DEFAULT_STRIDE_FRAMES
-    assert int(got["cutoff"]) == int(detect.DEFAULT_THRESHOLD * 255) == 204
+    assert int(got["window"]) == detect.FALLBACK_WINDOW and int(got["stride"]) == detect.DEFAULT_STRIDE_FRAMES
+    assert int(got["cutoff"]) == int(detect.FALLBACK_THRESHOLD * 255) == 204
     assert int(got["refractory"]) == 10  # ceil(98 frames / 10): one input window
     assert got["ops"].split() == [
         "AveragePool2D",
@@ -359,6 +425,29 @@ def test_settings_follow_a_firmware_config_section(tmp_path: Path) -> None:
     assert detect.settings_from_build(build, threshold=0.5).cutoff == 127
     header = write_firmware_package(build)[0].read_text()
     assert "kSmoothingWindow = 5;" in header and "kProbabilityCutoff = 229;" in header
+
+
+def test_the_calibrated_operating_point_wins_and_auto_alone_falls_back(tmp_path: Path) -> None:
+    """A build's manifest `firmware` section (the operating point its streaming check calibrated) is what
+    firmware ships; a config that says auto with no calibration (a build without the check) gets the
+    fallback, and says so."""
+    calibrated = {
+        "threshold": 0.95,
+        "window": 2,
+        "stride_frames": 10,
+        "refractory": 12,
+        "chosen_by": "calibrated",
+    }
+    auto = {"firmware": {"threshold": "auto", "window": "auto", "stride_frames": 10}}
+    build = fake_build(tmp_path / "calibrated", config=auto, firmware=calibrated)
+    s = detect.settings_from_build(build)
+    assert (s.threshold, s.window, s.refractory, s.cutoff) == (0.95, 2, 12, 242)
+    assert "kSmoothingWindow = 2;" in write_firmware_package(build)[0].read_text()
+    fallback = detect.operating_point({"config": auto})
+    assert (fallback["threshold"], fallback["window"]) == (detect.FALLBACK_THRESHOLD, detect.FALLBACK_WINDOW)
+    assert fallback["chosen_by"] == "fallback (not calibrated)"
+    half = detect.operating_point({"config": {"firmware": {"threshold": 0.7, "window": "auto"}}})
+    assert (half["threshold"], half["window"], half["chosen_by"]) == (0.7, 3, "fallback (not calibrated)")
 
 
 @pytest.mark.parametrize(

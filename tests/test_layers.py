@@ -13,13 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from _models import energy_labels, realistic_features
+from _models import realistic_features
+from conftest import student_build
 
-from edgekd.config import load_config
-from edgekd.models.restore import make_student
 from edgekd.report.layers import layers_md, worst_layer
-from edgekd.train.qat import convert_qat, freeze_observers, prepare_qat
 from edgekd.verify.layers import compare_layers
 
 DS_CNN_S_LAYERS = [
@@ -31,43 +28,9 @@ DS_CNN_S_LAYERS = [
 ]
 
 
-def _steps(model: torch.nn.Module, opt: torch.optim.Optimizer, steps: int, seed: int, batch: int) -> None:
-    model.train()
-    for step in range(steps):
-        x = realistic_features(batch, seed=seed * 1000 + step)
-        loss = torch.nn.functional.cross_entropy(model(x), energy_labels(x))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-
 @pytest.fixture(scope="module")
-def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _make_build(tmp_path_factory.mktemp("layers") / "build", "esp32s3")
-
-
-def _make_build(out: Path, target: str) -> Path:
-    from edgekd.export.tflite import export_tflite
-
-    (out / "weights").mkdir(parents=True)
-    cfg = load_config(target)
-    (out / "config.json").write_text(json.dumps(cfg.model_dump(mode="json")))
-    torch.manual_seed(0)
-    # channels_last: eager conv+BN training is ~10x faster (DESIGN.md); 200 steps take ~4 s.
-    model = make_student(cfg, (98, 40)).to(memory_format=torch.channels_last)
-    _steps(model, torch.optim.Adam(model.parameters(), lr=3e-3), steps=200, seed=1, batch=32)
-    with torch.no_grad():  # settle batch-norm statistics on the final weights, as late epochs do
-        for step in range(20):
-            model(realistic_features(64, seed=5000 + step))
-    model = model.to(memory_format=torch.contiguous_format).eval()
-    torch.save(model.state_dict(), out / "weights" / "float.pt")
-    prepared = prepare_qat(model, realistic_features(2, seed=7))
-    _steps(prepared, torch.optim.SGD(prepared.parameters(), lr=1e-3), steps=3, seed=2, batch=64)
-    freeze_observers(prepared)
-    prepared.eval()
-    torch.save(prepared.state_dict(), out / "weights" / "qat.pt")
-    export_tflite(convert_qat(prepared).for_tflite, realistic_features(1, seed=8), out / "model.tflite")
-    return out
+def build(esp32s3_student: Path) -> Path:
+    return esp32s3_student  # read only: the damage tests copy it first
 
 
 @pytest.fixture(scope="module")
@@ -150,5 +113,5 @@ def test_corrupted_layer_is_named_worst(
 def test_every_mobilenet_activation_has_a_trained_quantizer(tmp_path: Path, clips: np.ndarray) -> None:
     """Regression: the residual ADD feeding the pool had no QAT quantizer, so the converter borrowed the
     post-pool scale and clipped ~10% of its values; the head conv before pooling gives it one."""
-    rows = compare_layers(_make_build(tmp_path / "build", "mobile"), clips, max_clips=8)
+    rows = compare_layers(student_build(tmp_path / "build", "mobile"), clips, max_clips=8)
     assert [r["layer"] for r in rows if not r["trained_quantizer"]] == []

@@ -16,11 +16,13 @@ from edgekd.audio.io import SAMPLE_RATE, to_pcm16
 from edgekd.config import load_config
 from edgekd.data.real_pool import (
     MARKER,
+    NEGATIVE_SOURCES,
     POOLS,
     SETUP,
     SOURCES,
     SPEECH_FLOOR_DBFS,
     is_check_file,
+    negative_recordings,
     pool_licences,
     pool_root,
     resolve_pool,
@@ -156,6 +158,30 @@ def test_a_cap_takes_an_even_share_per_source_and_a_small_source_leaves_its_shar
     everything = load_unlabeled("builtin:debian-speech", N, max_clips=0, seed=3, progress=False)
     assert everything.sources == {"asterisk-en": 5, "fillets-cs": 20, "fillets-nl": 20, "tuxpaint-desc": 20}
     assert len(load_unlabeled("builtin:debian-speech", N, 1000, 3, progress=False).clips) == 65
+
+
+def test_negative_recordings_calibrate_and_report_on_different_files_without_english(fake_root: Path) -> None:
+    """Calibration reads the train part, the reported figures the check part: no file is in both, each
+    source is one recording of its equal share, and tuxpaint's English descriptions are never read."""
+    _fake_pool(fake_root, dict.fromkeys(NEGATIVE_SOURCES, 40))
+    english = fake_root / SOURCES["tuxpaint-desc"].package / "usr/share/tuxpaint/stamps/cat_desc.ogg"
+    sf.write(str(english), np.ones(3 * N, np.float32) * 0.1, SAMPLE_RATE)
+    (english.parent / "empty_desc_fr.ogg").write_bytes(b"")  # unreadable: skipped, not fatal
+    calibration = negative_recordings("train", 0, seed=0)
+    report = negative_recordings("check", 0, seed=0)
+    assert [r.source for r in calibration] == [r.source for r in report] == list(NEGATIVE_SOURCES)
+    root = pool_root()
+    for cal, rep in zip(calibration, report, strict=True):
+        base = root / SOURCES[cal.source].package
+        assert cal.files and rep.files and not set(cal.files) & set(rep.files)
+        assert all(not is_check_file(base / f, root) for f in cal.files)
+        assert all(is_check_file(base / f, root) for f in rep.files)
+        assert all(f.name != "cat_desc.ogg" for f in cal.files + rep.files)
+        assert cal.seconds == pytest.approx(len(cal.files) * 3 * N / SAMPLE_RATE)
+    capped = negative_recordings("train", 3 * 0.3 / 60, seed=0)  # 0.3 s per source
+    assert [r.seconds for r in capped] == pytest.approx([0.3] * 3)
+    assert negative_recordings("train", 0, seed=1)[0].files != calibration[0].files  # seeded order
+    assert sorted(negative_recordings("train", 0, seed=1)[0].files) == sorted(calibration[0].files)
 
 
 def test_a_list_of_files_reads_like_a_folder(fake_root: Path) -> None:

@@ -28,8 +28,10 @@ import pytest
 
 from edgekd.config import load_config
 from edgekd.report.html import logit_diffs_from_logits, report_html
+from edgekd.stages.stream import stream_gates
 from edgekd.verify.budget import Budget
-from edgekd.verify.parity import parity_report, row
+from edgekd.verify.parity import parity_report, row, with_section
+from edgekd.verify.stats import poisson_rate_interval
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 needs_chromium = pytest.mark.skipif(
@@ -55,6 +57,49 @@ def _logits(rng: np.random.Generator, y: np.ndarray, n_classes: int, accuracy: f
     target = np.where(right, y, (y + 1 + rng.integers(0, n_classes - 1, len(y))) % n_classes)
     out[np.arange(len(y)), target] += 4.0
     return out
+
+
+def _stream_section(cfg: Any) -> dict[str, Any]:
+    """A streaming section: 1 false accept in 30 min of real speech, recall falling with the threshold."""
+    thresholds = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99)
+    det = [
+        {
+            "window": w,
+            "threshold": t,
+            "fa_per_hour": 60 * (1 - t) ** 2 / w,
+            "recall": 0.9 - 0.6 * t**4 - 0.02 * w,
+        }
+        for w in (1, 2, 3, 5)
+        for t in thresholds
+    ]
+    per_source = {
+        name: {"files": 120, "hours": 1 / 6, "false_accepts": k, "fa_per_hour": 6.0 * k}
+        for name, k in (("fillets-cs", 1), ("fillets-nl", 0), ("tuxpaint-desc", 0))
+    }
+    negatives = {
+        "audio": "builtin:debian-speech check part: fillets-cs, fillets-nl, tuxpaint-desc, no English",
+        "hours": 0.5,
+        "false_accepts": 1,
+        "fa_per_hour": 2.0,
+        "fa_per_hour_interval": list(poisson_rate_interval(1, 0.5)),
+        "per_source": per_source,
+    }
+    positives = {"path": "corpus test split", "about": "synthetic voices never trained on", "clips": 150,
+                 "recall": 0.62, "wrong_keyword": 3, "snr_db": [10.0, 30.0]}  # fmt: skip
+    return {
+        "operating_point": {
+            "threshold": 0.85,
+            "window": 3,
+            "stride_frames": 10,
+            "refractory": 10,
+            "chosen_by": "calibrated for <= 0.5 FA/h on 0.33 h of calibration speech",
+        },  # fmt: skip
+        "negatives": negatives,
+        "positives": positives,
+        "det": det,
+        "det_positives": "positives",
+        "gates": stream_gates(cfg, negatives, positives["recall"]),
+    }
 
 
 def _record(passed: bool) -> tuple[dict, dict, dict, dict[str, np.ndarray], list[dict]]:
@@ -94,7 +139,7 @@ def _record(passed: bool) -> tuple[dict, dict, dict, dict[str, np.ndarray], list
         19.77,
         "estimate: 4744768 MACs / (1.0 MAC/cycle x 240.0 MHz)",
     )
-    parity = parity_report(cfg, rows, budget, len(y))
+    parity = with_section(parity_report(cfg, rows, budget, len(y)), "stream", _stream_section(cfg))
     assert parity["passed"] is passed
     manifest = {
         "edgekd_version": "0.1.0",
@@ -230,7 +275,8 @@ def test_sections_follow_the_verdict(pages: dict[str, Path]) -> None:
         "stages",
     ):
         assert f"<h2 id={section}>" in fail
-    assert fail.count("<img ") == 11  # budget, per-class, 6 confusion matrices, logits, training, layers
+    # budget, per-class, 6 confusion matrices, logits, training, layers, the DET curve
+    assert fail.count("<img ") == 12
 
 
 def test_optional_inputs_missing_still_render() -> None:
@@ -239,7 +285,7 @@ def test_optional_inputs_missing_still_render() -> None:
     page = report_html(parity, {"config": {}}, None, None)
     assert "Per-clip logits were not available" in page and "No training history was recorded" in page
     # No limits in the config: no budget bars, the measured figures are still listed.
-    assert "id=layers" not in page and page.count("<img ") == 7 and "MACs per inference: 4,744,768" in page
+    assert "id=layers" not in page and page.count("<img ") == 8 and "MACs per inference: 4,744,768" in page
 
 
 def test_real_speech_section_shows_the_holdout_and_real_agreement() -> None:
@@ -259,6 +305,19 @@ def test_real_speech_section_shows_the_holdout_and_real_agreement() -> None:
     assert "/data/mine" in real and "77 real clips" in real and "61.23%" in real
     assert "1000 one-second windows" in real and "student_int8_tflm 98.70%" in real
     assert page.count("<img ") == before.count("<img ") + 1  # the holdout's per-class plot
+
+
+def test_stream_section_shows_the_operating_point_figures_and_the_det_curve() -> None:
+    parity, manifest, training, _, _ = _record(True)
+    page = report_html(parity, manifest, training, None)
+    section = page[page.index("<h2 id=stream>") : page.index("<h2 id=gates>")]
+    assert "threshold 0.85, window 3" in section and "calibrated for &lt;= 0.5 FA/h" in section
+    assert "1 in 0.50 h of real speech without keywords = 2.00 FA/h (95 % interval 0.05-11.14)" in section
+    assert "62.0%" in section and "fillets-nl" in section
+    assert section.count("<img ") == 1 and "shipped point (threshold 0.85, window 3) ringed" in section
+    assert "<td class=num>stream_fa_per_hour" not in page and "stream_fa_per_hour" in page  # a gate row
+    del parity["stream"]
+    assert "id=stream" not in report_html(parity, manifest, training, None)
 
 
 def test_logit_diffs_compare_each_int8_runtime_with_the_reference() -> None:
@@ -440,7 +499,7 @@ def test_report_renders_in_chromium_without_errors(pages: dict[str, Path], tmp_p
             assert all(u == path.as_uri() or u.startswith("data:") for u in seen["requests"]), seen[
                 "requests"
             ]
-            assert len(seen["images"]) == 11
+            assert len(seen["images"]) == 12
             for img in seen["images"]:
                 assert img["ok"] and img["natural"] == img["declared"] > 300, img["alt"][:60]
             assert f"edgekd build report — esp32s3\n{name.upper()}" in seen["text"]

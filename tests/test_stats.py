@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekd.verify.stats import mean_class_interval, wilson
+from edgekd.verify.stats import mean_class_interval, poisson_rate_interval, wilson
 
 
 def test_wilson_matches_reference_values() -> None:
@@ -34,3 +34,22 @@ def test_mean_class_interval_ignores_other_classes_and_empty_ones() -> None:
     wide = mean_class_interval(cm, classes, ["yes"])
     big = mean_class_interval(cm * 100, classes, ["yes"])
     assert wide is not None and big is not None and big[2] - big[1] < wide[2] - wide[1]
+
+
+def test_poisson_rate_interval_matches_reference_values() -> None:
+    # Garwood's exact interval (e.g. R's poisson.test): 0 events -> [0, 3.689], 10 -> [4.795, 18.390]
+    assert poisson_rate_interval(0, 1.0) == (0.0, pytest.approx(3.6889, abs=1e-4))
+    low, high = poisson_rate_interval(10, 2.0)  # per unit of exposure: halved
+    assert low == pytest.approx(4.7954 / 2, abs=1e-4) and high == pytest.approx(18.3904 / 2, abs=1e-4)
+    with pytest.raises(ValueError, match="positive amount of audio"):
+        poisson_rate_interval(1, 0.0)
+
+
+def test_poisson_rate_interval_covers_the_true_rate_at_least_95_percent_of_the_time() -> None:
+    rng = np.random.default_rng(0)
+    rate, hours = 2.0, 0.75
+    hits = [
+        lo <= rate <= hi
+        for lo, hi in (poisson_rate_interval(int(k), hours) for k in rng.poisson(rate * hours, 4000))
+    ]
+    assert 0.95 <= np.mean(hits) < 0.995  # exact intervals are conservative

@@ -7,17 +7,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import KwsModels
+from conftest import KwsModels, speech_like, stream_build
 
-from edgekd.artifacts import write_json
 from edgekd.audio.frontend import MICRO_FEATURE_SCALE, MicroFrontend
 from edgekd.audio.io import SAMPLE_RATE, write_wav
 from edgekd.cli import main
-from edgekd.config import load_config
-from edgekd.detect import probabilities_u8, quantize_raw_features, smooth_stream, window_schedule
-from edgekd.export.firmware import SETTINGS_HEADER, write_firmware_package
-from edgekd.export.manifest import file_hashes, model_io
+from edgekd.detect import (
+    detections,
+    exp_table,
+    probabilities_u8,
+    quantize_raw_features,
+    smooth_stream,
+    window_schedule,
+)
+from edgekd.export.firmware import SETTINGS_HEADER
 from edgekd.stream import (
+    BACKGROUND_DBFS,
     Detection,
     FileResult,
     Inserted,
@@ -27,38 +32,9 @@ from edgekd.stream import (
     load_settings,
     score_positives,
     stream_audio,
+    typical_rms,
 )
 from edgekd.verify.runners import TFLMRunner, dequantize
-from edgekd.verify.tflite_info import measure_arena
-
-
-def stream_build(folder: Path, models: KwsModels) -> Path:
-    """A build directory around the fixture's INT8 model: manifest, firmware package, nothing trained."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.tflite").write_bytes(models.int8.read_bytes())
-    arena = measure_arena(folder / "model.tflite")
-    manifest = {
-        "target": "esp32s3",
-        "classes": load_config("esp32s3").classes,
-        "frontend": {**MicroFrontend().params(), "input_shape": [98, 40]},
-        "model_io": model_io(folder / "model.tflite"),
-        "arena": {"measured_bytes": arena, "with_headroom_bytes": arena + 1024},
-        "config": {},
-        "files": file_hashes(folder, ["model.tflite"]),
-    }
-    write_json(folder / "manifest.json", manifest)
-    write_firmware_package(folder)
-    return folder
-
-
-def speech_like(seconds: float, seed: int) -> np.ndarray:
-    """Noise with loud bursts: something for the frontend to adapt to and the model to react to."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0, 0.01, int(seconds * SAMPLE_RATE)).astype(np.float32)
-    for start in rng.uniform(0, seconds - 0.5, int(seconds)):
-        i = int(start * SAMPLE_RATE)
-        x[i : i + 4000] += rng.normal(0, 0.3, 4000).astype(np.float32)
-    return np.clip(x, -1, 1)
 
 
 @pytest.fixture(scope="module")
@@ -164,11 +140,17 @@ def test_clips_are_inserted_where_reported_at_the_asked_snr() -> None:
     assert [p.label for p in placed] == ["yes", "no"]
     assert placed[0].start_s == 2.0 and placed[1].start_s == pytest.approx(5.0) and placed[1].end_s == 6.0
     assert len(stream) / SAMPLE_RATE >= placed[-1].end_s
+    level = np.float32(10 ** (BACKGROUND_DBFS / 20) / typical_rms(background))
+    assert 20 * np.log10(typical_rms(stream[: SAMPLE_RATE * 2])) == pytest.approx(BACKGROUND_DBFS, abs=0.01)
     for p in placed:
         a, b = int(p.start_s * SAMPLE_RATE), int(p.end_s * SAMPLE_RATE)
-        bg = np.resize(background, len(stream))[a:b]
+        bg = np.resize(background, len(stream))[a:b] * level
         snr = 20 * np.log10(active_rms(stream[a:b] - bg) / active_rms(bg))
         assert snr == pytest.approx(10.0, abs=0.01)
+    # loud dialogue (about -15 dBFS) and a word 30 dB above it: brought down, nothing clipped
+    loud, word = 0.3 * rng.standard_normal(SAMPLE_RATE * 4), 0.3 * rng.standard_normal(SAMPLE_RATE)
+    stream, _ = insert_clips(loud.astype(np.float32), [("yes", word.astype(np.float32))], 1, (30.0, 30.0))
+    assert np.abs(stream).max() < 0.99
 
 
 def test_recall_wrong_keyword_and_false_accepts_on_known_events() -> None:
@@ -290,3 +272,28 @@ def test_user_errors_name_what_is_wrong(
         audio = ["--positives", str(tmp_path), "--sweep"]
     assert main(["stream", str(target), *audio, "--quiet"]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 5])
+@pytest.mark.parametrize("refractory", [0, 1, 4, 10])
+def test_fast_detections_equal_stepping_the_smoother_through_every_inference(
+    window: int, refractory: int
+) -> None:
+    """`detect.detections` (what `decide` and the sweep use) against `smooth_stream` (what the firmware's
+    C++ is checked against): every detection, its inference, label, sum and average, on logits with bursts,
+    ties between keywords and non-keyword classes that dominate, at several cutoffs."""
+    rng = np.random.default_rng(window * 100 + refractory)
+    n, c = 3000, 12
+    logits = rng.integers(-90, 0, size=(n, c)).astype(np.int8)
+    for start in rng.integers(0, n - 8, 150):  # bursts of one class, some of them _unknown_/_silence_
+        logits[start : start + rng.integers(1, 8), rng.integers(0, c)] = rng.integers(20, 127)
+    for start in rng.integers(0, n - 3, 20):  # two keywords tied
+        logits[start : start + 3, [2, 5]] = 90
+    table = exp_table(0.07)
+    detectable = [True] * 10 + [False, False]
+    probs = probabilities_u8(logits, table)
+    for cutoff in (100, 180, 216, 250):
+        trace = smooth_stream(logits, table, window, cutoff, detectable, refractory)
+        want = [(i, d) for i, d in enumerate(trace.decisions) if d.detected]
+        assert detections(probs, window, cutoff, detectable, refractory) == want
+        assert cutoff == 250 or want  # the lower cutoffs do fire

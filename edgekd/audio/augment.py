@@ -99,12 +99,14 @@ def augment(
     rng: np.random.Generator,
     backgrounds: list[np.ndarray] | None = None,
     other: np.ndarray | None = None,
+    speech: np.ndarray | None = None,
 ) -> np.ndarray:
     """One augmented view of a fixed-length clip.
 
     Pitch/tempo, time shift, reverb (synthetic or simulated rooms), microphone colouring, band
     limiting, a second clip mixed in 6-20 dB down (`other`; the label stays the main clip's, the teacher
-    labels the mixture), gain, additive noise, a noise floor, an overloaded input and a codec.
+    labels the mixture), real background speech (a random stretch of `speech`), gain, additive noise, a
+    noise floor, an overloaded input and a codec.
     """
     n = len(x)
     y = x.astype(np.float32)
@@ -131,6 +133,8 @@ def augment(
     if other is not None and cfg.mix_prob and rng.random() < cfg.mix_prob:
         rms_y, rms_o = np.sqrt(np.mean(y**2)) + 1e-9, np.sqrt(np.mean(other**2)) + 1e-9
         y = y + other.astype(np.float32) * np.float32(rms_y / rms_o / 10 ** (rng.uniform(6, 20) / 20))
+    if speech is not None and cfg.speech_prob and rng.random() < cfg.speech_prob:
+        y = over_speech(y, speech, rng, cfg.speech_snr_db)
     y = y * np.float32(10 ** (rng.uniform(*cfg.gain_db) / 20))
     if rng.random() < cfg.noise_prob:
         rms = np.sqrt(np.mean(y**2)) + 1e-9
@@ -146,6 +150,21 @@ def augment(
     if peak > 0.99:  # keep the view unclipped: clipping would be an artefact, not an augmentation
         y = y * np.float32(0.99 / peak)
     return y.astype(np.float32)
+
+
+def over_speech(
+    y: np.ndarray, speech: np.ndarray, rng: np.random.Generator, snr_db: tuple[float, float]
+) -> np.ndarray:
+    """`y` over a random stretch of real background speech, `snr_db` below it (RMS over the clip; a
+    near-silent stretch, a pause, is left out rather than blown up)."""
+    n = len(y)
+    start = int(rng.integers(0, max(1, len(speech) - n)))
+    seg = speech[start : start + n]
+    rms_y, rms_s = np.sqrt(np.mean(y**2)) + 1e-9, np.sqrt(np.mean(seg**2))
+    snr = rng.uniform(*snr_db)
+    if rms_s < 1e-4 or len(seg) < n:
+        return y
+    return y + seg * np.float32(rms_y / rms_s / 10 ** (snr / 20))
 
 
 def noise_floor(n: int, rng: np.random.Generator, level_db: tuple[float, float]) -> np.ndarray:

@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from edgekd.audio.io import SAMPLE_RATE
+from edgekd.audio.io import SAMPLE_RATE, AudioFileError, read_wav
 from edgekd.config import ROOT
 from edgekd.errors import DataError
 
@@ -103,6 +103,12 @@ SOURCES: dict[str, Source] = {
     )
 }
 POOLS: dict[str, tuple[str, ...]] = {"debian-speech": tuple(SOURCES), **{name: (name,) for name in SOURCES}}
+# Real speech without keywords, for false accepts per hour: no English (asterisk's prompts say "no",
+# "one", "go" and have no transcripts here; tuxpaint's unsuffixed `*_desc.ogg` are English), so a
+# command word can occur only as another language's word (Czech and Spanish "no"), which the
+# per-keyword counts show.
+NEGATIVE_SOURCES = ("fillets-cs", "fillets-nl", "tuxpaint-desc")
+NEGATIVE_EXCLUDE = ("*_desc.ogg", "*_desc.wav")
 
 
 def builtin_name(spec: str | Path | None) -> str | None:
@@ -202,3 +208,51 @@ def windows(name: str, n: int, seed: int) -> np.ndarray:
             f"built-in speech pool {name!r} has only {len(pool.clips)} windows of speech, not {n}"
         )
     return pool.clips
+
+
+@dataclass
+class Recording:
+    """One source's files of a pool part, read in a seeded order and joined into one long recording."""
+
+    source: str
+    files: list[Path]
+    audio: np.ndarray  # float32, 16 kHz
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+
+def negative_recordings(part: Part, minutes: float, seed: int) -> list[Recording]:
+    """Long recordings of real speech without keywords (`NEGATIVE_SOURCES`), one per source, from the
+    pool's `train` part (calibration: never the reported audio) or `check` part (the reported figures).
+
+    Each source gives an equal share of `minutes` (0: all it has), its files in a seeded order, so a
+    capped share samples the whole source; unreadable or empty files are skipped.
+    """
+    share = minutes / len(NEGATIVE_SOURCES)
+    return [negative_recording(name, part, share, seed) for name in NEGATIVE_SOURCES]
+
+
+def negative_recording(name: str, part: Part, minutes: float, seed: int) -> Recording:
+    """One source of `negative_recordings`: up to `minutes` of it (0: all)."""
+    share = round(minutes * 60 * SAMPLE_RATE) if minutes else None
+    base = pool_root() / SOURCES[name].package
+    files = [
+        p for p in resolve_sources(name, part)[name] if not any(fnmatch(p.name, x) for x in NEGATIVE_EXCLUDE)
+    ]
+    order = np.random.default_rng([seed, zlib.crc32(name.encode())]).permutation(len(files))
+    parts, used, have = [], [], 0
+    for i in order:
+        try:
+            x = read_wav(files[i], allow_clipped=True, allow_silent=True)
+        except AudioFileError:
+            continue
+        parts.append(x if share is None else x[: share - have])
+        used.append(files[i].relative_to(base))
+        have += len(parts[-1])
+        if share is not None and have >= share:
+            break
+    if not parts:
+        raise DataError(f"built-in speech pool {name!r}: no readable audio in its {part} part under {base}")
+    return Recording(name, used, np.concatenate(parts).astype(np.float32))

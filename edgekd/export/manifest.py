@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import time
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,28 @@ def model_io(tflite: Path) -> dict[str, Any] | None:
     from edgekd.verify.tflite_info import describe
 
     info = describe(tflite)
-    return {"input": info.input, "output": info.output}
+    return {"input": asdict(info.input), "output": asdict(info.output)}
+
+
+def device_facts(
+    cfg: BuildConfig, features_info: dict[str, Any], tflite: Path, budget: dict[str, Any]
+) -> dict[str, Any]:
+    """What firmware reads from a manifest (`detect.settings_from_manifest`): classes, frontend, model
+    I/O quantization and arena. The streaming check needs them before the manifest is written."""
+    return {
+        "target": cfg.target,
+        "classes": cfg.classes,
+        "frontend": {
+            **cfg.frontend.model_dump(mode="json"),
+            **features_info["frontend"],
+            "input_shape": features_info["shape"],
+        },
+        "model_io": model_io(tflite),
+        "arena": {
+            "measured_bytes": budget["arena_bytes"],
+            "with_headroom_bytes": budget["arena_bytes_with_headroom"],
+        },
+    }
 
 
 def build_manifest(
@@ -73,10 +95,12 @@ def build_manifest(
     outputs: dict[str, StageOutput | None],
     timings: list[StageTiming],
     teacher_gate: dict[str, Any] | None,
+    operating_point: dict[str, Any],
 ) -> dict[str, Any]:
     """The manifest of a staged build: what each stage recorded (`outputs`: corpus, views, unlabeled,
-    features, teacher, baseline, student, export — None where a stage did not run) and the artifacts
-    in `build` with their hashes."""
+    features, teacher, baseline, student, export — None where a stage did not run), the operating point
+    the firmware ships (`firmware`: threshold, window, stride, refractory and who chose them) and the
+    artifacts in `build` with their hashes."""
     from edgekd.data.real_pool import builtin_name, pool_licences
 
     corpus, features = outputs["corpus"], outputs["features"]
@@ -95,20 +119,10 @@ def build_manifest(
         "edgekd_version": __version__,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": versions(),
-        "target": cfg.target,
+        **device_facts(cfg, features_info, build.tflite, parity["budget"]),
         "recipe": cfg.recipe,
         "seed": cfg.seed,
-        "classes": cfg.classes,
-        "frontend": {
-            **cfg.frontend.model_dump(mode="json"),
-            **features_info["frontend"],
-            "input_shape": features_info["shape"],
-        },
-        "model_io": model_io(build.tflite),
-        "arena": {
-            "measured_bytes": parity["budget"]["arena_bytes"],
-            "with_headroom_bytes": parity["budget"]["arena_bytes_with_headroom"],
-        },
+        "firmware": operating_point,
         "teacher": {
             k: teacher_info.get(k) for k in ("name", "why", "accuracy", "identity", "features_shape")
         },

@@ -1,11 +1,12 @@
 """`edgekd compare OLD NEW`: two parity records side by side, and whether NEW regressed.
 
-Inputs are build directories (their `parity.json`) or `parity.json` files, schema `edgekd.parity/1`.
-Every runtime row's metrics, the per-class accuracies and the budget figures are shown with their
-deltas. A regression is a change beyond a tolerance; tolerances default to the NEW build's own
-`config.json` (its `gates` and `budget`), so `compare` holds a change to the bar the build itself was
-held to, and each can be overridden (`--max-drop 0.5`). The result renders as a terminal table or as
-markdown for a pull-request comment.
+Inputs are build directories (their `parity.json`) or `parity.json` files, schema `edgekd.parity/1` or
+`/2`. Every runtime row's metrics, the per-class accuracies, the budget figures and the streaming
+figures (FA/h, recall in running audio) are shown with their deltas. A regression is a change beyond a
+tolerance; tolerances default to the NEW build's own `config.json` (its `gates` and `budget`), so
+`compare` holds a change to the bar the build itself was held to, and each can be overridden
+(`--max-drop 0.5`); streaming changes count when significant at 95 %. The result renders as a terminal
+table or as markdown for a pull-request comment.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from typing import Any
 from edgekd.build_dir import BuildDir
 from edgekd.config import GatesConfig
 from edgekd.errors import EdgekdError
-from edgekd.fmt import pct
-from edgekd.report.markdown import ROW_ORDER, table
-from edgekd.verify.parity import SCHEMA
+from edgekd.fmt import pct, table
+from edgekd.report.markdown import ROW_ORDER
+from edgekd.verify.parity import READABLE_SCHEMAS, SCHEMA
 
 METRICS = [
     "accuracy",
@@ -131,10 +132,10 @@ def load_parity(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise EdgekdError(f"{p}: expected a JSON object with schema {SCHEMA!r}")
     schema = data.get("schema")
-    if schema != SCHEMA:
+    if schema not in READABLE_SCHEMAS:
         raise EdgekdError(
-            f"{p}: schema {schema!r} is not {SCHEMA!r}; compare reads parity.json written by "
-            "`edgekd build` or `edgekd eval --json`"
+            f"{p}: schema {schema!r} is not {' or '.join(map(repr, READABLE_SCHEMAS))}; compare reads "
+            "parity.json written by `edgekd build` or `edgekd eval --json`"
         )
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
@@ -193,6 +194,7 @@ def compare(
     _compare_rows(old, new, tol, res)
     _compare_classes(old, new, tol, res)
     _compare_budget(old["budget"], new["budget"], tol, res)
+    _compare_stream(old.get("stream"), new.get("stream"), res)
     _compare_gates(old, new, res)
     return res
 
@@ -319,6 +321,52 @@ def _compare_budget(old: dict, new: dict, tol: Tolerances, res: CompareResult) -
     res.deltas.append(Delta("budget", "ops", sorted(old_ops), sorted(new_ops), None))
 
 
+def _compare_stream(old: dict | None, new: dict | None, res: CompareResult) -> None:
+    """FA/h and recall in running audio. Both are counts of rare events on a finite amount of audio, so a
+    change is a regression only when it is significant at 95 % (one-sided): false accepts by the exact
+    conditional test of two Poisson rates, recall by Fisher's exact test."""
+    from scipy.stats import binomtest, fisher_exact
+
+    if old is None or new is None:
+        if old or new:
+            res.notes.append(f"streaming figures only in {'NEW' if old is None else 'OLD'}")
+        return
+    for key in ("threshold", "window"):
+        a, b = old["operating_point"][key], new["operating_point"][key]
+        res.deltas.append(Delta("stream", f"operating_point.{key}", a, b, _diff(a, b)))
+    o, n = old["negatives"], new["negatives"]
+    d = Delta(
+        "stream", "fa_per_hour", o["fa_per_hour"], n["fa_per_hour"], n["fa_per_hour"] - o["fa_per_hour"]
+    )
+    d.limit = "no significant rise"
+    k_old, k_new = o["false_accepts"], n["false_accepts"]
+    if (
+        k_new
+        and binomtest(k_new, k_old + k_new, n["hours"] / (o["hours"] + n["hours"]), "greater").pvalue < 0.05
+    ):
+        d.regression = True
+        res.regressions.append(
+            f"stream.fa_per_hour rose from {o['fa_per_hour']:.2f} ({k_old} in {o['hours']:.2f} h) to "
+            f"{n['fa_per_hour']:.2f} ({k_new} in {n['hours']:.2f} h), significant at 95 %"
+        )
+    res.deltas.append(d)
+    for section in ("positives", "holdout"):
+        po, pn = old.get(section), new.get(section)
+        if not po or not pn or po.get("recall") is None or pn.get("recall") is None:
+            continue
+        d = Delta("stream", f"{section}.recall", po["recall"], pn["recall"], pn["recall"] - po["recall"])
+        d.limit = "no significant drop"
+        hits_o, hits_n = round(po["recall"] * po["clips"]), round(pn["recall"] * pn["clips"])
+        table_ = [[hits_o, po["clips"] - hits_o], [hits_n, pn["clips"] - hits_n]]
+        if fisher_exact(table_, "greater").pvalue < 0.05:
+            d.regression = True
+            res.regressions.append(
+                f"stream.{section}.recall dropped from {pct(po['recall'])} to {pct(pn['recall'])} "
+                f"({hits_o}/{po['clips']} -> {hits_n}/{pn['clips']}), significant at 95 %"
+            )
+        res.deltas.append(d)
+
+
 def _compare_gates(old: dict, new: dict, res: CompareResult) -> None:
     """A gate that passed in OLD and fails in NEW is a regression, whatever the tolerances."""
     before = {g["name"]: g["passed"] for g in old["gates"]}
@@ -344,6 +392,12 @@ def _fmt(name: str, x: Any) -> str:
         return f"{x:,}"
     if name == "latency_ms":
         return f"{x:.3f} ms"
+    if name == "fa_per_hour":
+        return f"{x:.2f}/h"
+    if name.endswith("recall"):
+        return pct(x)
+    if name == "operating_point.window":
+        return str(x)
     if name.rsplit(".", 1)[-1] in _FRACTIONS:
         return pct(x)
     return f"{x:.4f}"
@@ -365,7 +419,7 @@ def _fmt_delta(d: Delta) -> str:
     if math.isclose(d.delta, 0.0, abs_tol=1e-12):
         return "0"
     metric = d.name.rsplit(".", 1)[-1]
-    if d.section == "per_class" or metric in _FRACTIONS:
+    if d.section == "per_class" or metric in _FRACTIONS or metric == "recall":
         return f"{100 * d.delta:+.2f} pts"
     if d.name in _BYTES:
         rel = f" ({100 * d.delta / d.old:+.1f}%)" if d.old else ""
@@ -393,6 +447,7 @@ def render_compare(result: CompareResult, fmt: str = "text") -> str:
     metrics = [d for d in result.deltas if d.section == "metrics"]
     classes = [d for d in result.deltas if d.section == "per_class"]
     budget = [d for d in result.deltas if d.section == "budget"]
+    stream = [d for d in result.deltas if d.section == "stream"]
 
     def rows(ds: list[Delta], label: Any = lambda d: d.name) -> list[list[str]]:
         return [
@@ -410,6 +465,9 @@ def render_compare(result: CompareResult, fmt: str = "text") -> str:
         parts += [f"- {r}" for r in result.regressions] + [""]
     parts += [table(["metric", *head], rows(metrics)), ""]
     parts += [("**Budget**" if md else "Budget:"), "", table(["figure", *head], rows(budget)), ""]
+    if stream:
+        title = "Streaming (real speech without keywords; keywords in running audio)"
+        parts += [f"**{title}**" if md else f"{title}:", "", table(["figure", *head], rows(stream)), ""]
     parts += [
         (f"**Per-class accuracy ({result.primary})**" if md else f"Per-class accuracy ({result.primary}):"),
         "",

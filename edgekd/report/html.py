@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from edgekd.fmt import kb, num, pct
 from edgekd.report.layers import LAYER_HEADERS, LEGEND, layer_cells, worst_sentence
 from edgekd.report.markdown import ROW_ORDER, STAGE_HEADERS, distill_summary, stage_rows
+from edgekd.report.stream_view import operating_point_line, stream_figures
 
 DPI = 110
 INT8_ROWS = ("student_int8_tflm", "student_int8_litert", "student_int8_onnx")
@@ -131,9 +132,10 @@ def _subplots(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Figure, An
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
-def det_figure(points: Sequence[Mapping[str, Any]]) -> Figure:
+def det_figure(points: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any] | None = None) -> Figure:
     """The DET curve of `edgekd stream --sweep`: false accepts per hour (x) against miss rate (y), one
-    line per smoothing window, each point labelled with its threshold; lower-left is better."""
+    line per smoothing window, each point labelled with its threshold; lower-left is better. `chosen`
+    (a threshold and window) is ringed: the operating point the build ships."""
     fig, ax = _subplots(figsize=(6.4, 4.2), layout="constrained")
     for window in sorted({p["window"] for p in points}):
         line = sorted((p for p in points if p["window"] == window), key=lambda p: p["threshold"])
@@ -142,6 +144,14 @@ def det_figure(points: Sequence[Mapping[str, Any]]) -> Figure:
         ax.plot(xs, ys, marker="o", markersize=3, label=f"window {window}")
         for p, x, y in zip(line, xs, ys, strict=True):
             ax.annotate(f"{p['threshold']:g}", (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    shipped = [
+        p
+        for p in points
+        if chosen and (p["threshold"], p["window"]) == (chosen["threshold"], chosen["window"])
+    ]
+    for p in shipped:
+        x, y = p["fa_per_hour"], 100 * (1 - p["recall"])
+        ax.plot([x], [y], marker="o", markersize=11, fillstyle="none", color="black", label="shipped")
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set_xlabel("false accepts per hour")
     ax.set_ylabel("miss rate (%)")
@@ -583,6 +593,40 @@ def _real_section(parity: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _stream_section(parity: Mapping[str, Any]) -> str:
+    """The streaming check: operating point, FA/h with its interval, recall, and the DET curve on the
+    reported audio with the shipped point ringed. Empty when the build did not run it."""
+    section = parity.get("stream")
+    if not section:
+        return ""
+    op = section["operating_point"]
+    rows = [[what, figure] for what, figure in stream_figures(section)]
+    sources = [
+        [name, src["files"], f"{src['hours'] * 60:.1f}", src["false_accepts"], f"{src['fa_per_hour']:.2f}"]
+        for name, src in section["negatives"]["per_source"].items()
+    ]
+    return "".join(
+        [
+            "<h2 id=stream>Streaming: false accepts and recall in running audio</h2>",
+            f"<p>{_e(operating_point_line(section))}</p>",
+            _table(["figure", "measured"], rows, [False, False]),
+            _table(
+                ["source", "files", "minutes", "false accepts", "FA/h"],
+                sources,
+                [False, True, True, True, True],
+                caption="False accepts per source of real speech without keywords (the reported audio).",
+            ),
+            _png(
+                det_figure(section["det"], op),
+                "DET curve: false accepts per hour against miss rate, one line per smoothing window, "
+                f"the shipped point (threshold {op['threshold']:g}, window {op['window']}) ringed.",
+                f"DET on the reported audio (recall of the {section['det_positives']}); lower left is "
+                "better. The ringed point is what model_settings.h ships.",
+            ),
+        ]
+    )
+
+
 def _gates_section(parity: Mapping[str, Any]) -> str:
     def show(v: Any) -> str:
         if isinstance(v, bool):
@@ -890,6 +934,7 @@ def report_html(
         _layers_section(layers, failed=True) if not passed else "",
         _parity_section(parity, manifest),
         _real_section(parity),
+        _stream_section(parity),
         _gates_section(parity),
         _budget_section(parity, manifest),
         _per_class_section(parity),

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from edgekd.fmt import MISSING, kb
-from edgekd.report.markdown import budget_lines, table
+from edgekd.fmt import MISSING, kb, table
+from edgekd.report.markdown import budget_lines
 
 
 def render_inspect(record: dict[str, Any], tensors: bool = False) -> str:

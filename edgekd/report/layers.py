@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from edgekd.fmt import num, pct
-from edgekd.report.markdown import table
+from edgekd.fmt import num, pct, table
 
 
 def worst_layer(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:

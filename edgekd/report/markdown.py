@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgekd.fmt import kb, num, pct
+from edgekd.fmt import kb, num, pct, table
+from edgekd.report.stream_view import operating_point_line, stream_figures, stream_md
 
 ROW_ORDER = [
     "teacher_fp32",
@@ -35,16 +36,6 @@ def stage_rows(timings: list[dict[str, Any]]) -> list[list[str]]:
         ]
         for t in timings
     ]
-
-
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    """A GitHub-flavoured markdown table that also reads well in a terminal."""
-    cells = [[str(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    fmt = "| " + " | ".join(f"{{:<{w}}}" for w in widths) + " |"
-    lines = [fmt.format(*headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    lines += [fmt.format(*r) for r in cells]
-    return "\n".join(lines)
 
 
 def runtime_table(parity: dict[str, Any]) -> str:
@@ -113,6 +104,18 @@ def holdout_lines(parity: dict[str, Any]) -> list[str]:
     ]
 
 
+def stream_lines(parity: dict[str, Any]) -> list[str]:
+    """The streaming check in a few lines (empty when the build did not run it)."""
+    section = parity.get("stream")
+    if not section:
+        return []
+    return [
+        operating_point_line(section),
+        *(f"- {what}: {figure}" for what, figure in stream_figures(section)),
+        "",
+    ]
+
+
 def gates_table(parity: dict[str, Any]) -> str:
     def show(v: Any) -> str:
         if isinstance(v, float):
@@ -162,6 +165,7 @@ def summary(parity: dict[str, Any]) -> str:
             *skipped_lines(parity.get("data")),
             *holdout_lines(parity),
             *real_unlabeled_lines(parity),
+            *stream_lines(parity),
             budget_lines(parity),
             "",
             gates_table(parity),
@@ -275,6 +279,11 @@ def report_md(parity: dict[str, Any], manifest: dict[str, Any]) -> str:
         *(
             ["## Real speech, unlabelled", "", *real_unlabeled_lines(parity)]
             if parity.get("real_unlabeled")
+            else []
+        ),
+        *(
+            ["## Streaming: false accepts and recall in running audio", "", *stream_md(parity["stream"])]
+            if parity.get("stream")
             else []
         ),
         "## Gates",

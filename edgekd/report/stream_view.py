@@ -1,11 +1,12 @@
-"""The terminal view of `edgekd stream`: detections, false accepts per hour, recall and the DET sweep."""
+"""Streaming figures in words and tables: `edgekd stream`'s terminal view (detections, false accepts per
+hour, recall, the DET sweep) and the streaming section of a build's report.md and summary."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from edgekd.fmt import num, pct
-from edgekd.report.markdown import table
+from edgekd.fmt import num, pct, table
+from edgekd.verify.stats import wilson
 
 SHOWN = 50  # detections listed in the terminal; --json has all
 
@@ -74,3 +75,63 @@ def sweep_text(points: list[dict[str, Any]], chosen: dict[str, Any] | None, targ
             else f"\nno threshold and window meet {target:g} FA/h on this audio"
         )
     return text
+
+
+def operating_point_line(section: dict[str, Any]) -> str:
+    op = section["operating_point"]
+    return (
+        f"Operating point: threshold {op['threshold']:g}, window {op['window']} "
+        f"(stride {op['stride_frames']} frames, refractory {op['refractory']} inferences): {op['chosen_by']}."
+    )
+
+
+def stream_figures(section: dict[str, Any]) -> list[tuple[str, str]]:
+    """(what, figure) lines of a build's streaming check: FA/h with its interval, and recall."""
+    neg = section["negatives"]
+    low, high = neg["fa_per_hour_interval"]
+    out = [
+        (
+            "false accepts",
+            f"{neg['false_accepts']} in {neg['hours']:.2f} h of real speech without keywords = "
+            f"{neg['fa_per_hour']:.2f} FA/h (95 % interval {low:.2f}-{high:.2f}); {neg['audio']}",
+        )
+    ]
+    for key, what in (("positives", "recall, synthetic"), ("holdout", "recall, real holdout")):
+        pos = section.get(key)
+        if pos:
+            lo, hi = wilson(round(pos["recall"] * pos["clips"]), pos["clips"])
+            where = ", ".join(x for x in (pos["path"], pos.get("about")) if x)
+            low_db, high_db = pos["snr_db"]
+            out.append(
+                (
+                    what,
+                    f"{pct(pos['recall'], 1)} [{pct(lo, 1)}, {pct(hi, 1)}] of {pos['clips']} keyword clips "
+                    f"({where}) in running real speech at {low_db:g}-{high_db:g} dB SNR; "
+                    f"{pos['wrong_keyword']} fired as another keyword",
+                )
+            )
+    return out
+
+
+def stream_md(section: dict[str, Any]) -> list[str]:
+    """The streaming section of report.md: operating point, figures, per-source FA/h, the DET table."""
+    neg = section["negatives"]
+    sources = [
+        [name, s["files"], f"{s['hours'] * 60:.1f}", s["false_accepts"], f"{s['fa_per_hour']:.2f}"]
+        for name, s in neg["per_source"].items()
+    ]
+    op = section["operating_point"]
+    det = [p for p in section["det"] if p["window"] == op["window"]]
+    return [
+        operating_point_line(section),
+        "",
+        *(f"- {what}: {figure}" for what, figure in stream_figures(section)),
+        "",
+        table(["source", "files", "minutes", "false accepts", "FA/h"], sources),
+        "",
+        f"DET on the reported audio (window {op['window']}; recall of the {section['det_positives']}); "
+        f"the operating point is threshold {op['threshold']:g}:",
+        "",
+        sweep_text(det, None, None),
+        "",
+    ]

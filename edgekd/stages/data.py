@@ -14,6 +14,7 @@ from edgekd.audio.frontend import compute_features, make_frontend
 from edgekd.audio.io import from_pcm16, to_pcm16
 from edgekd.config import AugmentConfig, BuildConfig
 from edgekd.data.corpus import Corpus, build_corpus, voice_summary
+from edgekd.data.real_pool import NEGATIVE_SOURCES, negative_recordings, pool_fingerprint
 from edgekd.pipeline import StageOutput, Stages, corpus_fingerprint, folder_fingerprint
 
 
@@ -39,15 +40,41 @@ def stage_views(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progress:
         train = clips.indices("train")
         weights = np.where(clips.extra_rows()[train], cfg.data.extra_weight, 1)
         audio, clip_idx, view_idx = make_views(
-            clips.clips, train, cfg.data.augment, cfg.seed, clips.backgrounds, progress, weights=weights
+            clips.clips,
+            train,
+            cfg.data.augment,
+            cfg.seed,
+            clips.backgrounds,
+            progress,
+            weights=weights,
+            speech=background_speech(cfg.data.augment, cfg.seed),
         )
         write_npz(d / "views.npz", audio=audio, clip=clip_idx, view=view_idx)
         return {"views": len(audio), "extra_train_clips": int(clips.extra_rows()[train].sum())}
 
-    key = {"corpus": corpus.key, "augment": cfg.data.augment.model_dump(mode="json"), "seed": cfg.seed}
+    key = {"corpus": corpus.key, "augment": augment_key(cfg.data.augment, speech=True), "seed": cfg.seed}
+    if cfg.data.augment.speech_prob:
+        key["speech"] = [pool_fingerprint(name) for name in NEGATIVE_SOURCES]
     if cfg.data.extra:
         key["extra_weight"] = cfg.data.extra_weight
     return stages.run("views", key, produce)
+
+
+SPEECH_FIELDS = {"speech_prob", "speech_snr_db", "speech_minutes"}
+
+
+def augment_key(cfg: AugmentConfig, speech: bool) -> dict[str, Any]:
+    """The augmentation settings a stage's views depend on. The background-speech fields count only where
+    speech is mixed in, so the stages of builds without it keep the keys they had before the option."""
+    return cfg.model_dump(mode="json", exclude=None if speech and cfg.speech_prob else SPEECH_FIELDS)
+
+
+def background_speech(cfg: AugmentConfig, seed: int) -> np.ndarray | None:
+    """Real speech for `augment.speech_prob`: the pool's train part of the streaming negatives (never the
+    check part the build reports false accepts on), joined into one recording; None when unused."""
+    if not cfg.speech_prob:
+        return None
+    return np.concatenate([r.audio for r in negative_recordings("train", cfg.speech_minutes, seed)])
 
 
 def make_views(
@@ -59,6 +86,7 @@ def make_views(
     progress: bool,
     desc: str = "augmenting",
     weights: np.ndarray | None = None,
+    speech: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each of `rows` clean (view 0) plus `cfg.views` augmented views (times the row's weight, when
     given), deterministic per (clip, view).
@@ -74,7 +102,7 @@ def make_views(
             else:
                 rng = view_rng(seed, int(i), v)
                 other = from_pcm16(clips[rows[rng.integers(len(rows))]]) if cfg.mix_prob else None
-                y = augment(x, cfg, rng, backgrounds, other)
+                y = augment(x, cfg, rng, backgrounds, other, speech)
             audio.append(to_pcm16(y))
             clip_idx.append(int(i))
             view_idx.append(v)
@@ -84,7 +112,7 @@ def make_views(
 
 def stage_unlabeled(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progress: bool) -> StageOutput:
     """The unlabeled pool (`data.unlabeled`) and its augmented views, for the teacher to label."""
-    from edgekd.data.real_pool import builtin_name, pool_fingerprint
+    from edgekd.data.real_pool import builtin_name
     from edgekd.data.unlabeled import load_unlabeled
 
     assert cfg.data.unlabeled is not None
@@ -128,7 +156,7 @@ def stage_unlabeled(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progr
     key = {
         **source,
         "max_clips": cfg.data.unlabeled_max_clips,
-        "augment": cfg.data.augment.model_dump(mode="json"),
+        "augment": augment_key(cfg.data.augment, speech=False),  # pool windows are speech already
         "clip_ms": cfg.frontend.clip_ms,
         "seed": cfg.seed,
     }

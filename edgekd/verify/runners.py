@@ -135,10 +135,11 @@ class TFLMRunner:
 class LiteRTRunner:
     """LiteRT (TFLite) interpreter; reference=True uses the BUILTIN_REF kernels, closest to TFLM.
 
-    The reference kernels match TFLM bit for bit except int8 FULLY_CONNECTED, whose output rounding
-    differs by 1 step when the exact value lies within ~1e-3 of a rounding boundary (0.1-0.3% of
-    outputs; TFLM rounds those up, LiteRT gets them right). reference=False uses the default XNNPACK
-    kernels, what a phone or desktop app would run (1 step apart on more outputs).
+    The reference kernels match TFLM bit for bit except int8 FULLY_CONNECTED: LiteRT rounds the real
+    value once (round(acc * s_in * s_w / s_out)) where TFLM's fixed-point multiplier rounds twice, so
+    they differ by 1 step, either way, on outputs within ~1e-3 of a .5 boundary (0.1-0.3 %).
+    reference=False uses the default XNNPACK kernels, what a phone or desktop app would run (1 step
+    apart on more outputs).
     Models with a dynamic batch dimension run the whole batch at once, others one clip at a time.
     """
 

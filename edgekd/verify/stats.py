@@ -45,3 +45,19 @@ def mean_class_interval(
     var = np.maximum(p * (1 - p), 0.5 / n * (1 - 0.5 / n)) / n
     half = z * math.sqrt(var.sum()) / len(p)
     return (mean, max(0.0, mean - half), min(1.0, mean + half))
+
+
+def poisson_rate_interval(k: int, exposure: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Garwood) interval of an event rate from k events in `exposure` units (hours of audio).
+
+    False accepts are rare events: 0 in 20 minutes still allows up to 9 per hour at 95 %, so a false-
+    accept figure is only as strong as the hours behind it, and a gate must read the interval.
+    """
+    from scipy.stats import chi2
+
+    if exposure <= 0:
+        raise ValueError(f"exposure {exposure}: needs a positive amount of audio")
+    alpha = 1 - confidence
+    low = 0.0 if k == 0 else chi2.ppf(alpha / 2, 2 * k) / 2
+    high = chi2.ppf(1 - alpha / 2, 2 * k + 2) / 2
+    return (float(low / exposure), float(high / exposure))

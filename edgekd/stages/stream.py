@@ -1,0 +1,237 @@
+"""Stream stage: the operating point calibrated for a false-accept budget, and what it does on other audio.
+
+A clip accuracy says nothing about how often a device fires on a room full of talk. This stage runs the
+exported model through the firmware's chain (`edgekd.stream`: continuous micro frontend, feature ring,
+TFLite Micro, posterior smoothing) over long real recordings, twice, on audio that never overlaps:
+
+- **calibration**: real speech without keywords from the built-in pool's *train* part, and the corpus's
+  *validation* keyword clips inserted into it. With `firmware.threshold`/`window: auto` the DET sweep
+  picks the (threshold, window) with the best recall within `gates.max_fa_per_hour`;
+- **report**: the pool's *check* part (what `verify.pool_windows` also measures on, never trained on)
+  and the *test* keyword clips (and the real `--holdout` clips when given). FA/h with its exact 95 %
+  interval, recall, and the DET curve on this audio are what parity.json and the reports show; the
+  FA/h gate fails only when the interval lies above the limit.
+
+Both parts use the same sources (`real_pool.NEGATIVE_SOURCES`: Czech and Dutch acted dialogue and
+tuxpaint's spoken descriptions in 12 languages, no English), one continuous recording per source.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.artifacts import stable_hash, write_json
+from edgekd.audio.io import from_pcm16
+from edgekd.config import BuildConfig
+from edgekd.data.corpus import Corpus
+from edgekd.data.real_pool import NEGATIVE_SOURCES, Part, Recording, negative_recording, pool_fingerprint
+from edgekd.detect import FirmwareSettings, operating_point, settings_from_manifest
+from edgekd.export.manifest import device_facts
+from edgekd.pipeline import StageOutput, Stages, folder_fingerprint
+from edgekd.stream import (
+    FileResult,
+    PositiveRun,
+    calibrate,
+    false_accepts,
+    mixed_background,
+    model_runner,
+    positives_seconds,
+    read_positives,
+    stream_audio,
+    stream_positives,
+    sweep,
+)
+from edgekd.verify.budget import check, measure_budget
+from edgekd.verify.stats import poisson_rate_interval
+
+SECTION = "stream.json"
+DEFAULT_FA_BUDGET = 0.5  # what `auto` calibrates for when gates.max_fa_per_hour is None (report only)
+
+
+def keyword_clips(
+    corpus: Corpus, split: str, keywords: tuple[str, ...], n: int, seed: int
+) -> list[tuple[str, np.ndarray]]:
+    """Up to `n` keyword clips of a corpus split, an even seeded share per keyword, as (word, audio)."""
+    rng = np.random.default_rng(seed)
+    rows = corpus.indices(split)
+    per_word = -(-n // len(keywords))
+    chosen = []
+    for word in keywords:
+        mine = rows[corpus.labels[rows] == corpus.classes.index(word)]
+        chosen += [(word, i) for i in sorted(rng.permutation(mine)[:per_word].tolist())]
+    return [(word, from_pcm16(corpus.clips[i])) for word, i in chosen[:n]]
+
+
+def negatives_record(
+    results: list[FileResult], recordings: list[Recording], part: str, keywords: tuple[str, ...]
+) -> dict[str, Any]:
+    """FA/h over all sources with its exact 95 % interval, and per source."""
+    fa = false_accepts(results, keywords)
+    low, high = poisson_rate_interval(fa["false_accepts"], fa["hours"])
+    return {
+        "audio": f"builtin:debian-speech {part} part: {', '.join(r.source for r in recordings)}, no English",
+        **fa,
+        "fa_per_hour_interval": [low, high],
+        "per_source": {
+            r.source: {
+                **false_accepts([res], keywords),
+                "files": len(r.files),  # joined into one recording
+                "files_sha256": stable_hash(sorted(map(str, r.files))),
+            }
+            for r, res in zip(recordings, results, strict=True)
+        },
+    }
+
+
+def stream_gates(cfg: BuildConfig, negatives: dict[str, Any], recall: float | None) -> list[dict[str, Any]]:
+    """FA/h fails when even its 95 % interval's low end is above the limit (the audio shows a rate too
+    high, not one it cannot rule out); recall, when a minimum is set, on the point estimate."""
+    g = cfg.gates
+    out = []
+    if g.max_fa_per_hour is not None:
+        low, high = negatives["fa_per_hour_interval"]
+        gate = check("stream_fa_per_hour", round(negatives["fa_per_hour"], 3), g.max_fa_per_hour, "<=")
+        hours = negatives["hours"]
+        out.append({**gate, "passed": low <= g.max_fa_per_hour, "interval": [low, high], "hours": hours})
+    if g.min_stream_recall > 0:
+        out.append(check("stream_recall", recall or 0.0, g.min_stream_recall, ">="))
+    return out
+
+
+@dataclass
+class Streams:
+    """One audio part through the device chain: its recordings, their results and the keyword run."""
+
+    recordings: list[Recording]
+    negatives: list[FileResult]
+    positives: PositiveRun
+
+
+def run_streams(
+    settings: FirmwareSettings,
+    runner: Any,
+    part: Part,
+    minutes: float,
+    positives: list[tuple[str, np.ndarray]],
+    about: dict[str, Any],
+    snr_db: tuple[float, float],
+    seed: int,
+    progress: bool,
+) -> Streams:
+    """The pool part's negative recordings, and `positives` inserted into an equal mix of them. The next
+    source is decoded in a thread while one streams (decoding .ogg is a third of the work)."""
+    share = minutes / len(NEGATIVE_SOURCES)
+    recordings, negatives = [], []
+    with ThreadPoolExecutor(1) as reader:
+        pending = [reader.submit(negative_recording, name, part, share, seed) for name in NEGATIVE_SOURCES]
+        for future in pending:
+            recording = future.result()
+            recordings.append(recording)
+            negatives.append(stream_audio(settings, runner, recording.audio, recording.source, progress))
+    background = mixed_background(recordings, positives_seconds(positives))
+    run = stream_positives(settings, runner, positives, background, snr_db, seed, about, progress)
+    return Streams(recordings, negatives, run)
+
+
+def stage_stream(
+    cfg: BuildConfig,
+    corpus: StageOutput,
+    features: StageOutput,
+    export: StageOutput,
+    stages: Stages,
+    progress: bool,
+) -> StageOutput:
+    """Calibrate (when the config says auto) and report the streaming operating point: `stream.json`."""
+    s = cfg.verify.stream
+    snr = (s.snr_db[0], s.snr_db[1])
+    limit = cfg.gates.max_fa_per_hour if cfg.gates.max_fa_per_hour is not None else DEFAULT_FA_BUDGET
+
+    def produce(d: Path) -> dict[str, Any]:
+        budget = measure_budget(cfg, export.dir).as_dict(
+            cfg.budget.arena_headroom
+        )  # the arena, for the facts
+        facts = device_facts(cfg, features.info, export.dir / "model.tflite", budget)
+        fixed = operating_point({"config": {"firmware": cfg.firmware.model_dump(mode="json")}})
+        settings = settings_from_manifest(facts, d, fixed["threshold"], fixed["window"])
+        runner = model_runner(export.dir / "model.tflite")
+        clips = Corpus.load(corpus.dir / "corpus.npz")
+
+        def synthetic(split: str) -> tuple[list[tuple[str, np.ndarray]], dict[str, Any]]:
+            chosen = keyword_clips(clips, split, settings.keywords, s.positives, cfg.seed)
+            return chosen, {"path": f"corpus {split} split", "about": "synthetic voices never trained on"}
+
+        calibration = None
+        if cfg.firmware.threshold == "auto" or cfg.firmware.window == "auto":
+            positives, about = synthetic("validation")
+            cal = run_streams(
+                settings, runner, "train", s.calibration_minutes, positives, about, snr, cfg.seed, progress
+            )
+            chosen, points = calibrate(settings, cal.negatives, cal.positives, limit)
+            settings = replace(
+                settings,
+                threshold=chosen["threshold"] if cfg.firmware.threshold == "auto" else settings.threshold,
+                window=chosen["window"] if cfg.firmware.window == "auto" else settings.window,
+            )
+            calibration = {
+                "negatives": negatives_record(cal.negatives, cal.recordings, "train", settings.keywords),
+                "positives": {k: v for k, v in cal.positives.score().items() if k != "per_keyword"},
+                "chosen": chosen,
+                "points": points,
+            }
+        rep = run_streams(
+            settings, runner, "check", s.report_minutes, *synthetic("test"), snr, cfg.seed, progress
+        )
+        section: dict[str, Any] = {
+            "operating_point": {
+                "threshold": settings.threshold,
+                "window": settings.window,
+                "stride_frames": settings.stride_frames,
+                "refractory": settings.refractory,
+                "chosen_by": chosen_by(calibration, limit),
+            },
+            "calibration": calibration,
+            "negatives": negatives_record(rep.negatives, rep.recordings, "check", settings.keywords),
+            "positives": rep.positives.score(),
+        }
+        holdout = None
+        if cfg.verify.holdout:
+            real, skipped = read_positives(Path(cfg.verify.holdout).expanduser(), settings.keywords)
+            about = {"path": cfg.verify.holdout, "skipped_files": skipped}
+            background = mixed_background(rep.recordings, positives_seconds(real))
+            holdout = stream_positives(settings, runner, real, background, snr, cfg.seed, about, progress)
+            section["holdout"] = holdout.score()
+        section["det"] = sweep(settings, rep.negatives, holdout or rep.positives)
+        section["det_positives"] = "holdout" if holdout else "positives"
+        section["gates"] = stream_gates(cfg, section["negatives"], section["positives"]["recall"])
+        write_json(d / SECTION, section)
+        return {"operating_point": section["operating_point"]}
+
+    key = {
+        "negatives": [pool_fingerprint(name) for name in NEGATIVE_SOURCES],
+        "corpus": corpus.key,
+        "export": export.key,
+        "budget": cfg.budget.model_dump(mode="json"),
+        "stream": s.model_dump(mode="json"),
+        "firmware": cfg.firmware.model_dump(mode="json"),
+        "gates": cfg.gates.model_dump(mode="json"),
+        "holdout": cfg.verify.holdout and folder_fingerprint(Path(cfg.verify.holdout).expanduser()),
+        "seed": cfg.seed,
+    }
+    return stages.run("stream", key, produce)
+
+
+def chosen_by(calibration: dict[str, Any] | None, limit: float) -> str:
+    """Who set the operating point, in words for the manifest and the reports."""
+    if calibration is None:
+        return "config (firmware.threshold and firmware.window)"
+    cal = calibration["negatives"]
+    met = "" if calibration["chosen"]["met"] else "; no point met it there, the fewest false accepts taken"
+    return (
+        f"calibrated for <= {limit:g} FA/h on {cal['hours']:.2f} h of calibration speech (pool train part) "
+        f"and {calibration['positives']['clips']} validation keyword clips{met}"
+    )
