@@ -101,11 +101,11 @@ def cmd_stream(args: argparse.Namespace) -> int:
         print(stream_view.detections_text(record["files"]))
     negatives, positives = [], None
     if args.negatives:
-        negatives = run_stream(build, [Path(args.negatives)], args.threshold, args.window, progress)
+        negatives = run_stream(build, [args.negatives], args.threshold, args.window, progress)
         record["negatives"] = {"path": args.negatives, **false_accepts(negatives, keywords)}
         print(stream_view.false_accepts_text(record["negatives"], settings.threshold, settings.window))
     if args.positives:
-        background = [Path(args.background)] if args.background else []
+        background = [args.background] if args.background else []
         snr = _snr_range(args.snr)
         positives = run_positives(
             build, Path(args.positives), background, snr, args.seed, args.threshold, args.window, progress
@@ -372,7 +372,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[Arg]]] 
             (("audio",), {"nargs": "*", "help": "recordings or folders to scan for detections"}),
             (
                 ("--negatives",),
-                {"metavar": "DIR", "help": "recordings without any keyword: false accepts per hour"},
+                {
+                    "metavar": "DIR",
+                    "help": "recordings without any keyword: false accepts per hour ('builtin': the "
+                    "built-in real speech, no English, that builds report on)",
+                },
             ),
             (
                 ("--positives",),
@@ -383,7 +387,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[Arg]]] 
             ),
             (
                 ("--background",),
-                {"metavar": "DIR", "help": "audio the positives are inserted into (default: noise)"},
+                {
+                    "metavar": "DIR",
+                    "help": "audio the positives are inserted into (default: quiet noise; 'builtin': "
+                    "the built-in real speech)",
+                },
             ),
             (
                 ("--snr",),

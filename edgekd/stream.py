@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from tqdm import tqdm
 from edgekd.audio.frontend import MICRO_FEATURE_SCALE, make_frontend
 from edgekd.audio.io import SAMPLE_RATE, AudioFileError, read_wav
 from edgekd.build_dir import BuildDir
+from edgekd.data.real_pool import negative_recordings
 from edgekd.detect import (
     FirmwareSettings,
     detections,
@@ -48,6 +50,7 @@ from edgekd.export.firmware import SETTINGS_HEADER
 from edgekd.verify import runtime_worker
 from edgekd.verify.runners import TFLMRunner
 
+BUILTIN = "builtin"  # --negatives / --background: the pool's check part (real speech, no English)
 WORKER_MIN_WINDOWS = 2000  # TFLite Micro: from ~3 min of audio, half the inferences in a second process
 BATCH = 1024  # windows per progress step (~0.4 s on the engine)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
@@ -177,21 +180,37 @@ def decide(settings: FirmwareSettings, name: str, due: list[int], logits: np.nda
     ]
 
 
+def read_audio(spec: str | Path, seed: int = 0) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, float32 16 kHz audio) of each recording `spec` names: `builtin` is the built-in pool's
+    check part (real speech without English, one recording per source; never trained or calibrated on),
+    anything else a file or a folder of audio files, read one at a time."""
+    if str(spec) == BUILTIN:
+        for r in negative_recordings("check", 0, seed):
+            yield f"{BUILTIN}:{r.source}", r.audio
+        return
+    for f in audio_files([Path(spec)]):
+        yield str(f), read_wav(f, allow_clipped=True, allow_silent=True)
+
+
 def run_stream(
     build: Path,
-    paths: list[Path],
+    specs: Sequence[str | Path],
     threshold: float | None = None,
     window: int | None = None,
     progress: bool = True,
 ) -> list[FileResult]:
-    """Every audio file of `paths` through the build's device chain."""
+    """Every recording of `specs` (files, folders or `builtin`, see `read_audio`) through the build's
+    device chain. Paths are checked before any audio is streamed."""
     settings = load_settings(build, threshold, window)
+    for spec in specs:
+        if str(spec) != BUILTIN:
+            audio_files([Path(spec)])
     runner = model_runner(BuildDir(build).tflite)
-    results = []
-    for f in audio_files(paths):
-        audio = read_wav(f, allow_clipped=True, allow_silent=True)
-        results.append(stream_audio(settings, runner, audio, str(f), progress))
-    return results
+    return [
+        stream_audio(settings, runner, audio, name, progress)
+        for spec in specs
+        for name, audio in read_audio(spec)
+    ]
 
 
 def false_accepts(results: list[FileResult], labels: tuple[str, ...]) -> dict[str, Any]:
@@ -342,13 +361,16 @@ def read_positives(root: Path, keywords: tuple[str, ...]) -> tuple[list[tuple[st
     return clips, skipped
 
 
-def background_audio(paths: list[Path], seconds: float, seed: int) -> np.ndarray:
-    """Recordings to place positives into (read until `seconds` are there); quiet noise without any."""
-    if not paths:
+def background_audio(specs: Sequence[str | Path], seconds: float, seed: int) -> np.ndarray:
+    """Recordings to place positives into (read until `seconds` are there): `builtin` mixes the pool's
+    check part (every source in turn); quiet noise without any."""
+    if not specs:
         noise = np.random.default_rng(seed).normal(0, 10 ** (-50 / 20), int(seconds * SAMPLE_RATE))
         return noise.astype(np.float32)
+    if [str(s) for s in specs] == [BUILTIN]:
+        return mixed_background(negative_recordings("check", 0, seed), seconds)
     parts, have = [], 0
-    for f in audio_files(paths):
+    for f in audio_files([Path(s) for s in specs]):
         parts.append(read_wav(f, allow_clipped=True, allow_silent=True))
         have += len(parts[-1])
         if have >= seconds * SAMPLE_RATE:
@@ -385,7 +407,7 @@ class PositiveRun:
 def run_positives(
     build: Path,
     positives: Path,
-    background: list[Path],
+    background: Sequence[str | Path],
     snr_db: tuple[float, float],
     seed: int = 0,
     threshold: float | None = None,
@@ -398,7 +420,7 @@ def run_positives(
     clips, skipped = read_positives(positives, settings.keywords)
     about = {
         "path": str(positives),
-        "background": [str(p) for p in background] or "white noise at -50 dBFS",
+        "background": [str(b) for b in background] or "white noise at -50 dBFS",
         "skipped_files": skipped,
     }
     noise = background_audio(background, positives_seconds(clips), seed)

@@ -18,6 +18,7 @@ from typing import Any
 import flatbuffers
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 import transformers
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema_fb
@@ -26,6 +27,7 @@ from edgekd.artifacts import write_json
 from edgekd.audio.frontend import MicroFrontend
 from edgekd.audio.io import SAMPLE_RATE
 from edgekd.config import load_config
+from edgekd.data.real_pool import MARKER, NEGATIVE_SOURCES, SOURCES, is_check_file
 from edgekd.export.firmware import write_firmware_package
 from edgekd.export.manifest import file_hashes, model_io
 from edgekd.verify.tflite_info import measure_arena
@@ -283,3 +285,26 @@ def student_build(out: Path, target: str) -> Path:
 def esp32s3_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The esp32s3 student (DS-CNN S) as a small trained build directory, once per session."""
     return student_build(tmp_path_factory.mktemp("esp32s3_student") / "build", "esp32s3")
+
+
+# ---------------------------------------------------------------- a small real-speech pool stand-in
+
+
+@pytest.fixture
+def fake_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The three negative sources with 8 files of 2 s in each part (train and check), at the paths
+    their globs match."""
+    root = tmp_path / "pool"
+    monkeypatch.setenv("EDGEKD_REAL_POOL", str(root))
+    rng = np.random.default_rng(0)
+    for name in NEGATIVE_SOURCES:
+        src = SOURCES[name]
+        have = {True: 0, False: 0}
+        for i in range(1000):
+            path = root / src.package / src.globs[0].replace("**/", "").replace("*", f"f{i}")
+            if have[is_check_file(path, root)] < 8:
+                have[is_check_file(path, root)] += 1
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(str(path), speech_like(2.0, int(rng.integers(1 << 30))), SAMPLE_RATE)
+        (root / src.package / MARKER).write_text(f"Package: {src.package}\n")
+    return root

@@ -9,39 +9,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-import soundfile as sf
 from conftest import KwsModels, speech_like
 
 from edgekd.audio.frontend import MicroFrontend
-from edgekd.audio.io import SAMPLE_RATE, to_pcm16
+from edgekd.audio.io import to_pcm16
 from edgekd.config import load_config
 from edgekd.data.corpus import Corpus
-from edgekd.data.real_pool import MARKER, NEGATIVE_SOURCES, SOURCES, is_check_file, pool_root
+from edgekd.data.real_pool import NEGATIVE_SOURCES, SOURCES, is_check_file, pool_root
 from edgekd.pipeline import StageOutput, Stages
 from edgekd.stages import stream as stage
 from edgekd.verify.stats import poisson_rate_interval
 
 MINUTES = ["verify.stream.calibration_minutes=0.6", "verify.stream.report_minutes=0.6"]
-
-
-@pytest.fixture
-def fake_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The three negative sources with 8 files of 2 s in each part (train and check), at the paths
-    their globs match."""
-    root = tmp_path / "pool"
-    monkeypatch.setenv("EDGEKD_REAL_POOL", str(root))
-    rng = np.random.default_rng(0)
-    for name in NEGATIVE_SOURCES:
-        src = SOURCES[name]
-        have = {True: 0, False: 0}
-        for i in range(1000):
-            path = root / src.package / src.globs[0].replace("**/", "").replace("*", f"f{i}")
-            if have[is_check_file(path, root)] < 8:
-                have[is_check_file(path, root)] += 1
-                path.parent.mkdir(parents=True, exist_ok=True)
-                sf.write(str(path), speech_like(2.0, int(rng.integers(1 << 30))), SAMPLE_RATE)
-        (root / src.package / MARKER).write_text(f"Package: {src.package}\n")
-    return root
 
 
 def tiny_corpus(classes: list[str]) -> Corpus:

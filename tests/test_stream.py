@@ -128,6 +128,25 @@ def test_cli_lists_detections_and_measures_false_accepts(
     assert len(data["files"]) == 1 and "FA/h" in out
 
 
+def test_builtin_is_the_pools_check_part_for_negatives_and_background(
+    build: Path, fake_pool: Path, tmp_path: Path
+) -> None:
+    """`--negatives builtin` streams the pool's check part (one recording per source, the audio builds
+    report on); `--background builtin` puts the positives into it."""
+    from edgekd.data.real_pool import NEGATIVE_SOURCES, negative_recordings
+
+    for i in range(2):
+        write_wav(tmp_path / "pos" / "yes" / f"s{i}_nohash_0.wav", speech_like(1.0, seed=40 + i))
+    record = tmp_path / "stream.json"
+    args = ["stream", str(build), "--negatives", "builtin", "--positives", str(tmp_path / "pos")]
+    assert main([*args, "--background", "builtin", "--json", str(record), "--quiet"]) == 0
+    data = json.loads(record.read_text())
+    check = negative_recordings("check", 0, seed=0)
+    assert data["negatives"]["files"] == len(NEGATIVE_SOURCES)
+    assert data["negatives"]["hours"] == pytest.approx(sum(r.seconds for r in check) / 3600)
+    assert data["positives"]["background"] == ["builtin"] and data["positives"]["clips"] == 2
+
+
 def test_clips_are_inserted_where_reported_at_the_asked_snr() -> None:
     rng = np.random.default_rng(0)
     background = rng.normal(0, 0.01, SAMPLE_RATE * 3).astype(np.float32)  # shorter than needed: repeated
