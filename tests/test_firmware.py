@@ -31,6 +31,7 @@ from edgekd.export.firmware import (
     ESPHOME_MANIFEST,
     SETTINGS_HEADER,
     esphome_contract_violations,
+    esphome_cutoff,
     resolver_method,
     write_firmware_package,
 )
@@ -496,7 +497,7 @@ def test_esphome_manifest_only_for_a_streaming_single_word_uint8_model(tmp_path:
     assert mww["type"] == "micro" and mww["version"] == 2 and mww["wake_word"] == "hey_edgekd"
     assert mww["model"] == "model.tflite" and mww["trained_languages"] == ["en"]
     assert mww["micro"] == {
-        "probability_cutoff": 0.8,
+        "probability_cutoff": 0.801961,  # (204 + 0.5) / 255: ESPHome's int(c * 255) reads 204 back
         "feature_step_size": 10,
         "sliding_window_size": 3,
         "tensor_arena_size": 47296,
@@ -510,6 +511,11 @@ def test_esphome_manifest_only_for_a_streaming_single_word_uint8_model(tmp_path:
     assert len(reasons) == 3
     assert "int8 [1, 12]" in reasons[0] and "streaming" in reasons[1] and "input quantization" in reasons[2]
     assert math.isclose(ESPHOME_INPUT_SCALE, 0.1016235, rel_tol=1e-6)
+
+
+def test_esphome_reads_back_every_cutoff_the_manifest_writes() -> None:
+    assert [int(esphome_cutoff(k) * 255) for k in range(256)] == list(range(256))
+    assert sum(int(round(k / 255, 4) * 255) != k for k in range(256)) == 125  # what rounding would lose
 
 
 def test_resolver_method_names() -> None:

@@ -163,6 +163,13 @@ def esphome_contract_violations(settings: FirmwareSettings, ops: list[str]) -> l
     return reasons
 
 
+def esphome_cutoff(cutoff: int) -> float:
+    """The manifest's probability_cutoff for a uint8 cutoff k. ESPHome truncates (`int(c * 255)`), so
+    the value written is the middle of k's step, (k + 0.5) / 255: `round(k / 255, 4)` reads back as k - 1
+    for 125 of the 256 values (k = 1: 0.0039 * 255 = 0.9945)."""
+    return round((cutoff + 0.5) / PROB_ONE, 6)
+
+
 def esphome_manifest(settings: FirmwareSettings, keyword: str) -> dict[str, Any]:
     """The micro_wake_word v2 manifest for a model that satisfies the contract."""
     return {
@@ -173,7 +180,7 @@ def esphome_manifest(settings: FirmwareSettings, keyword: str) -> dict[str, Any]
         "trained_languages": ["en"],
         "version": 2,
         "micro": {
-            "probability_cutoff": round(settings.threshold, 4),
+            "probability_cutoff": esphome_cutoff(settings.cutoff),
             "feature_step_size": int(settings.frontend.get("step_ms", 10)),
             "sliding_window_size": settings.window,
             "tensor_arena_size": settings.arena_bytes,
