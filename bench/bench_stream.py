@@ -135,7 +135,7 @@ def main() -> int:
         low, high = (float(v) for v in args.snr.split(":"))
         check = recordings if args.part == "check" else negative_recordings("check", 0, seed=0)
         clips, _ = read_positives(args.positives, keywords)
-        background = mixed_background(check, positives_seconds(clips))
+        background = mixed_background([r.audio for r in check], positives_seconds(clips))
         about = {"path": str(args.positives), "background": "the pool's check part"}
         runner = model_runner(args.build / "model.tflite")
         positives = stream_positives(settings, runner, clips, background, (low, high), 0, about, False)

@@ -368,7 +368,7 @@ def background_audio(specs: Sequence[str | Path], seconds: float, seed: int) -> 
         noise = np.random.default_rng(seed).normal(0, 10 ** (-50 / 20), int(seconds * SAMPLE_RATE))
         return noise.astype(np.float32)
     if [str(s) for s in specs] == [BUILTIN]:
-        return mixed_background(negative_recordings("check", 0, seed), seconds)
+        return mixed_background([r.audio for r in negative_recordings("check", 0, seed)], seconds)
     parts, have = [], 0
     for f in audio_files([Path(s) for s in specs]):
         parts.append(read_wav(f, allow_clipped=True, allow_silent=True))
@@ -378,11 +378,16 @@ def background_audio(specs: Sequence[str | Path], seconds: float, seed: int) -> 
     return np.concatenate(parts)
 
 
-def mixed_background(recordings: list[Any], seconds: float) -> np.ndarray:
-    """An equal slice of each recording (`real_pool.Recording`s: one per source), one after another:
-    keyword clips inserted into it land in each language and room."""
-    share = int(seconds * SAMPLE_RATE / len(recordings)) + 1
-    return np.concatenate([np.resize(r.audio, share) for r in recordings])
+def background_share(seconds: float, sources: int) -> int:
+    """Samples `mixed_background` takes from each of `sources` recordings for `seconds` of audio."""
+    return int(seconds * SAMPLE_RATE / sources) + 1
+
+
+def mixed_background(recordings: list[np.ndarray], seconds: float) -> np.ndarray:
+    """An equal slice of each recording (one per source), one after another: keyword clips inserted
+    into it land in each language and room."""
+    share = background_share(seconds, len(recordings))
+    return np.concatenate([np.resize(r, share) for r in recordings])
 
 
 @dataclass

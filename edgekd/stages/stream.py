@@ -27,15 +27,16 @@ import numpy as np
 
 from edgekd.artifacts import stable_hash, write_json
 from edgekd.audio.io import from_pcm16
-from edgekd.config import BuildConfig
+from edgekd.config import BuildConfig, GatesConfig
 from edgekd.data.corpus import Corpus
-from edgekd.data.real_pool import NEGATIVE_SOURCES, Part, Recording, negative_recording, pool_fingerprint
+from edgekd.data.real_pool import NEGATIVE_SOURCES, Part, negative_recording, pool_fingerprint
 from edgekd.detect import FirmwareSettings, operating_point, settings_from_manifest
 from edgekd.export.manifest import device_facts
 from edgekd.pipeline import StageOutput, Stages, folder_fingerprint
 from edgekd.stream import (
     FileResult,
     PositiveRun,
+    background_share,
     calibrate,
     false_accepts,
     mixed_background,
@@ -50,7 +51,8 @@ from edgekd.verify.budget import check, measure_budget
 from edgekd.verify.stats import poisson_rate_interval
 
 SECTION = "stream.json"
-DEFAULT_FA_BUDGET = 0.5  # what `auto` calibrates for when gates.max_fa_per_hour is None (report only)
+# what `auto` calibrates for when gates.max_fa_per_hour is None (the gate report-only): its default
+DEFAULT_FA_BUDGET = GatesConfig().max_fa_per_hour
 
 
 def keyword_clips(
@@ -67,23 +69,21 @@ def keyword_clips(
     return [(word, from_pcm16(corpus.clips[i])) for word, i in chosen[:n]]
 
 
-def negatives_record(
-    results: list[FileResult], recordings: list[Recording], part: str, keywords: tuple[str, ...]
-) -> dict[str, Any]:
+def negatives_record(streams: Streams, part: str, keywords: tuple[str, ...]) -> dict[str, Any]:
     """FA/h over all sources with its exact 95 % interval, and per source."""
-    fa = false_accepts(results, keywords)
+    fa = false_accepts(streams.negatives, keywords)
     low, high = poisson_rate_interval(fa["false_accepts"], fa["hours"])
     return {
-        "audio": f"builtin:debian-speech {part} part: {', '.join(r.source for r in recordings)}, no English",
+        "audio": f"builtin:debian-speech {part} part: {', '.join(streams.files)}, no English",
         **fa,
         "fa_per_hour_interval": [low, high],
         "per_source": {
-            r.source: {
+            source: {
                 **false_accepts([res], keywords),
-                "files": len(r.files),  # joined into one recording
-                "files_sha256": stable_hash(sorted(map(str, r.files))),
+                "files": len(files),  # joined into one recording
+                "files_sha256": stable_hash(sorted(map(str, files))),
             }
-            for r, res in zip(recordings, results, strict=True)
+            for (source, files), res in zip(streams.files.items(), streams.negatives, strict=True)
         },
     }
 
@@ -105,10 +105,13 @@ def stream_gates(cfg: BuildConfig, negatives: dict[str, Any], recall: float | No
 
 @dataclass
 class Streams:
-    """One audio part through the device chain: its recordings, their results and the keyword run."""
+    """One pool part through the device chain: per source the files joined into its recording and the
+    stream's result, the start of each recording (what keyword clips are inserted into), the keyword run.
+    The long recordings themselves are not kept: hours of float32 audio."""
 
-    recordings: list[Recording]
+    files: dict[str, list[Path]]
     negatives: list[FileResult]
+    starts: list[np.ndarray]
     positives: PositiveRun
 
 
@@ -122,20 +125,23 @@ def run_streams(
     snr_db: tuple[float, float],
     seed: int,
     progress: bool,
+    keep_seconds: float,
 ) -> Streams:
-    """The pool part's negative recordings, and `positives` inserted into an equal mix of them. The next
-    source is decoded in a thread while one streams (decoding .ogg is a third of the work)."""
-    share = minutes / len(NEGATIVE_SOURCES)
-    recordings, negatives = [], []
+    """The pool part's negative recordings, and `positives` inserted into an equal mix of them; the start
+    of each recording is kept for `keep_seconds` of such a mix. The next source is decoded in a thread
+    while one streams (decoding .ogg is a third of the work); a recording is dropped once streamed."""
+    share, keep = minutes / len(NEGATIVE_SOURCES), background_share(keep_seconds, len(NEGATIVE_SOURCES))
+    files, negatives, starts = {}, [], []
     with ThreadPoolExecutor(1) as reader:
         pending = [reader.submit(negative_recording, name, part, share, seed) for name in NEGATIVE_SOURCES]
         for future in pending:
             recording = future.result()
-            recordings.append(recording)
             negatives.append(stream_audio(settings, runner, recording.audio, recording.source, progress))
-    background = mixed_background(recordings, positives_seconds(positives))
+            files[recording.source] = recording.files
+            starts.append(np.resize(recording.audio, keep))
+    background = mixed_background(starts, positives_seconds(positives))
     run = stream_positives(settings, runner, positives, background, snr_db, seed, about, progress)
-    return Streams(recordings, negatives, run)
+    return Streams(files, negatives, starts, run)
 
 
 def stage_stream(
@@ -152,9 +158,7 @@ def stage_stream(
     limit = cfg.gates.max_fa_per_hour if cfg.gates.max_fa_per_hour is not None else DEFAULT_FA_BUDGET
 
     def produce(d: Path) -> dict[str, Any]:
-        budget = measure_budget(cfg, export.dir).as_dict(
-            cfg.budget.arena_headroom
-        )  # the arena, for the facts
+        budget = measure_budget(cfg, export.dir).as_dict(cfg.budget.arena_headroom)  # for the arena
         facts = device_facts(cfg, features.info, export.dir / "model.tflite", budget)
         fixed = operating_point({"config": {"firmware": cfg.firmware.model_dump(mode="json")}})
         settings = settings_from_manifest(facts, d, fixed["threshold"], fixed["window"])
@@ -168,9 +172,9 @@ def stage_stream(
         calibration = None
         if cfg.firmware.threshold == "auto" or cfg.firmware.window == "auto":
             positives, about = synthetic("validation")
-            cal = run_streams(
-                settings, runner, "train", s.calibration_minutes, positives, about, snr, cfg.seed, progress
-            )
+            seconds = positives_seconds(positives)
+            cal = run_streams(settings, runner, "train", s.calibration_minutes, positives, about, snr,
+                              cfg.seed, progress, seconds)  # fmt: skip
             chosen, points = calibrate(settings, cal.negatives, cal.positives, limit)
             settings = replace(
                 settings,
@@ -178,14 +182,20 @@ def stage_stream(
                 window=chosen["window"] if cfg.firmware.window == "auto" else settings.window,
             )
             calibration = {
-                "negatives": negatives_record(cal.negatives, cal.recordings, "train", settings.keywords),
+                "negatives": negatives_record(cal, "train", settings.keywords),
                 "positives": {k: v for k, v in cal.positives.score().items() if k != "per_keyword"},
                 "chosen": chosen,
                 "points": points,
             }
-        rep = run_streams(
-            settings, runner, "check", s.report_minutes, *synthetic("test"), snr, cfg.seed, progress
+        positives, about = synthetic("test")
+        real, skipped = (
+            read_positives(Path(cfg.verify.holdout).expanduser(), settings.keywords)
+            if cfg.verify.holdout
+            else ([], 0)
         )
+        seconds = max(positives_seconds(positives), positives_seconds(real))
+        rep = run_streams(settings, runner, "check", s.report_minutes, positives, about, snr, cfg.seed,
+                          progress, seconds)  # fmt: skip
         section: dict[str, Any] = {
             "operating_point": {
                 "threshold": settings.threshold,
@@ -195,14 +205,13 @@ def stage_stream(
                 "chosen_by": chosen_by(calibration, limit),
             },
             "calibration": calibration,
-            "negatives": negatives_record(rep.negatives, rep.recordings, "check", settings.keywords),
+            "negatives": negatives_record(rep, "check", settings.keywords),
             "positives": rep.positives.score(),
         }
         holdout = None
         if cfg.verify.holdout:
-            real, skipped = read_positives(Path(cfg.verify.holdout).expanduser(), settings.keywords)
             about = {"path": cfg.verify.holdout, "skipped_files": skipped}
-            background = mixed_background(rep.recordings, positives_seconds(real))
+            background = mixed_background(rep.starts, positives_seconds(real))
             holdout = stream_positives(settings, runner, real, background, snr, cfg.seed, about, progress)
             section["holdout"] = holdout.score()
         section["det"] = sweep(settings, rep.negatives, holdout or rep.positives)
