@@ -39,9 +39,10 @@ from edgekd.audio.frontend import compute_features, make_frontend  # noqa: E402
 from edgekd.audio.io import from_pcm16  # noqa: E402
 from edgekd.config import BuildConfig, load_config  # noqa: E402
 from edgekd.data.corpus import Corpus  # noqa: E402
+from edgekd.data.views import make_views  # noqa: E402
 from edgekd.fmt import table  # noqa: E402
 from edgekd.pipeline import Stages, default_cache_root  # noqa: E402
-from edgekd.stages.data import make_views, stage_corpus  # noqa: E402
+from edgekd.stages.data import stage_corpus  # noqa: E402
 from edgekd.stages.distill import distills, fit_float_student  # noqa: E402
 from edgekd.train.losses import UNLABELED  # noqa: E402
 from edgekd.train.soft_labels import SoftLabels, standardise  # noqa: E402

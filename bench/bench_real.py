@@ -31,7 +31,7 @@ from edgekd.config import load_config  # noqa: E402
 from edgekd.evaluate import evaluate  # noqa: E402
 from edgekd.fmt import table  # noqa: E402
 from edgekd.report.markdown import ROW_ORDER, STAGE_HEADERS, stage_rows  # noqa: E402
-from edgekd.verify.stats import mean_class_interval, wilson  # noqa: E402
+from edgekd.stats import mean_class_interval, wilson  # noqa: E402
 
 REAL_DATA = Path(os.environ.get("EDGEKD_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 # the real folder each recipe is scored on by default

@@ -32,7 +32,7 @@ from edgekd.stages.real_agreement import POOL, stage_real_agreement
 from edgekd.stages.stream import SECTION as STREAM_SECTION
 from edgekd.stages.stream import stage_stream
 from edgekd.stages.teacher import stage_teacher
-from edgekd.stages.verify import stage_verify
+from edgekd.stages.verify import VIEW_LOGITS, stage_verify
 from edgekd.train.trainer import resolve_device
 from edgekd.verify.parity import with_section
 
@@ -200,7 +200,7 @@ def run_build(
         gate = check_teacher(cfg, teacher, baseline, features, log)
     student = stage_student(cfg, features, teacher, stages, device, progress)
     export = stage_export(cfg, student, features, stages)
-    verify = stage_verify(cfg, export, features, student, teacher, baseline, stages, progress)
+    verify = stage_verify(cfg, corpus, export, features, student, teacher, baseline, stages, progress)
     sections = {}  # parity sections measured on other audio, each with its own logits
     if cfg.verify.holdout:
         sections["holdout"] = stage_holdout(cfg, teacher, student, export, stages, progress)
@@ -226,6 +226,8 @@ def run_build(
             shutil.copy2(export.dir / name, staging.path / name)
     parity = json.loads((verify.dir / BuildDir.PARITY).read_text())
     shutil.copy2(verify.logits, staging.logits("parity"))
+    if (verify.dir / VIEW_LOGITS).exists():  # the gates' evidence beyond the clips
+        shutil.copy2(verify.dir / VIEW_LOGITS, staging.logits("parity_views"))
     for name, section in sections.items():
         parity = with_section(parity, name, json.loads((section.dir / f"{name}.json").read_text()))
         shutil.copy2(section.logits, staging.logits(name))

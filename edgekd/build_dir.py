@@ -9,7 +9,7 @@ layout is written down once:
       parity.json  manifest.json  config.json                 the verdict, the facts, the merged config
       report.md  report.html  model_settings.h  ...           reports and the firmware package
       weights/{float.pt, qat.pt, teacher_head.pt, teacher_hf/}
-      logs/{parity,holdout,real_unlabeled}_logits.npz  logs/training.json  logs/layers.json
+      logs/{parity,parity_views,holdout,real_unlabeled}_logits.npz  logs/training.json  logs/layers.json
 """
 
 from __future__ import annotations

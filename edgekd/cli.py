@@ -9,6 +9,7 @@ NEW regressed (compare), 2 a user error (bad config, data or path: the message s
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -33,6 +34,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     from edgekd.pipeline import default_cache_root
 
     overrides = list(args.set or [])
+    if args.words:  # first: a --set unknown_words=... after them still wins
+        overrides.insert(0, f"words={json.dumps(args.words)}")
+    if args.unknown_words:
+        overrides.append(f"unknown_words={json.dumps(args.unknown_words)}")
     if args.data:
         overrides.append(f"data.path={Path(args.data).resolve()}")
     if args.unlabeled:
@@ -232,6 +237,23 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[Arg]]] 
         [
             (("--target",), {"required": True, "help": "target profile name (targets/*.yaml) or path"}),
             (("--recipe",), {"default": "kws12", "help": "recipe name (configs/*.yaml) or path"}),
+            (
+                ("--words",),
+                {
+                    "nargs": "+",
+                    "metavar": "WORD",
+                    "help": 'your keywords, e.g. --words "lights on" "lights off" "play music" (replaces '
+                    "the recipe's labels; _unknown_ words: common English words that do not sound like them)",
+                },
+            ),
+            (
+                ("--unknown-words",),
+                {
+                    "nargs": "+",
+                    "metavar": "WORD",
+                    "help": "other words the model must not fire on (default with --words: chosen for them)",
+                },
+            ),
             (
                 ("--data",),
                 {"help": "your corpus in the Speech Commands layout (default: synthesize one offline)"},

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekd.errors import ConfigError
+from edgekd.words import WordError, check_words, default_unknown_words
 
 ROOT = Path(__file__).resolve().parent.parent
 # Shipped inside the package (so `pip install .` / pipx finds them from any folder); the repository's
@@ -184,6 +185,9 @@ class SynthConfig(Section):
     mbrola_voices: Annotated[int, Field(ge=0, le=500)] = 0
     pico_voices: Annotated[int, Field(ge=0, le=500)] = 0
     keyword_takes: Annotated[int, Field(ge=1, le=20)] = 1
+    # add test-only espeak-ng voices until the test split holds enough clips per word for the parity
+    # gates to tell a defect from noise (BuildConfig.test_clips_per_class); training is unchanged
+    test_evidence: bool = True
     unknown_words_per_voice: Annotated[int, Field(ge=0, le=100)] = 4
     silence_fraction: Fraction = 0.08
     # synthesis processes (fewer for a small corpus); the corpus is the same for any number
@@ -276,16 +280,23 @@ class BudgetConfig(Section):
 
 
 class GatesConfig(Section):
+    """Limits the build must meet. Agreement, accuracy drops and accuracy floors are decided on a
+    `confidence` interval: they fail when the evidence shows the limit crossed, not on a clip or two."""
+
+    confidence: Annotated[float, Field(ge=0.5, le=0.999)] = 0.95
     min_accuracy: Fraction = 0.0
     min_agreement: Fraction = 0.995
+    # an input whose float top-2 logits lie within this many int8 output steps is a near-tie: rounding
+    # alone can flip it. Agreement gates decide on the other inputs and report the near-ties (docs/DESIGN.md)
+    tie_steps: Annotated[float, Field(ge=0.0, le=1000.0)] = 8.0
     max_accuracy_drop: Annotated[float, Field(ge=0.0, le=100.0)] = 0.5  # points
     # real holdout (verify.holdout): the device runtime's mean per-keyword accuracy; 0 = report only
     holdout_min_accuracy: Fraction = 0.0
     # device-vs-float agreement on the holdout; None: the same bar as min_agreement
     holdout_min_agreement: Fraction | None = None
-    # device-vs-float agreement on real unlabelled speech (verify.pool_windows); 0 = report only. Not yet
-    # gated by default: ambiguous real speech has many near-ties that int8 noise flips (docs/DESIGN.md)
-    pool_min_agreement: Fraction = 0.0
+    # device-vs-float agreement on real unlabelled speech (verify.pool_windows), decided like min_agreement
+    # on the inputs that are no near-ties; None: the same bar as min_agreement; 0 = report only
+    pool_min_agreement: Fraction | None = None
     # false accepts per hour of the shipped operating point on held-out real speech without keywords
     # (verify.stream). Fails only when the rate is above the limit at 95 % confidence: one false accept
     # in 20 minutes cannot show a rate above 0.5/h. None = report only
@@ -336,6 +347,9 @@ class VerifyConfig(Section):
     runtimes: list[Literal["tflm", "litert", "onnx"]] = ["tflm", "litert", "onnx"]
     primary: Literal["tflm", "litert", "onnx"] = "tflm"
     max_clips: NonNegInt = 0  # 0 = whole test split
+    # augmented views of each test clip (the training augmentation, other seeds) on which the agreement
+    # and drop gates are decided beside the clips: thousands of paired inputs instead of hundreds
+    test_views: Annotated[int, Field(ge=0, le=32)] = 4
     # a folder of the user's own real recordings (Speech Commands layout), never trained on: scored with
     # every runtime in its own section of parity.json and gated by gates.holdout_*
     holdout: str | None = None
@@ -399,6 +413,16 @@ class BuildConfig(Section):
         if (self.budget.clock_mhz is None) != (self.budget.macs_per_cycle is None):
             raise ValueError("budget.clock_mhz and budget.macs_per_cycle go together (latency estimate)")
         return self
+
+    @property
+    def test_clips_per_class(self) -> int:
+        """Test clips per class at which the parity gates can decide: with `verify.test_views` views of
+        each, the classes together reach `edgekd.stats.inputs_to_decide` paired inputs."""
+        from edgekd.stats import inputs_to_decide
+
+        g = self.gates
+        need = inputs_to_decide(g.min_agreement, g.max_accuracy_drop / 100, g.confidence)
+        return -(-need // ((1 + self.verify.test_views) * len(self.classes)))
 
     @property
     def classes(self) -> list[str]:
@@ -542,10 +566,44 @@ def load_config(target: str, recipe: str = "kws12", overrides: list[str] | None 
         merged = _merge(merged, parse_override(text), f"--set {text}", origins)
     merged.setdefault("target", target_path.stem)
     merged["recipe"] = recipe_path.stem
+    _vocabulary(
+        merged, origins, layers=[str(target_path), str(recipe_path), *(f"--set {t}" for t in overrides or [])]
+    )
     try:
-        return BuildConfig.model_validate(merged)
+        cfg = BuildConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, origins)) from None
+    try:  # before any synthesis: a vocabulary no training can make work
+        check_words(cfg.labels, cfg.unknown_words)
+    except WordError as exc:
+        raise ConfigError(f"{_origin(origins, 'labels')}: {exc}") from None
+    return cfg
+
+
+def _vocabulary(merged: dict[str, Any], origins: dict[str, str], layers: list[str]) -> None:
+    """`words:` (a recipe shortcut; `--words` on the command line) sets the labels, and `_unknown_` words
+    default to `auto` (`edgekd.words.default_unknown_words`) unless a later layer than the words gives
+    them: a recipe's `unknown_words` were chosen for its own labels, not for yours."""
+    if "words" in merged:
+        words = merged.pop("words")
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise ConfigError(
+                f"{origins['words']}: words = {words!r}: give a list of words or phrases, e.g. "
+                '--words "lights on" "lights off"'
+            )
+        merged["labels"] = words
+        origins["labels"] = origins["words"]
+        unknown_from = origins.get("unknown_words")
+        if unknown_from is None or layers.index(unknown_from) < layers.index(origins["words"]):
+            merged["unknown_words"] = "auto"
+            origins["unknown_words"] = origins["words"]
+    if merged.get("unknown_words") == "auto":
+        labels = merged.get("labels")
+        if not isinstance(labels, list) or not all(isinstance(w, str) for w in labels):
+            raise ConfigError(
+                f"{_origin(origins, 'unknown_words')}: unknown_words: auto needs labels (a list)"
+            )
+        merged["unknown_words"] = default_unknown_words(labels)
 
 
 def list_targets() -> list[Path]:

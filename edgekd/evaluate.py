@@ -13,7 +13,7 @@ from typing import Any
 from edgekd.build_dir import BuildDir
 from edgekd.verify.budget import measure_budget
 from edgekd.verify.parity import parity_report
-from edgekd.verify.scoring import labelled_rows, score_folder, skipped_record
+from edgekd.verify.scoring import score_folder, skipped_record
 
 
 def evaluate(build: Path, data: Path, progress: bool = True, max_clips: int = 0) -> dict[str, Any]:
@@ -21,6 +21,6 @@ def evaluate(build: Path, data: Path, progress: bool = True, max_clips: int = 0)
     cfg = b.config()  # first: a folder that is no build at all says so
     b.require(BuildDir.MANIFEST, "weights/float.pt", "weights/qat.pt")
     scored = score_folder(cfg, data, b.weights, b.weights, b.path, b.features_shape(), progress, max_clips)
-    report = parity_report(cfg, labelled_rows(cfg, scored), measure_budget(cfg, b.path), len(scored.y))
+    report = parity_report(cfg, scored.logits, scored.y, measure_budget(cfg, b.path), step=scored.step)
     report["data"] = {"path": str(data), **skipped_record(scored)}
     return report

@@ -188,6 +188,8 @@ def corpus_fingerprint(cfg: BuildConfig) -> dict[str, Any]:
     }
     if cfg.data.path:
         base.update(folder_fingerprint(Path(cfg.data.path)))
+    elif cfg.data.synth.test_evidence:  # the gates' limits size the synthetic test split
+        base["test_clips_per_class"] = cfg.test_clips_per_class
     if cfg.data.extra:
         base["extra"] = folder_fingerprint(Path(cfg.data.extra))
     return base

@@ -15,7 +15,7 @@ from edgekd.config import dump_config, load_config
 from edgekd.errors import EdgekdError
 from edgekd.report.compare import Tolerances, compare, default_tolerances, load_parity, render_compare
 from edgekd.verify.budget import Budget
-from edgekd.verify.parity import parity_report, row
+from edgekd.verify.parity import parity_report
 
 CFG = load_config("esp32s3")
 
@@ -28,15 +28,14 @@ def _parity(seed: int = 0) -> dict[str, Any]:
     logits = rng.normal(size=(240, n_cls)).astype(np.float32)
     logits[np.arange(240), y] += 4.0
     teacher = logits + rng.normal(scale=0.3, size=logits.shape).astype(np.float32)
-    s_pred, t_pred = logits.argmax(1), teacher.argmax(1)
-    rows = {
-        "teacher_fp32": row(teacher, y, CFG.classes, s_pred, t_pred),
-        "student_fp32": row(logits, y, CFG.classes, s_pred, t_pred),
-        "student_qat": row(logits, y, CFG.classes, s_pred, t_pred, reference_logits=logits),
-        "student_int8_tflm": row(logits + 0.01, y, CFG.classes, s_pred, t_pred, reference_logits=logits),
+    runtimes = {
+        "teacher_fp32": teacher,
+        "student_fp32": logits,
+        "student_qat": logits,
+        "student_int8_tflm": logits + 0.01,
     }
     budget = Budget(48_904, 42_992, ["CONV_2D", "FULLY_CONNECTED"], 4_744_768, True, [], 19.77, "estimate: x")
-    return parity_report(CFG, rows, budget, len(y))
+    return parity_report(CFG, runtimes, y, budget)
 
 
 def _write(d: Path, parity: dict[str, Any], config: dict[str, Any] | None = None) -> Path:

@@ -18,8 +18,10 @@ from edgekd.data.corpus import (
     BACKGROUND_DIR,
     SPLITS,
     Corpus,
+    _draw_voices,
     _group_split,
     build_corpus,
+    corpus_voices,
     load_speech_commands,
     synthesize,
 )
@@ -344,7 +346,12 @@ def test_save_load_round_trip_without_backgrounds_or_skips(tmp_path: Path) -> No
 # ---------------------------------------------------------------- synthetic corpus
 
 # the recipe's flite and festival voices are off here: engines have their own tests (test_synth.py)
-ONLY_ESPEAK_PIPER = ["data.synth.flite_voices=0", "data.synth.festival_voices=0"]
+# and no test-only evidence voices, whose own test counts them
+ONLY_ESPEAK_PIPER = [
+    "data.synth.flite_voices=0",
+    "data.synth.festival_voices=0",
+    "data.synth.test_evidence=false",
+]
 SYNTH = [
     "data.synth.espeak_voices=6",
     "data.synth.piper_voices=2",
@@ -438,3 +445,22 @@ def test_synthetic_corpus_needs_voices() -> None:
     cfg = load_config("esp32s3", "kws12", off)
     with pytest.raises(DataError, match="no voices"):
         synthesize(cfg, progress=False)
+
+
+def test_a_small_vocabulary_gets_test_only_voices_until_the_gates_can_decide() -> None:
+    sets = ['words=["lights on", "lights off"]', "data.synth.espeak_voices=20", "data.synth.piper_voices=2"]
+    cfg = load_config(
+        "esp32s3", "kws12", [*sets, "data.synth.flite_voices=0", "data.synth.festival_voices=0"]
+    )
+    drawn = _draw_voices(cfg)
+    voices, split_of = corpus_voices(cfg)
+    extra = voices[len(drawn) :]
+    assert extra and all(v.engine == "espeak" and split_of[v.speaker] == "test" for v in extra)
+    assert not {v.speaker for v in extra} & {v.speaker for v in drawn}  # new speakers: nobody leaks
+    test_voices = sum(split_of[v.speaker] == "test" for v in voices)
+    assert test_voices >= cfg.test_clips_per_class > test_voices - len(extra)
+    # the training voices are the ones the same config draws without the evidence voices
+    off = load_config("esp32s3", "kws12", [*sets, *ONLY_ESPEAK_PIPER])
+    assert corpus_voices(off)[0] == drawn
+    default = load_config("esp32s3")  # kws12's own voices already give its gates enough test clips
+    assert len(corpus_voices(default)[0]) == len(_draw_voices(default))

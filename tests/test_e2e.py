@@ -40,7 +40,7 @@ SMALL = [
     # a 3-epoch toy teacher need not beat the plain student; the gate has its own test below
     "distill.teacher_gate=warn",
     "verify.pool_windows=200",
-    "gates.pool_min_agreement=0.01",  # gated here, so the test sees the gate (report-only by default)
+    "gates.pool_min_agreement=0.01",  # a 3-epoch toy has few decisive windows; the gate is still there
     "verify.stream.calibration_minutes=1",
     "verify.stream.report_minutes=1",
     "verify.stream.positives=30",
@@ -123,12 +123,37 @@ def test_parity_json_schema(built: tuple[Path, Path]) -> None:
         json.loads((built[0] / "config.json").read_text())["budget"]["ops"]
     )
     assert parity["budget"]["fully_int8"] is True
-    assert all({"name", "value", "limit", "passed"} <= set(g) for g in parity["gates"]) and parity["passed"]
+    assert (
+        all({"name", "value", "limit", "passed", "n"} <= set(g) for g in parity["gates"]) and parity["passed"]
+    )
+    # agreement and drops are decided on the clips and augmented views of each: every gate says how many
+    ev = parity["evidence"]
+    assert ev["clips"] == parity["n_clips"] and ev["inputs"] == parity["n_clips"] * (1 + ev["views_per_clip"])
+    for name in ("agreement_tflm_vs_student_fp32", "accuracy_drop_pts_tflm"):
+        gate = next(g for g in parity["gates"] if g["name"] == name)
+        assert gate["n"] == ev["inputs"] and gate["rule"] == "interval" and len(gate["interval"]) == 2
+        assert f"of {ev['inputs']:,}" in gate["detail"] or f"on {ev['inputs']:,}" in gate["detail"]
     # the INT8 TFLite on TFLite Micro reproduces the float32 run of the very weights it ships
     assert parity["rows"]["student_int8_tflm"]["agreement_with_student_fp32"] >= 0.97
     assert {"accuracy_drop_pts_tflm", "accuracy_drop_pts_tflm_vs_pre_qat"} <= {
         g["name"] for g in parity["gates"]
     }
+
+
+def test_your_own_words_build_in_one_command(tmp_path: Path) -> None:
+    """`--words` with phrases: the labels, `_unknown_` words chosen for them, a firmware package that
+    names them, and gates that carry their sample sizes."""
+    out = tmp_path / "lights"
+    argv = _args(out, tmp_path / "cache", "verify.stream.enabled=false", "verify.pool_windows=0")
+    assert main([*argv, "--words", "lights on", "lights off", "play music"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["labels"] == ["lights on", "lights off", "play music"]
+    assert "music" not in config["unknown_words"] and "table" in config["unknown_words"]
+    assert '"lights on"' in (out / "model_settings.h").read_text()
+    parity = json.loads((out / "parity.json").read_text())
+    assert parity["classes"] == ["lights on", "lights off", "play music", "_unknown_", "_silence_"]
+    assert all(g["n"] for g in parity["gates"] if g.get("rule") == "interval")
+    assert "95 % interval" in (out / "report.md").read_text()
 
 
 def test_manifest_hashes_match_files(built: tuple[Path, Path]) -> None:

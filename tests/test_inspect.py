@@ -24,7 +24,7 @@ from edgekd.report.compare import _fmt, compare
 from edgekd.report.inspect_view import render_inspect
 from edgekd.report.markdown import budget_lines
 from edgekd.verify.inspect import OP_COSTS, inspect_model, resolver_call
-from edgekd.verify.parity import parity_report, row
+from edgekd.verify.parity import parity_report
 from edgekd.verify.tflite_info import describe, smallest_working_arena
 
 ESP = load_config("esp32s3")
@@ -203,9 +203,8 @@ def test_figures_agree_with_the_build_budget_and_compare(models: KwsModels, tmp_
     assert rec["budget"] == built.as_dict(ESP.budget.arena_headroom)
     y = np.arange(24) % len(ESP.classes)
     logits = np.eye(len(ESP.classes), dtype=np.float32)[y]
-    rows = {n: row(logits, y, ESP.classes, y, y, logits) for n in ("teacher_fp32", "student_fp32")}
-    rows["student_int8_tflm"] = row(logits, y, ESP.classes, y, y, logits)
-    parity = parity_report(ESP, rows, built, len(y))
+    runtimes = {n: logits for n in ("teacher_fp32", "student_fp32", "student_qat", "student_int8_tflm")}
+    parity = parity_report(ESP, runtimes, y, built)
     # Build gates and inspect checks: same names, values, limits and verdicts.
     gates = {g["name"]: g for g in parity["gates"]}
     for c in rec["checks"]:

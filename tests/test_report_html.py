@@ -29,9 +29,9 @@ import pytest
 from edgekd.config import load_config
 from edgekd.report.html import logit_diffs_from_logits, report_html
 from edgekd.stages.stream import stream_gates
+from edgekd.stats import poisson_rate_interval
 from edgekd.verify.budget import Budget
-from edgekd.verify.parity import parity_report, row, with_section
-from edgekd.verify.stats import poisson_rate_interval
+from edgekd.verify.parity import parity_report, with_section
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 needs_chromium = pytest.mark.skipif(
@@ -122,13 +122,8 @@ def _record(passed: bool) -> tuple[dict, dict, dict, dict[str, np.ndarray], list
     ):
         logits[name] = qat + rng.normal(0, noise, qat.shape).astype(np.float32)
     if not passed:  # the device runtime disagrees with the float student on some clips
-        flip = rng.random(len(y)) < 0.04
+        flip = rng.random(len(y)) < 0.1  # 24 of 240: beyond noise
         logits["student_int8_tflm"][flip] = np.roll(logits["student_int8_tflm"][flip], 1, axis=1)
-    s_pred, t_pred = logits["student_fp32"].argmax(1), logits["teacher_fp32"].argmax(1)
-    rows = {
-        rt: row(logits[rt], y, classes, s_pred, t_pred, reference_logits=None if "fp32" in rt else qat)
-        for rt in RUNTIMES
-    }
     budget = Budget(
         48_904,
         42_992,
@@ -139,7 +134,8 @@ def _record(passed: bool) -> tuple[dict, dict, dict, dict[str, np.ndarray], list
         19.77,
         "estimate: 4744768 MACs / (1.0 MAC/cycle x 240.0 MHz)",
     )
-    parity = with_section(parity_report(cfg, rows, budget, len(y)), "stream", _stream_section(cfg))
+    runtimes = {rt: logits[rt] for rt in RUNTIMES}
+    parity = with_section(parity_report(cfg, runtimes, y, budget), "stream", _stream_section(cfg))
     assert parity["passed"] is passed
     manifest = {
         "edgekd_version": "0.1.0",
@@ -259,6 +255,10 @@ def test_sections_follow_the_verdict(pages: dict[str, Path]) -> None:
         and "Gates failed: agreement_tflm_vs_student_fp32" in fail
     )
     assert '<span class="badge pass">PASS</span>' in ok and "Gates failed" not in ok
+    # every statistical gate shows what it counted, its interval and the verdict in words
+    gates = fail[fail.index("<h2 id=gates>") : fail.index("<h2 id=budget>")]
+    assert "95 % interval" in gates and "240 inputs" in gates
+    assert "of 240 inputs differ (240 held-out clips)" in gates and "a real defect, not noise" in gates
     # A failing report leads with the per-layer comparison, naming the layer where accuracy is lost.
     assert fail.index("id=layers") < fail.index("id=parity")
     assert ok.index("id=layers") > ok.index("id=training")

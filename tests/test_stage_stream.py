@@ -18,7 +18,7 @@ from edgekd.data.corpus import Corpus
 from edgekd.data.real_pool import NEGATIVE_SOURCES, SOURCES, is_check_file, pool_root
 from edgekd.pipeline import StageOutput, Stages
 from edgekd.stages import stream as stage
-from edgekd.verify.stats import poisson_rate_interval
+from edgekd.stats import poisson_rate_interval
 
 MINUTES = ["verify.stream.calibration_minutes=0.6", "verify.stream.report_minutes=0.6"]
 

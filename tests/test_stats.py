@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekd.verify.stats import mean_class_interval, poisson_rate_interval, wilson
+from edgekd.stats import (
+    clopper_pearson,
+    inputs_to_decide,
+    mcnemar_exact,
+    mean_class_interval,
+    paired_drop,
+    poisson_rate_interval,
+    wilson,
+)
 
 
 def test_wilson_matches_reference_values() -> None:
@@ -53,3 +61,37 @@ def test_poisson_rate_interval_covers_the_true_rate_at_least_95_percent_of_the_t
         for lo, hi in (poisson_rate_interval(int(k), hours) for k in rng.poisson(rate * hours, 4000))
     ]
     assert 0.95 <= np.mean(hits) < 0.995  # exact intervals are conservative
+
+
+def test_clopper_pearson_matches_reference_values() -> None:
+    # reference values: R's binom.test(k, n)$conf.int
+    lo, hi = clopper_pearson(5, 10)
+    assert lo == pytest.approx(0.187086, abs=1e-6) and hi == pytest.approx(0.812914, abs=1e-6)
+    assert clopper_pearson(0, 10) == (0.0, pytest.approx(0.3085, abs=1e-4))
+    assert clopper_pearson(10, 10) == (pytest.approx(0.6915, abs=1e-4), 1.0)
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        clopper_pearson(5, 4)
+
+
+def test_mcnemar_exact_on_known_tables() -> None:
+    assert mcnemar_exact(4, 0) == pytest.approx(0.125)  # 2 * 0.5^4
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(3, 3) == pytest.approx(1.0)
+    # R: mcnemar.exact / binom.test(10, 12): p = 0.03857
+    assert mcnemar_exact(10, 2) == pytest.approx(0.03857, abs=1e-5)
+
+
+def test_paired_drop_interval_covers_noise_and_excludes_a_real_drop() -> None:
+    drop, lo, hi = paired_drop(1, 0, 91)  # one clip of 91: a 1.1-point "drop" that may be nothing
+    assert drop == pytest.approx(1 / 91) and lo < 0 < hi
+    drop, lo, hi = paired_drop(40, 2, 1000)  # 38 more clips wrong than right on 1,000: a real drop
+    assert drop == pytest.approx(0.038) and lo > 0.02
+    assert paired_drop(0, 0, 50) == (0.0, 0.0, 0.0)  # identical predictions: no drop, no doubt
+
+
+def test_inputs_to_decide_is_where_a_defect_twice_the_limit_is_caught() -> None:
+    n = inputs_to_decide(0.99, 0.005)
+    b = int(round(0.01 * n))  # a one-way 1-point drop on n inputs is caught, on fewer it is not
+    assert paired_drop(b, 0, n)[1] > 0.005
+    smaller = n // 2
+    assert paired_drop(int(round(0.01 * smaller)), 0, smaller)[1] <= 0.005
+    assert inputs_to_decide(0.98, 0.01) < n  # looser limits need less evidence

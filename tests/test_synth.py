@@ -225,6 +225,7 @@ def _bank_cfg(workers: int, counts: dict[str, int]) -> BuildConfig:
     """Three words (two keywords, one other word) from the voices counted."""
     sets = [f"data.synth.{e}_voices={counts.get(e, 0)}" for e in ENGINES]
     sets += ['labels=["yes", "no"]', "data.synth.unknown_words_per_voice=1", f"data.synth.workers={workers}"]
+    sets += ["data.synth.test_evidence=false"]  # the bank's own voices only
     return load_config("esp32s3", "kws12", sets)
 
 

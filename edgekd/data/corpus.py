@@ -12,6 +12,7 @@ Two sources produce the same `Corpus`:
 from __future__ import annotations
 
 import hashlib
+import math
 import multiprocessing
 import re
 from collections import Counter
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from edgekd.audio.augment import silence_clip
 from edgekd.audio.io import SAMPLE_RATE, fix_length, from_pcm16, read_wav, to_pcm16
 from edgekd.config import SILENCE, UNKNOWN, BuildConfig, SynthConfig
-from edgekd.errors import DataError
+from edgekd.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from edgekd.audio.synth import Voice
@@ -36,6 +37,7 @@ SPLITS = ("train", "validation", "test")
 # it saves (synthesize).
 MIN_CLIPS_PER_WORKER = 100
 BACKGROUND_DIR = "_background_noise_"
+ESPEAK = "espeak"  # the engine with voices to spare: test-only evidence voices come from it
 EXTRA_GROUP = "real"  # group prefix of the user's own recordings mixed into a corpus (data.extra)
 
 
@@ -204,13 +206,7 @@ def synthesize(cfg: BuildConfig, progress: bool = True) -> Corpus:
     rng = np.random.default_rng(cfg.seed)
     for name in _wanted_engines(cfg):  # an engine that cannot run here fails before any work
         get_engine(name).require()
-    voices = _draw_voices(cfg)
-    # The leakage unit is the speaker (the person or timbre heard), not the speed/pitch setting: the test
-    # split then measures speakers never heard in training. Piper ships a single speaker, so all of its
-    # settings land in one split (train); one recorded person spoken by several engines is one speaker.
-    split_of = _split_groups(
-        [v.speaker for v in voices], cfg.data.validation_fraction, cfg.data.test_fraction, cfg.seed
-    )
+    voices, split_of = corpus_voices(cfg)
     n_samples = SAMPLE_RATE * cfg.frontend.clip_ms // 1000
     classes = cfg.classes
     jobs: list[tuple[str, int, Voice, int]] = []  # (text, label, voice, take)
@@ -241,6 +237,47 @@ def synthesize(cfg: BuildConfig, progress: bool = True) -> Corpus:
     return _pack(clips, labels, splits, groups, cfg, dict(skipped), [])
 
 
+def corpus_voices(cfg: BuildConfig) -> tuple[list[Voice], dict[str, str]]:
+    """The corpus's voices and each speaker's split, test-only evidence voices included.
+
+    The leakage unit is the speaker (the person or timbre heard), not the speed/pitch setting: the test
+    split then measures speakers never heard in training. Piper ships a single speaker, so all of its
+    settings land in one split (train); one recorded person spoken by several engines is one speaker.
+    """
+    voices = _draw_voices(cfg)
+    split_of = _split_groups(
+        [v.speaker for v in voices], cfg.data.validation_fraction, cfg.data.test_fraction, cfg.seed
+    )
+    extra = _evidence_voices(cfg, voices, split_of)
+    split_of |= {v.speaker: "test" for v in extra}
+    return voices + extra, split_of
+
+
+def _evidence_voices(cfg: BuildConfig, voices: list[Voice], split_of: dict[str, str]) -> list[Voice]:
+    """More espeak-ng voices, test split only, when the drawn voices leave too few test clips per word
+    for the gates to tell a defect from noise (a three-word vocabulary with a few dozen voices does).
+    Training never sees them, so the model is the one the same config would train anyway."""
+    from edgekd.audio.synth import get_engine, list_voices
+
+    takes = cfg.data.synth.keyword_takes
+    have = sum(split_of[v.speaker] == "test" for v in voices) * takes
+    missing = math.ceil((cfg.test_clips_per_class - have) / takes)
+    if not cfg.data.synth.test_evidence or missing <= 0 or not get_engine(ESPEAK).available()[0]:
+        return []
+    drawn = sum(v.engine == ESPEAK for v in voices)
+    used = {v.speaker for v in voices}
+    try:
+        more = list_voices(ESPEAK, drawn + 2 * missing, cfg.seed)[drawn:]
+    except ConfigError:  # fewer voice settings installed than that: take what there is
+        more = list_voices(ESPEAK, drawn + missing, cfg.seed)[drawn:]
+    fresh: list[Voice] = []
+    for v in more:
+        if v.speaker not in used and len(fresh) < missing:
+            fresh.append(v)
+            used.add(v.speaker)
+    return fresh
+
+
 def voice_summary(cfg: BuildConfig) -> dict[str, dict[str, object]]:
     """Per engine of the synthetic corpus: how many voices, which speakers and under what licence.
 
@@ -250,7 +287,7 @@ def voice_summary(cfg: BuildConfig) -> dict[str, dict[str, object]]:
     """
     from edgekd.audio.synth import engine_licences
 
-    voices = _draw_voices(cfg)
+    voices, _ = corpus_voices(cfg)
     return {
         engine: {
             "voices": sum(v.engine == engine for v in voices),

@@ -28,7 +28,15 @@ from matplotlib.figure import Figure
 
 from edgekd.fmt import kb, num, pct
 from edgekd.report.layers import LAYER_HEADERS, LEGEND, layer_cells, worst_sentence
-from edgekd.report.markdown import ROW_ORDER, STAGE_HEADERS, distill_summary, stage_rows
+from edgekd.report.markdown import (
+    GATE_HEADERS,
+    ROW_ORDER,
+    STAGE_HEADERS,
+    distill_summary,
+    gate_notes,
+    gate_rows,
+    stage_rows,
+)
 from edgekd.report.stream_view import operating_point_line, stream_figures
 
 DPI = 110
@@ -485,7 +493,10 @@ def _cards(parity: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
         card(
             "agreement with float",
             pct(primary["agreement_with_student_fp32"], 2),
-            f"gate ≥ {pct(agree['limit'], 1)}" if agree else "argmax, same clips",
+            f"clean clips; gate ≥ {pct(agree['limit'], 1)} on {agree.get('n') or 0:,} decisive inputs: "
+            f"{pct(agree['value'], 2)}"
+            if agree
+            else "argmax, same clips",
             failed=bool(agree and not agree["passed"]),
         ),
         card(
@@ -628,18 +639,9 @@ def _stream_section(parity: Mapping[str, Any]) -> str:
 
 
 def _gates_section(parity: Mapping[str, Any]) -> str:
-    def show(v: Any) -> str:
-        if isinstance(v, bool):
-            return str(v)
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        if isinstance(v, list):
-            return ", ".join(map(str, v)) if len(v) <= 3 else f"{len(v)} ops"
-        return str(v)
-
     rows = [
-        [g["name"], show(g["value"]), f"{g.get('op', '')} {show(g['limit'])}".strip(), _chip(g["passed"])]
-        for g in parity["gates"]
+        [*cells, _chip(g["passed"])]
+        for cells, g in zip(gate_rows(dict(parity)), parity["gates"], strict=True)
     ]
     failed = [g["name"] for g in parity["gates"] if not g["passed"]]
     note = (
@@ -651,11 +653,14 @@ def _gates_section(parity: Mapping[str, Any]) -> str:
         "<h2 id=gates>Gates</h2>"
         + note
         + _table(
-            ["gate", "value", "limit", "result"],
+            [*GATE_HEADERS, "result"],
             rows,
-            [False, True, True, False],
-            caption="Each gate of the target: the measured value, the limit and whether it passed.",
+            [False, True, True, True, True, False],
+            caption="Each gate of the target: the measured value, the limit, the inputs it counted, its "
+            "95 % interval and the verdict. Agreement, drops and accuracy floors fail only when the "
+            "interval lies beyond the limit.",
         )
+        + "".join(f'<p class="note">{_e(line.removeprefix("- "))}</p>' for line in gate_notes(dict(parity)))
     )
 
 

@@ -116,24 +116,72 @@ def stream_lines(parity: dict[str, Any]) -> list[str]:
     ]
 
 
-def gates_table(parity: dict[str, Any]) -> str:
-    def show(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        if isinstance(v, list):
-            return f"{len(v)} ops"
+def show_value(v: Any) -> str:
+    if isinstance(v, bool):
         return str(v)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return ", ".join(map(str, v)) if len(v) <= 3 else f"{len(v)} ops"
+    return str(v)
 
-    rows = [
+
+def show_interval(gate: dict[str, Any]) -> str:
+    """A gate's interval in its own unit: points for drops, per hour for false accepts, else percent."""
+    if not gate.get("interval"):
+        return "—"
+    lo, hi = gate["interval"]
+    if gate.get("unit") == "hours":
+        return f"[{lo:.2f}, {hi:.2f}] /h"
+    if "drop_pts" in gate["name"]:
+        return f"[{lo:.2f}, {hi:.2f}] pt"
+    return f"[{100 * lo:.2f}, {100 * hi:.2f}] %"
+
+
+def gate_rows(parity: dict[str, Any]) -> list[list[str]]:
+    """gate, value, limit, n, interval: the cells both report formats show (result added by each)."""
+    return [
         [
             g["name"],
-            show(g["value"]),
-            f"{g.get('op', '')} {show(g['limit'])}".strip(),
-            "PASS" if g["passed"] else "FAIL",
+            show_value(g["value"]),
+            f"{g.get('op', '')} {show_value(g['limit'])}".strip(),
+            "—" if g.get("n") is None else f"{g['n']:,} {g.get('unit', '')}".strip(),
+            show_interval(g),
         ]
         for g in parity["gates"]
     ]
-    return table(["gate", "value", "limit", "result"], rows)
+
+
+GATE_HEADERS = ["gate", "value", "limit", "n", "95 % interval"]
+
+
+def gates_table(parity: dict[str, Any]) -> str:
+    rows = [
+        [*cells, "PASS" if g["passed"] else "FAIL"]
+        for cells, g in zip(gate_rows(parity), parity["gates"], strict=True)
+    ]
+    return table([*GATE_HEADERS, "result"], rows)
+
+
+def evidence_line(parity: dict[str, Any]) -> str | None:
+    """Says when the gates had too few inputs to catch a defect twice their limits, and what would do."""
+    e = parity.get("evidence")
+    if not e or e["inputs"] >= e["needed"]:
+        return None
+    per_clip = 1 + e["views_per_clip"]
+    more = -(-(e["needed"] - e["inputs"]) // per_clip)
+    return (
+        f"Too little evidence: the gates decided on {e['inputs']:,} inputs; a defect twice their limits "
+        f"shows only from {e['needed']:,} on. Add at least {more:,} clips to the test split "
+        "(more test voices, or more speakers in your folder's test list) so that a pass means something."
+    )
+
+
+def gate_notes(parity: dict[str, Any]) -> list[str]:
+    """One line per gate decided on evidence: what it counted and what that shows."""
+    notes = [f"- `{g['name']}`: {g['detail']}" for g in parity["gates"] if g.get("detail")]
+    line = evidence_line(parity)
+    return [*notes, *([f"- {line}"] if line else [])]
 
 
 def budget_lines(parity: dict[str, Any]) -> str:
@@ -169,6 +217,7 @@ def summary(parity: dict[str, Any]) -> str:
             budget_lines(parity),
             "",
             gates_table(parity),
+            *gate_notes(parity),
             "",
             f"result: {verdict}",
         ]
@@ -288,7 +337,12 @@ def report_md(parity: dict[str, Any], manifest: dict[str, Any]) -> str:
         ),
         "## Gates",
         "",
+        "Agreement, drops and accuracy floors are decided on a 95 % interval: a gate fails when the "
+        "evidence shows its limit crossed, and says how many inputs it counted.",
+        "",
         gates_table(parity),
+        "",
+        *gate_notes(parity),
         "",
         "## Budget",
         "",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekd.fmt import num, pct, table
-from edgekd.verify.stats import wilson
+from edgekd.stats import wilson
 
 SHOWN = 50  # detections listed in the terminal; --json has all
 

@@ -23,16 +23,22 @@ from edgekd.pipeline import LOGITS, StageOutput, Stages
 POOL = "debian-speech"
 
 
-def agreement_section(cfg: BuildConfig, logits: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Every row's argmax agreement with the shipped float weights, and the gate on the device's."""
-    from edgekd.verify.budget import check
-    from edgekd.verify.parity import RUNTIME_ROWS
+def agreement_section(cfg: BuildConfig, logits: dict[str, np.ndarray], step: float | None) -> dict[str, Any]:
+    """Every row's argmax agreement with the shipped float weights, and the gate on the device's
+    (decided on its interval, like the build's own agreement gate)."""
+    from edgekd.verify.parity import RUNTIME_ROWS, Evidence, agreement_gate
 
     ref = logits["student_fp32"].argmax(1)
     agreement = {k: float((v.argmax(1) == ref).mean()) for k, v in logits.items() if k != "student_fp32"}
-    name, limit = cfg.verify.primary, cfg.gates.pool_min_agreement
-    value = agreement[RUNTIME_ROWS[name]]
-    gates = [check(f"real_unlabeled_agreement_{name}_vs_student_fp32", value, limit, ">=")] if limit else []
+    name, g = cfg.verify.primary, cfg.gates
+    ev = Evidence.of(logits, np.zeros(len(ref), np.int64), step, "one-second windows of real speech")
+    gate = f"real_unlabeled_agreement_{name}_vs_student_fp32"
+    limit = g.min_agreement if g.pool_min_agreement is None else g.pool_min_agreement
+    gates = (
+        [agreement_gate(gate, ev, RUNTIME_ROWS[name], "student_fp32", limit, g.tie_steps, g.confidence)]
+        if limit
+        else []
+    )
     return {
         "source": f"builtin:{POOL}",
         "n_windows": len(ref),
@@ -45,14 +51,14 @@ def stage_real_agreement(
     cfg: BuildConfig, student: StageOutput, export: StageOutput, stages: Stages, progress: bool
 ) -> StageOutput:
     from edgekd.data.real_pool import pool_fingerprint, windows
-    from edgekd.verify.scoring import runtime_logits, student_logits
+    from edgekd.verify.scoring import output_step, runtime_logits, student_logits
 
     def produce(d: Path) -> dict[str, Any]:
         clips = from_pcm16(windows(POOL, cfg.verify.pool_windows, cfg.seed))
         x = compute_features(make_frontend(cfg.frontend.name), clips, progress=progress)
         logits = runtime_logits(cfg, x, lambda: student_logits(cfg, student.dir, x), export.dir, progress)
         write_npz(d / LOGITS, **logits)
-        write_json(d / "real_unlabeled.json", agreement_section(cfg, logits))
+        write_json(d / "real_unlabeled.json", agreement_section(cfg, logits, output_step(export.dir)))
         return {"windows": len(x)}
 
     key = {

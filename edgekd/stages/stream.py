@@ -33,6 +33,7 @@ from edgekd.data.real_pool import NEGATIVE_SOURCES, Part, negative_recording, po
 from edgekd.detect import FirmwareSettings, operating_point, settings_from_manifest
 from edgekd.export.manifest import device_facts
 from edgekd.pipeline import StageOutput, Stages, folder_fingerprint
+from edgekd.stats import poisson_rate_interval
 from edgekd.stream import (
     FileResult,
     PositiveRun,
@@ -48,7 +49,6 @@ from edgekd.stream import (
     sweep,
 )
 from edgekd.verify.budget import check, measure_budget
-from edgekd.verify.stats import poisson_rate_interval
 
 SECTION = "stream.json"
 # what `auto` calibrates for when gates.max_fa_per_hour is None (the gate report-only): its default
@@ -97,7 +97,21 @@ def stream_gates(cfg: BuildConfig, negatives: dict[str, Any], recall: float | No
         low, high = negatives["fa_per_hour_interval"]
         gate = check("stream_fa_per_hour", round(negatives["fa_per_hour"], 3), g.max_fa_per_hour, "<=")
         hours = negatives["hours"]
-        out.append({**gate, "passed": low <= g.max_fa_per_hour, "interval": [low, high], "hours": hours})
+        detail = (
+            f"{negatives['false_accepts']} false accepts in {hours:.2f} h of real speech without keywords"
+        )
+        out.append(
+            {
+                **gate,
+                "passed": low <= g.max_fa_per_hour,
+                "n": round(hours, 3),
+                "unit": "hours",
+                "interval": [low, high],
+                "rule": "interval",
+                "hours": hours,
+                "detail": detail,
+            }
+        )
     if g.min_stream_recall > 0:
         out.append(check("stream_recall", recall or 0.0, g.min_stream_recall, ">="))
     return out

@@ -8,12 +8,43 @@ from typing import Any
 import numpy as np
 
 from edgekd.artifacts import write_json, write_npz
+from edgekd.audio.frontend import compute_features, make_frontend
+from edgekd.audio.io import from_pcm16
 from edgekd.config import BuildConfig
+from edgekd.data.corpus import Corpus
+from edgekd.data.views import augment_key, background_speech, make_views
 from edgekd.pipeline import LOGITS, StageOutput, Stages
+
+TEST_VIEW_SEED = 15_485_863  # test views never repeat a training view's augmentation
+VIEW_LOGITS = "view_logits.npz"  # the students' and device's logits on the test views (y = labels)
+
+
+def view_features(
+    cfg: BuildConfig, corpus: StageOutput, n: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of `verify.test_views` augmented views of each of the first `n` test clips:
+    the training augmentation (rooms, microphones, noise, shifts) under a seed of its own."""
+    clips = Corpus.load(corpus.dir / "corpus.npz")
+    rows = clips.indices("test")[:n]
+    augment = cfg.data.augment.model_copy(update={"views": cfg.verify.test_views})
+    audio, clip_idx, view_idx = make_views(
+        clips.clips,
+        rows,
+        augment,
+        cfg.seed + TEST_VIEW_SEED,
+        clips.backgrounds,
+        progress,
+        desc="augmenting test clips",
+        speech=background_speech(cfg.data.augment, cfg.seed),
+    )
+    keep = view_idx > 0  # view 0 is the clean clip, already scored
+    x = compute_features(make_frontend(cfg.frontend.name), from_pcm16(audio[keep]), progress=progress)
+    return x, clips.labels[clip_idx[keep]]
 
 
 def stage_verify(
     cfg: BuildConfig,
+    corpus: StageOutput,
     export: StageOutput,
     features: StageOutput,
     student: StageOutput,
@@ -22,10 +53,11 @@ def stage_verify(
     stages: Stages,
     progress: bool,
 ) -> StageOutput:
-    """The test split through the cached torch rows and every exported runtime; `parity.json`."""
+    """The test split through the cached torch rows and every exported runtime, and augmented views of
+    it through the students and the device runtime (the gates' evidence); `parity.json`."""
     from edgekd.verify.budget import measure_budget
-    from edgekd.verify.parity import parity_report, parity_rows
-    from edgekd.verify.scoring import runtime_logits
+    from edgekd.verify.parity import Evidence, parity_report
+    from edgekd.verify.scoring import output_step, runtime_logits, student_logits
 
     def produce(d: Path) -> dict[str, Any]:
         f = np.load(features.dir / "features.npz")
@@ -42,11 +74,27 @@ def stage_verify(
             reference["student_plain_fp32"] = np.load(baseline.logits)["test"][:n]
         logits = runtime_logits(cfg, x[:n], lambda: reference, export.dir, progress)
         write_npz(d / LOGITS, y=y[:n], **logits)  # per-clip evidence behind every figure
+        evidence = Evidence.of(logits, y[:n], output_step(export.dir))
+        if cfg.verify.test_views:
+            xv, yv = view_features(cfg, corpus, n, progress)
+            device_only = cfg.verify.model_copy(update={"runtimes": [cfg.verify.primary]})
+            views = runtime_logits(
+                cfg.model_copy(update={"verify": device_only}),
+                xv,
+                lambda: student_logits(cfg, student.dir, xv),
+                export.dir,
+                progress,
+            )
+            write_npz(d / VIEW_LOGITS, y=yv, **views)
+            evidence = evidence.plus_views(views, yv, cfg.verify.test_views)
         budget = measure_budget(cfg, export.dir)
-        write_json(d / "parity.json", parity_report(cfg, parity_rows(cfg, logits, y[:n]), budget, n))
+        write_json(d / "parity.json", parity_report(cfg, logits, y[:n], budget, evidence))
         return {}
 
     key = {
+        "corpus": corpus.key,
+        "augment": augment_key(cfg.data.augment, speech=True),
+        "seed": cfg.seed,
         "export": export.key,
         "features": features.key,
         "teacher": teacher.key,

@@ -48,7 +48,7 @@ class Budget:
 def check(name: str, value: Any, limit: Any, op: str) -> dict[str, Any]:
     """One gate record: its name, the measured value, the limit, the comparison and the verdict."""
     passed = value >= limit if op == ">=" else value <= limit
-    return {"name": name, "value": value, "limit": limit, "op": op, "passed": bool(passed)}
+    return {"name": name, "value": value, "limit": limit, "op": op, "passed": bool(passed), "n": None}
 
 
 def budget_gates(cfg: BuildConfig, budget: Budget) -> list[dict[str, Any]]:
@@ -73,11 +73,23 @@ def budget_gates(cfg: BuildConfig, budget: Budget) -> list[dict[str, Any]]:
     if b.ops is not None:
         extra = sorted(set(budget.ops) - set(b.ops))
         out.append(
-            {"name": "ops_supported", "value": extra or "all supported", "limit": b.ops, "passed": not extra}
+            {
+                "name": "ops_supported",
+                "value": extra or "all supported",
+                "limit": b.ops,
+                "passed": not extra,
+                "n": None,
+            }
         )
     if "tflm" in cfg.verify.runtimes or "litert" in cfg.verify.runtimes:
         out.append(
-            {"name": "fully_int8", "value": budget.fully_int8, "limit": True, "passed": budget.fully_int8}
+            {
+                "name": "fully_int8",
+                "value": budget.fully_int8,
+                "limit": True,
+                "passed": budget.fully_int8,
+                "n": None,
+            }
         )
     if b.latency_ms is not None and budget.latency_ms is not None:
         out.append(check("latency_ms", round(budget.latency_ms, 3), b.latency_ms, "<="))

@@ -23,7 +23,7 @@ from edgekd.data.corpus import Corpus, load_speech_commands
 from edgekd.models.restore import load_qat_student, make_student, predict_float_twin
 from edgekd.train.trainer import predict
 from edgekd.verify import runtime_worker
-from edgekd.verify.parity import RUNTIME_ROWS, holdout_gates, parity_rows
+from edgekd.verify.parity import RUNTIME_ROWS, Evidence, holdout_gates, parity_rows
 
 SHOWN_SKIPPED = 20  # skipped file names kept in parity.json / --json; the counts cover every file
 WORKER_MIN_CLIPS = 256  # below this, starting a worker process (~2 s) costs more than it hides
@@ -92,15 +92,28 @@ def student_logits(cfg: BuildConfig, weights: Path, x: np.ndarray) -> dict[str, 
     }
 
 
+def output_step(model_dir: Path) -> float | None:
+    """The exported model's int8 output quantization step (near-ties are measured in it); None without
+    a TFLite model. The ONNX model comes from the same QAT graph and shares it."""
+    tflite = model_dir / "model.tflite"
+    if not tflite.exists():
+        return None
+    from edgekd.verify.tflite_info import describe
+
+    return describe(tflite).output.scale
+
+
 @dataclass
 class Scored:
-    """Every runtime's logits on a folder's clips, the labels and what was skipped reading it."""
+    """Every runtime's logits on a folder's clips, the labels, what was skipped reading it and the
+    model's output step."""
 
     x: np.ndarray
     y: np.ndarray
     logits: dict[str, np.ndarray]
     skipped: dict[str, int]
     skipped_files: list[str]
+    step: float | None
 
 
 def read_folder(cfg: BuildConfig, data: Path, progress: bool, max_clips: int = 0) -> Corpus:
@@ -141,23 +154,7 @@ def score_folder(
         }
 
     logits = runtime_logits(cfg, x, reference, model_dir, progress)
-    return Scored(x, corpus.labels, logits, corpus.skipped, corpus.skipped_files)
-
-
-def keyword_accuracy(row: dict[str, Any], labels: list[str]) -> float | None:
-    """Mean of the per-class accuracies of the keywords present: the figure the field quotes for
-    command sets, which neither `_unknown_`-heavy folders nor class imbalance can inflate."""
-    values = [row["per_class_accuracy"].get(k) for k in labels]
-    present = [v for v in values if v is not None]
-    return float(np.mean(present)) if present else None
-
-
-def labelled_rows(cfg: BuildConfig, scored: Scored) -> dict[str, dict[str, Any]]:
-    """Parity rows of a labelled folder, each with its mean per-keyword accuracy."""
-    rows = parity_rows(cfg, scored.logits, scored.y)
-    for r in rows.values():
-        r["keyword_accuracy"] = keyword_accuracy(r, cfg.labels)
-    return rows
+    return Scored(x, corpus.labels, logits, corpus.skipped, corpus.skipped_files, output_step(model_dir))
 
 
 def skipped_record(scored: Scored) -> dict[str, Any]:
@@ -166,11 +163,13 @@ def skipped_record(scored: Scored) -> dict[str, Any]:
 
 def holdout_section(cfg: BuildConfig, scored: Scored, path: str) -> dict[str, Any]:
     """`parity.json`'s `holdout`: every runtime on the user's real clips, and the holdout gates."""
-    rows = labelled_rows(cfg, scored)
+    rows = parity_rows(cfg, scored.logits, scored.y)
     return {
         "path": path,
         "n_clips": len(scored.y),
         **skipped_record(scored),
         "rows": rows,
-        "gates": holdout_gates(cfg, rows),
+        "gates": holdout_gates(
+            cfg, rows, Evidence.of(scored.logits, scored.y, scored.step, "real holdout clips")
+        ),
     }

@@ -1,0 +1,153 @@
+"""The words a build spots and the words it must not: checked before any synthesis, and a default list of
+other words for `_unknown_`.
+
+A vocabulary fails in ways no training can fix: a keyword that is part of another ("on" / "lights on"),
+two words that sound the same ("two" / "to"), an `_unknown_` phrase that contains a keyword (its clips
+would teach the model that the keyword is not one). Spelling hides some of these, so the checks compare
+espeak-ng's phonemes (one batched call; spelling alone where espeak-ng is absent). The same phonemes
+pick the default `_unknown_` words: common English words that neither contain nor sound like a keyword.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import unicodedata
+from functools import lru_cache
+
+# Common English words of one to three syllables, varied in sound: what a room hears besides the
+# keywords. Each build drops the ones that contain or sound like one of its keywords.
+COMMON_WORDS = (
+    "about", "after", "again", "air", "animal", "answer", "apple", "baby", "back", "ball", "bank",
+    "basket", "beach", "bed", "before", "better", "bird", "black", "blue", "book", "bottle", "box",
+    "bread", "bridge", "brother", "brown", "butter", "button", "camera", "candle", "car", "carpet",
+    "cat", "chair", "cheese", "chicken", "children", "city", "clock", "cloud", "coffee", "color",
+    "company", "cookie", "corner", "country", "cousin", "dance", "dinner", "doctor", "dog", "dollar",
+    "door", "dream", "dress", "drink", "early", "earth", "easy", "egg", "empty", "evening", "family",
+    "farm", "father", "fish", "floor", "flower", "forest", "friday", "friend", "garden", "glass",
+    "good", "grass", "green", "happy", "heavy", "hello", "horse", "house", "hungry", "island", "jacket",
+    "kitchen", "ladder", "lemon", "letter", "library", "little", "machine", "marvin", "maybe", "medicine",
+    "milk", "minute", "money", "monkey", "morning", "mother", "mountain", "number", "ocean", "orange",
+    "paper", "party", "pencil", "people", "pepper", "picture", "pillow", "pocket", "potato", "purple",
+    "question", "rabbit", "radio", "river", "sandwich", "school", "seven", "sheila", "shoe", "sister",
+    "sleep", "small", "snow", "soup", "spoon", "summer", "sugar", "sunday", "table", "teacher",
+    "thank you", "ticket", "tiger", "today", "tomato", "tomorrow", "travel", "tree", "turtle", "under",
+    "umbrella", "usually", "very", "village", "visual", "wall", "water", "weather", "welcome", "window",
+    "winter", "wonderful", "world", "yellow", "yesterday", "zebra",
+)  # fmt: skip
+
+SPEAKABLE = re.compile(r"^[a-z][a-z' -]*[a-z]$|^[a-z]$")
+STRESS = str.maketrans("", "", "',_:!=#")  # espeak-ng -x stress, length and syllable marks
+
+
+class WordError(ValueError):
+    """A vocabulary that no training can make work; the message names the word and the fix."""
+
+
+def normalise(word: str) -> str:
+    return " ".join(word.lower().split())
+
+
+@lru_cache(maxsize=64)
+def _phonemes(words: tuple[str, ...]) -> tuple[str, ...] | None:
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        return None
+    out = subprocess.run(
+        [espeak, "-q", "-x", "-v", "en-us"], input="\n".join(words) + "\n", capture_output=True, text=True
+    )
+    lines = [line.strip().translate(STRESS) for line in out.stdout.splitlines() if line.strip()]
+    return tuple(lines) if out.returncode == 0 and len(lines) == len(words) else None
+
+
+def phonemes(words: list[str]) -> dict[str, str]:
+    """Each single word's espeak-ng phonemes (US English, stress marks dropped); by spelling where
+    espeak-ng cannot run, so the checks still catch what spelling shows."""
+    unique = tuple(sorted({w for phrase in words for w in normalise(phrase).split()}))
+    heard = _phonemes(unique) if unique else ()
+    return dict(zip(unique, heard or unique, strict=True))
+
+
+def _sounds(phrase: str, table: dict[str, str]) -> tuple[str, ...]:
+    return tuple(table[w] for w in normalise(phrase).split())
+
+
+def _contains(outer: tuple[str, ...], inner: tuple[str, ...]) -> bool:
+    """Whether `inner` is a run of whole words of `outer`, by sound."""
+    return any(outer[i : i + len(inner)] == inner for i in range(len(outer) - len(inner) + 1))
+
+
+def check_words(labels: list[str], unknown_words: list[str]) -> None:
+    """Raise `WordError` for a vocabulary that cannot work; the message names the word and the fix."""
+    for field, words in (("labels", labels), ("unknown_words", unknown_words)):
+        seen: dict[str, str] = {}
+        for i, word in enumerate(words):
+            text = normalise(word)
+            if not text:
+                raise WordError(f"{field}[{i}] is empty: remove it or write the word")
+            bad = sorted({c for c in text if not unicodedata.is_normalized("NFC", c) or ord(c) > 127})
+            if bad:
+                raise WordError(
+                    f"{field}[{i}] {word!r}: the offline voices speak English and cannot say {bad}; write "
+                    "it in ASCII letters (e.g. 'cafe' for 'café')"
+                )
+            if not SPEAKABLE.match(text):
+                raise WordError(
+                    f"{field}[{i}] {word!r}: use letters, spaces, hyphens and apostrophes only (write "
+                    "numbers as words: 'five', not '5')"
+                )
+            if text in seen:
+                raise WordError(f"{field}: {seen[text]!r} and {word!r} are the same word; keep one")
+            seen[text] = word
+    table = phonemes([*labels, *unknown_words])
+    sounds = {w: _sounds(w, table) for w in [*labels, *unknown_words]}
+    for a in labels:
+        for b in labels:
+            if a == b:
+                continue
+            if sounds[a] == sounds[b]:
+                raise WordError(
+                    f"keywords {a!r} and {b!r} sound the same; a model cannot tell them apart: keep one"
+                )
+            if _contains(sounds[b], sounds[a]):
+                raise WordError(
+                    f"keyword {a!r} is part of keyword {b!r}: every {b!r} also says {a!r}, so the model "
+                    f"cannot tell them apart; rename one (e.g. {a!r} -> 'turn {a}') or drop it"
+                )
+        for u in unknown_words:
+            if _contains(sounds[u], sounds[a]):
+                how = (
+                    "is"
+                    if normalise(u) == normalise(a)
+                    else "sounds like"
+                    if sounds[u] == sounds[a]
+                    else "contains"
+                )
+                raise WordError(
+                    f"unknown word {u!r} {how} keyword {a!r}: its clips would teach the model that "
+                    f"{a!r} is not a keyword; remove {u!r} from unknown_words"
+                )
+
+
+def _distance(a: str, b: str) -> int:
+    """Levenshtein distance of two phoneme strings."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def default_unknown_words(labels: list[str]) -> list[str]:
+    """`COMMON_WORDS` without those that contain or sound like a keyword (or are one): phoneme strings
+    that hold the keyword's, or lie within one edit of it (two for keywords of five phonemes or more)."""
+    table = phonemes([*labels, *COMMON_WORDS])
+    keys = ["".join(_sounds(k, table)) for k in labels]
+    keep = []
+    for word in COMMON_WORDS:
+        heard = "".join(_sounds(word, table))
+        if not any(k in heard or _distance(heard, k) <= (1 if len(k) < 5 else 2) for k in keys):
+            keep.append(word)
+    return keep
