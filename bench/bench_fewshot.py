@@ -100,7 +100,9 @@ def main() -> int:
                     f"{wall / 60:.1f}",
                 ]
             )
-            print(f"k={k} done in {wall / 60:.1f} min", flush=True)
+            print(f"k={k} done in {wall / 60:.1f} min: {' | '.join(rows[-1])}", flush=True)
+            if args.json:  # after every k: a long run stopped early keeps what it measured
+                Path(args.json).write_text(json.dumps(record, indent=1))
     print(
         f"\n### real-digits-fsdd: trained on k clips per digit of {', '.join(TRAIN_SPEAKERS)}; scored on the"
     )
@@ -115,8 +117,6 @@ def main() -> int:
         "build min",
     ]
     print(table(headers, rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps(record, indent=1))
     return 0
 
 
