@@ -24,9 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from litert_torch.quantize import pt2e_quantizer_utils
-from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-from litert_torch.quantize.pt2e_quantizer_utils import QuantizationConfig
 from torch.nn import functional as F
 from torchao.quantization.pt2e import (
     FakeQuantize,
@@ -42,6 +39,14 @@ from torchao.quantization.pt2e.export_utils import _EXPORTED_TRAINING_ATTR
 from torchao.quantization.pt2e.quantize_pt2e import _quant_node_constraint, convert_pt2e, prepare_qat_pt2e
 
 from edgekd.errors import EdgekdError
+from edgekd.native_log import captured_stderr
+
+# TensorFlow's runtime inside litert-torch announces oneDNN on its first load, whatever
+# TF_CPP_MIN_LOG_LEVEL says: keep it off the user's terminal (edgekd.native_log)
+with captured_stderr():
+    from litert_torch.quantize import pt2e_quantizer_utils
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.pt2e_quantizer_utils import QuantizationConfig
 
 _EPS = 2**-12  # litert-torch's observer floor; kept so weight scales match its activation specs
 

@@ -142,13 +142,14 @@ def stat_gate(
     detail: str,
     confidence: float,
     unit: str = "inputs",
+    meaning: str = "a real defect, not noise",
 ) -> dict[str, Any]:
     """A gate decided on its interval: `>=` fails only when even the interval's high end is below the
     limit, `<=` only when its low end is above: the evidence shows the limit crossed, not noise."""
     passed = interval[1] >= limit if op == ">=" else interval[0] <= limit
     crossed = value < limit if op == ">=" else value > limit
     if not passed:
-        verdict = f"beyond the limit at {100 * confidence:g} % confidence: a real defect, not noise"
+        verdict = f"beyond the limit at {100 * confidence:g} % confidence: {meaning}"
     elif crossed:
         verdict = f"past the limit, but {n:,} {unit} cannot tell that from noise at {100 * confidence:g} %"
     else:
@@ -207,7 +208,10 @@ def accuracy_gate(name: str, cm: list[list[int]], limit: float, confidence: floa
     correct, n = int(np.trace(np.asarray(cm))), int(np.sum(cm))
     interval = clopper_pearson(correct, n, confidence)
     detail = f"{correct:,} of {n:,} clips right"
-    return stat_gate(name, correct / max(n, 1), limit, ">=", n, interval, detail, confidence, "clips")
+    meaning = "the model is below the floor, not unlucky"
+    return stat_gate(
+        name, correct / max(n, 1), limit, ">=", n, interval, detail, confidence, "clips", meaning
+    )
 
 
 def gates(
@@ -278,6 +282,7 @@ def holdout_gates(cfg: BuildConfig, rows: dict[str, dict[str, Any]], ev: Evidenc
                 f"mean of the per-keyword accuracies on {keywords:,} keyword clips",
                 g.confidence,
                 "keyword clips",
+                "the model is below the floor, not unlucky",
             )
         )
     return out
