@@ -128,10 +128,17 @@ def test_the_fa_gate_fails_only_when_the_interval_is_above_the_limit(
     (95 % interval 0.73-21.7/h); two in an hour cannot, three can."""
     cfg = load_config("esp32s3")
     interval = poisson_rate_interval(false_accepts, hours)
-    negatives = {"fa_per_hour": false_accepts / hours, "hours": hours, "fa_per_hour_interval": list(interval)}
+    negatives = {
+        "false_accepts": false_accepts,
+        "fa_per_hour": false_accepts / hours,
+        "hours": hours,
+        "fa_per_hour_interval": list(interval),
+    }
     (gate,) = stage.stream_gates(cfg, negatives, recall=0.5)
     assert gate["name"] == "stream_fa_per_hour" and gate["passed"] is passed
     assert gate["interval"] == list(interval) and gate["limit"] == 0.5 and gate["hours"] == hours
+    assert gate["n"] == round(hours, 3) and gate["unit"] == "hours" and gate["rule"] == "interval"
+    assert f"{false_accepts} false accepts in {hours:.2f} h" in gate["detail"]
 
 
 def test_recall_gate_and_report_only_fa() -> None:
