@@ -28,7 +28,7 @@ from bench_real import REAL_DATA, ci, figures  # noqa: E402
 
 from edgekd.build import run_build  # noqa: E402
 from edgekd.config import load_config  # noqa: E402
-from edgekd.data.corpus import _speaker  # noqa: E402
+from edgekd.data.corpus import speaker_of  # noqa: E402
 from edgekd.evaluate import evaluate  # noqa: E402
 from edgekd.fmt import table  # noqa: E402
 
@@ -41,9 +41,10 @@ def fsdd_split(root: Path, k: int, extra: Path, scored: Path) -> tuple[int, int]
     n_train = n_scored = 0
     for word_dir in sorted(d for d in root.iterdir() if d.is_dir()):
         wavs = sorted(word_dir.glob("*.wav"), key=lambda p: (int(p.stem.rsplit("_", 1)[1]), p.name))
-        mine = [p for p in wavs if _speaker(p) in TRAIN_SPEAKERS]
+        mine = [p for p in wavs if speaker_of(p) in TRAIN_SPEAKERS]
         chosen = round_robin(mine, k)
-        for dst, files in ((extra, chosen), (scored, [p for p in wavs if _speaker(p) not in TRAIN_SPEAKERS])):
+        others = [p for p in wavs if speaker_of(p) not in TRAIN_SPEAKERS]
+        for dst, files in ((extra, chosen), (scored, others)):
             (dst / word_dir.name).mkdir(parents=True, exist_ok=True)
             for p in files:
                 (dst / word_dir.name / p.name).symlink_to(p.resolve())
@@ -55,7 +56,7 @@ def fsdd_split(root: Path, k: int, extra: Path, scored: Path) -> tuple[int, int]
 
 def round_robin(files: list[Path], k: int) -> list[Path]:
     """k files taking one from each train speaker in turn (lowest take numbers first)."""
-    by_speaker = {s: [p for p in files if _speaker(p) == s] for s in TRAIN_SPEAKERS}
+    by_speaker = {s: [p for p in files if speaker_of(p) == s] for s in TRAIN_SPEAKERS}
     return [by_speaker[TRAIN_SPEAKERS[i % 3]][i // 3] for i in range(k)]
 
 

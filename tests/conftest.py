@@ -117,19 +117,28 @@ def build_models(out: Path) -> KwsModels:
     return KwsModels(net=net, onnx=onnx_path, **paths)
 
 
+def read_tflite(path: Path) -> schema_fb.ModelT:
+    """A .tflite flatbuffer as the mutable object tree tests edit (defects, shapes, dtypes)."""
+    return schema_fb.ModelT.InitFromObj(schema_fb.Model.GetRootAsModel(path.read_bytes(), 0))
+
+
+def write_tflite(model: schema_fb.ModelT, path: Path) -> None:
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(builder.Output())
+
+
 def _with_dynamic_batch(src: Path, dst: Path) -> None:
     """Mark the input batch dynamic (-1) and make the leading RESHAPE infer it.
 
     litert-torch 0.10 fails to convert this net with a dynamic batch, so the flatbuffer is edited.
     """
-    model = schema_fb.ModelT.InitFromObj(schema_fb.Model.GetRootAsModel(src.read_bytes(), 0))
+    model = read_tflite(src)
     graph = model.subgraphs[0]
     new_shape = graph.tensors[graph.operators[0].inputs[1]]
     model.buffers[new_shape.buffer].data = np.array([-1, T, F, 1], np.int32).view(np.uint8)
     graph.tensors[graph.inputs[0]].shapeSignature = np.array([-1, T, F], np.int32)
-    builder = flatbuffers.Builder(0)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    dst.write_bytes(builder.Output())
+    write_tflite(model, dst)
 
 
 def torch_logits(net: object, x: np.ndarray) -> np.ndarray:

@@ -12,10 +12,9 @@ import json
 import shutil
 from pathlib import Path
 
-import flatbuffers
 import numpy as np
 import pytest
-from conftest import KwsModels
+from conftest import KwsModels, read_tflite, write_tflite
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema_fb
 
 from edgekd.cli import main
@@ -120,7 +119,7 @@ def test_float_model_is_reported_as_not_int8(models: KwsModels) -> None:
 
 def _with_uint8_output(src: Path, dst: Path) -> None:
     """Append QUANTIZE int8 -> uint8 at the output, as microWakeWord's models end (uint8 probability)."""
-    model = schema_fb.ModelT.InitFromObj(schema_fb.Model.GetRootAsModel(src.read_bytes(), 0))
+    model = read_tflite(src)
     graph = model.subgraphs[0]
     old = graph.outputs[0]
     out = copy.deepcopy(graph.tensors[old])
@@ -139,9 +138,7 @@ def _with_uint8_output(src: Path, dst: Path) -> None:
     for signature in model.signatureDefs or []:
         for tensor_map in signature.outputs:
             tensor_map.tensorIndex = graph.outputs[0]
-    builder = flatbuffers.Builder(0)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    dst.write_bytes(builder.Output())
+    write_tflite(model, dst)
 
 
 def test_a_uint8_output_is_integer_only_and_a_float_tensor_is_named(

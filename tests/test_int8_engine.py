@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import flatbuffers
 import numpy as np
 import pytest
 import torch
-from conftest import KwsModels, speech_like
+from conftest import KwsModels, read_tflite, speech_like, write_tflite
 from tflite_micro import runtime
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
 
@@ -50,7 +49,7 @@ def edit_model(
     """A copy of `src` with fused activations replaced (op index -> ActivationFunctionType), the filters
     of `per_tensor` ops reduced to their first scale, or only the first `keep_ops` ops (the last one's
     output becomes the model output). TFLM and the engine both run the edited file."""
-    model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(src.read_bytes(), 0))
+    model = read_tflite(src)
     graph = model.subgraphs[0]
     for k, act in (activations or {}).items():
         graph.operators[k].builtinOptions.fusedActivationFunction = act
@@ -60,9 +59,7 @@ def edit_model(
     if keep_ops is not None:
         graph.operators = graph.operators[:keep_ops]
         graph.outputs = np.array([graph.operators[-1].outputs[0]], np.int32)
-    builder = flatbuffers.Builder(0)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    dst.write_bytes(builder.Output())
+    write_tflite(model, dst)
     return dst
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import flatbuffers
 import numpy as np
 import pytest
-from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema_fb
+from conftest import read_tflite, write_tflite
 
 from edgekd.config import load_config
 from edgekd.report.markdown import report_md, summary
@@ -141,13 +140,11 @@ def test_report_renders_every_section() -> None:
 def _mis_scaled_output(src: Path, dst: Path, factor: float) -> None:
     """The same model with its output tensor's quantization scale multiplied by `factor`: the kind of
     conversion defect (a wrong requantization of the last layer) the gates exist to catch."""
-    model = schema_fb.ModelT.InitFromObj(schema_fb.Model.GetRootAsModel(src.read_bytes(), 0))
+    model = read_tflite(src)
     graph = model.subgraphs[0]
     quant = graph.tensors[graph.outputs[0]].quantization
     quant.scale = [s * factor for s in quant.scale]
-    builder = flatbuffers.Builder(0)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    dst.write_bytes(builder.Output())
+    write_tflite(model, dst)
 
 
 def test_a_conversion_defect_fails_the_gates_by_name_and_a_faithful_model_passes(

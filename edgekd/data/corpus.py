@@ -365,7 +365,8 @@ def _synth_parallel(
     return out
 
 
-def _speaker(path: Path) -> str:
+def speaker_of(path: Path) -> str:
+    """The speaker of a Speech Commands file name, `<speaker>_nohash_<n>.wav`: the unit of every split."""
     return re.sub(r"_nohash_.*$", "", path.stem)
 
 
@@ -450,7 +451,7 @@ def load_speech_commands(
             skipped_files.append(f"{path}: {reason}")
             continue
         rel = f"{path.parent.name}/{path.name}"
-        speaker = _speaker(path)
+        speaker = speaker_of(path)
         if held_out:
             split = "test"
         elif rel in val_list:
