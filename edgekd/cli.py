@@ -229,6 +229,55 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+def cmd_esphome(args: argparse.Namespace) -> int:
+    from edgekd.artifacts import write_json
+    from edgekd.esphome import contract
+    from edgekd.esphome.engine import WakeWordEngine
+    from edgekd.report.esphome_view import contract_text, scan_text
+    from edgekd.stats import poisson_rate_interval
+    from edgekd.stream import BUILTIN, audio_files, read_audio
+
+    given = Path(args.model)
+    if given.suffix == ".json":
+        manifest = contract.read_manifest(given)
+        model = manifest.model
+    elif given.suffix == ".tflite":
+        manifest, model = None, given
+    else:
+        raise EdgekdError(f"{given}: pass a micro_wake_word manifest (.json) or a model (.tflite)")
+    report = contract.check(model, None if manifest is None else manifest.path)
+    record: dict[str, Any] = report.record()
+    print(contract_text(record))
+    if args.audio:
+        if manifest is None:
+            raise EdgekdError("scanning audio needs the manifest (.json): it sets the cutoff and window")
+        for spec in args.audio:
+            if spec != BUILTIN:
+                audio_files([Path(spec)])  # every path checked before any audio runs
+        cutoff = None if args.cutoff is None else contract.cutoff_u8(args.cutoff)
+        engine = WakeWordEngine(manifest, cutoff, args.window)
+        files = []
+        for spec in args.audio:
+            for name, audio in read_audio(spec):
+                run = engine.run(audio)
+                files.append({"file": name, "seconds": len(audio) / 16000, "detections_s": run.times_s})
+        hours = sum(f["seconds"] for f in files) / 3600
+        count = sum(len(f["detections_s"]) for f in files)
+        record["scan"] = {
+            "files": files,
+            "hours": hours,
+            "cutoff": engine.cutoff,
+            "window": engine.window,
+            "detections": count,
+            "fa_per_hour": count / hours if hours else 0.0,
+            "fa_per_hour_interval": list(poisson_rate_interval(count, hours)) if hours else [0.0, 0.0],
+        }
+        print(scan_text(record["scan"]))
+    if args.json:
+        write_json(args.json, record)
+    return 0 if report.passed else 1
+
+
 Arg = tuple[tuple[str, ...], dict[str, Any]]
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[Arg]]] = {
     "build": (
@@ -437,6 +486,26 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[Arg]]] 
             (("--window",), {"type": int, "help": "inferences averaged (default: the build's)"}),
             (("--json",), {"help": "also write every detection and figure here"}),
             (("--quiet", "-q"), {"action": "store_true"}),
+        ],
+    ),
+    "esphome": (
+        cmd_esphome,
+        "check a micro_wake_word model (edgekd's or microWakeWord's) against ESPHome's contract and run it "
+        "over audio exactly as the component does",
+        [
+            (("model",), {"help": "its manifest (.json, v2) or only the model (.tflite: contract only)"}),
+            (
+                ("--audio",),
+                {
+                    "nargs": "+",
+                    "metavar": "PATH",
+                    "help": "files or folders to scan (or `builtin`: the real-speech pool's check part); "
+                    "on audio without the wake word every detection is a false accept",
+                },
+            ),
+            (("--cutoff",), {"type": float, "help": "probability cutoff (default: the manifest's)"}),
+            (("--window",), {"type": int, "help": "sliding window size (default: the manifest's)"}),
+            (("--json",), {"help": "also write the record here"}),
         ],
     ),
     "targets": (

@@ -7,7 +7,6 @@ Builds firmware_stub/host_test with cmake + the host C++ compiler once per modul
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -25,9 +24,9 @@ from edgekd.audio.frontend import MICRO_FEATURE_SCALE, MicroFrontend
 from edgekd.audio.io import SAMPLE_RATE
 from edgekd.audio.synth import Synthesizer, list_voices
 from edgekd.errors import EdgekdError
+from edgekd.esphome import contract as esphome
 from edgekd.export.c_array import write_c_array
 from edgekd.export.firmware import (
-    ESPHOME_INPUT_SCALE,
     ESPHOME_MANIFEST,
     SETTINGS_HEADER,
     esphome_contract_violations,
@@ -483,7 +482,7 @@ def test_esphome_manifest_only_for_a_streaming_single_word_uint8_model(tmp_path:
             "input": {
                 "dtype": "int8",
                 "shape": [1, 3, 40],
-                "scales": [ESPHOME_INPUT_SCALE],
+                "scales": [esphome.INPUT_SCALE],
                 "zero_points": [-128],
             },
             "output": {"dtype": "uint8", "shape": [1, 1], "scales": [1 / 256], "zero_points": [0]},
@@ -503,6 +502,7 @@ def test_esphome_manifest_only_for_a_streaming_single_word_uint8_model(tmp_path:
         "tensor_arena_size": 47296,
         "minimum_esphome_version": "2024.7.0",
     }
+    assert esphome.manifest_problems(mww) == []  # the schema check foreign manifests pass too
     assert "kOutputIsInt8Logits = false;" in written[0].read_text()
 
     # edgekd's own 12-class model: every failed clause is named.
@@ -510,7 +510,6 @@ def test_esphome_manifest_only_for_a_streaming_single_word_uint8_model(tmp_path:
     reasons = esphome_contract_violations(settings, ["CONV_2D", "FULLY_CONNECTED", "RESHAPE"])
     assert len(reasons) == 3
     assert "int8 [1, 12]" in reasons[0] and "streaming" in reasons[1] and "input quantization" in reasons[2]
-    assert math.isclose(ESPHOME_INPUT_SCALE, 0.1016235, rel_tol=1e-6)
 
 
 def test_esphome_reads_back_every_cutoff_the_manifest_writes() -> None:
