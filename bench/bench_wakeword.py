@@ -1,0 +1,192 @@
+"""Wake-word models head to head, each run exactly as ESPHome's micro_wake_word runs it.
+
+    python bench/bench_wakeword.py                         # microWakeWord's four shipped v2 models
+    python bench/bench_wakeword.py --model build/esphome/hey_edge.json --model alexa
+    python bench/bench_wakeword.py --voices 4 --json out.json
+
+Every model goes through `edgekd.esphome.engine` (the component's frontend, integer feature mapping,
+invoke every `stride` frames, sliding window and 1 s cool-off on TFLite Micro) at its manifest's operating
+point, on the same audio:
+
+- **false accepts per hour on real speech**, with exact 95 % intervals: the real-speech pool's check part
+  (Czech and Dutch dialogue, tuxpaint's descriptions in 12 languages; 1.26 h) and the English of
+  `../shared/data` (`real-wakewords-dev`'s four phrases and `real-commands-dev`'s 30 words), each folder
+  one continuous stream so the cool-off at a stream's start hides nothing. A folder named like the
+  model's wake word is skipped (it is the model's positives, not its negatives);
+- **recall**: the wake word said by `--voices` voices of every offline TTS engine (Piper, Kokoro,
+  espeak-ng, flite, festival), or by real people with `--positives DIR` (a folder of recordings of the
+  phrase), inserted 1.5-3 s apart into the pool's real speech at 5-15 dB; heard when the detection falls
+  between the clip's start and 1.5 s after its end;
+- flash, TFLite Micro arena and MACs per second of audio from the contract checker.
+
+Measuring only: no threshold is picked here; models run at the cutoff and window their manifests ship.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from edgekd import runtime_env  # noqa: E402
+
+runtime_env.apply()
+
+import numpy as np  # noqa: E402
+
+from edgekd.audio.io import AudioFileError, read_wav  # noqa: E402
+from edgekd.audio.synth import Synthesizer, list_voices  # noqa: E402
+from edgekd.data.real_pool import negative_recordings  # noqa: E402
+from edgekd.esphome import contract  # noqa: E402
+from edgekd.esphome.engine import WakeWordEngine  # noqa: E402
+from edgekd.fmt import kb, pct, table  # noqa: E402
+from edgekd.stats import clopper_pearson, poisson_rate_interval  # noqa: E402
+from edgekd.stream import (  # noqa: E402
+    BUILTIN,
+    Detection,
+    audio_files,
+    background_audio,
+    insert_clips,
+    positives_seconds,
+    score_positives,
+)
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data"
+ENGLISH_NEGATIVES = ("real-wakewords-dev", "real-commands-dev")
+TTS_ENGINES = ("piper", "kokoro", "espeak", "flite", "festival")
+SNR_DB = (5.0, 15.0)
+
+
+def negative_streams(skip_word: str) -> list[tuple[str, np.ndarray]]:
+    """(name, audio) of each negative stream: the pool's check part, then each English folder's clips
+    end to end (a subfolder named like the wake word left out)."""
+    streams = [(f"{BUILTIN}:{r.source}", r.audio) for r in negative_recordings("check", 0, 0)]
+    for folder in ENGLISH_NEGATIVES:
+        root = REAL / folder
+        if not root.is_dir():
+            print(f"note: {root} not found; its English speech is not scored", file=sys.stderr)
+            continue
+        parts = []
+        for sub in sorted(d for d in root.iterdir() if d.is_dir() and slug(d.name) != skip_word):
+            for f in audio_files([sub]):
+                try:
+                    parts.append(read_wav(f, allow_clipped=True, allow_silent=True))
+                except AudioFileError:
+                    continue
+        streams.append((folder, np.concatenate(parts)))
+    return streams
+
+
+def slug(text: str) -> str:
+    return "_".join(text.lower().replace("-", " ").split())
+
+
+def positive_clips(
+    word: str, voices: int, positives: Path | None
+) -> tuple[list[tuple[str, np.ndarray]], str]:
+    """The wake word said by real people (`positives`) or by `voices` voices of every TTS engine."""
+    if positives is not None:
+        clips = [(word, read_wav(f, allow_clipped=True)) for f in audio_files([positives])]
+        return clips, f"{len(clips)} real recordings ({positives})"
+    synth, clips = Synthesizer(0), []
+    for engine in TTS_ENGINES:
+        try:
+            chosen = list_voices(engine, voices, 1)
+        except Exception as e:  # an engine not installed here: say so, score the others
+            print(f"note: {engine} skipped ({e})", file=sys.stderr)
+            continue
+        clips += [(word, synth.synth(word.replace("_", " "), v)) for v in chosen]
+    return clips, f"{len(clips)} TTS clips ({voices} voices x {len(TTS_ENGINES)} engines)"
+
+
+def bench_model(manifest_path: Path, voices: int, positives: Path | None) -> dict:
+    manifest = contract.read_manifest(manifest_path)
+    report = contract.check(manifest.model, manifest.path)
+    engine = WakeWordEngine(manifest)
+    word = slug(manifest.wake_word)
+    started = time.perf_counter()
+    negatives = {}
+    for name, audio in negative_streams(word):
+        run = engine.run(audio)
+        hours = len(audio) / 16000 / 3600
+        negatives[name] = {"hours": hours, "false_accepts": len(run.detections)}
+    hours = sum(n["hours"] for n in negatives.values())
+    fa = sum(n["false_accepts"] for n in negatives.values())
+    clips, about = positive_clips(word, voices, positives)
+    background = background_audio([BUILTIN], positives_seconds(clips), 1)
+    audio, placed = insert_clips(background, clips, 0, SNR_DB)
+    run = engine.run(audio)
+    scored = score_positives(placed, [Detection("p", t, word, 0.0) for t in run.times_s], (word,))
+    hits = round(scored["recall"] * scored["clips"])
+    return {
+        "model": manifest_path.stem,
+        "wake_word": manifest.wake_word,
+        "cutoff": manifest.cutoff,
+        "window": manifest.window,
+        "contract": report.record(),
+        "negatives": negatives,
+        "fa": fa,
+        "hours": hours,
+        "fa_per_hour": fa / hours,
+        "fa_per_hour_interval": poisson_rate_interval(fa, hours),
+        "positives": about,
+        "clips": scored["clips"],
+        "recall": scored["recall"],
+        "recall_interval": clopper_pearson(hits, scored["clips"]),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def resolve(spec: str) -> Path:
+    shipped = contract.microwakeword_manifests()
+    if spec in shipped:
+        return shipped[spec]
+    path = Path(spec)
+    if not path.is_file():
+        sys.exit(f"--model {spec}: neither a manifest file nor one of {sorted(shipped)}")
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", help="a manifest (.json) or a shipped model's name")
+    ap.add_argument("--voices", type=int, default=6, help="voices per TTS engine for the positives")
+    ap.add_argument("--positives", type=Path, help="real recordings of the wake word instead of TTS")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    specs = args.model or list(contract.microwakeword_manifests())
+    rows, records = [], []
+    for spec in specs:
+        r = bench_model(resolve(spec), args.voices, args.positives)
+        records.append(r)
+        c = r["contract"]
+        lo, hi = r["fa_per_hour_interval"]
+        rlo, rhi = r["recall_interval"]
+        rows.append(
+            [
+                r["model"],
+                f"{r['cutoff']}/255, {r['window']}",
+                f"{r['fa_per_hour']:.2f} [{lo:.2f}, {hi:.2f}] ({r['fa']} in {r['hours']:.2f} h)",
+                f"{pct(r['recall'], 1)} [{100 * rlo:.1f}, {100 * rhi:.1f}] of {r['clips']}",
+                kb(c["flash_bytes"]),
+                kb(c["arena_bytes"]),
+                f"{c['macs_per_second'] / 1e6:.2f}",
+                "yes" if c["passed"] else "NO",
+                f"{r['seconds']:.0f}",
+            ]
+        )
+        if args.json:
+            args.json.write_text(json.dumps(records, indent=2, default=float))
+    headers = ["model", "cutoff, window", "FA/h real speech [95 %]", "recall [95 %]", "flash", "arena"]
+    headers += ["M MAC/s", "contract", "s"]
+    print(table(headers, rows))
+    print(f"positives: {records[0]['positives']}, at {SNR_DB[0]:g}-{SNR_DB[1]:g} dB in real speech")
+
+
+if __name__ == "__main__":
+    main()
