@@ -70,7 +70,7 @@ class ActQuant(nn.Module):
     zero point (the model input, the sigmoid output). Rounding uses a straight-through gradient.
     """
 
-    def __init__(self, fixed: tuple[float, int] | None = None, momentum: float = 0.01) -> None:
+    def __init__(self, fixed: tuple[float, int] | None = None, momentum: float = 0.05) -> None:
         super().__init__()
         self.fixed = fixed
         self.momentum = momentum
@@ -162,11 +162,16 @@ class StreamingStudent(nn.Module):
         return [self.first_q, *self.depthwise_q, *self.pointwise_q, self.logit_q]
 
     def quantize(self, enabled: bool = True) -> StreamingStudent:
-        """Switch fake-quant on (after the observers have seen data) or off."""
+        """Switch fake-quant on or off. Switching on restarts the activation ranges, so the next training
+        batch sets them from the activations the float training ended with: ranges averaged since
+        initialisation lag far behind activations that grew, and clip them."""
         for conv in self.convs():
             conv.quantized = enabled
         for q in self.act_quants():
             q.enabled = enabled
+            if enabled:
+                q.seen.fill_(False)
+                q.observing = True
         self.input_q.enabled = enabled
         return self
 

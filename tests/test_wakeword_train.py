@@ -1,0 +1,86 @@
+"""Training the streaming wake-word student: examples in running audio, their per-step targets, the
+frame teacher's timing against the real speech embedding, and distillation that moves the student."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import speech_like
+
+from edgekd.audio.io import SAMPLE_RATE
+from edgekd.models.frame_teacher import embedding_end, step_end, teacher_steps
+from edgekd.models.speech_embedding import SpeechEmbedding
+from edgekd.models.streaming import StreamingSpec, StreamingStudent
+from edgekd.train.wakeword import WakeTrainConfig, distil_targets, fit_teacher, in_context, train
+
+
+def test_embedding_timing_matches_the_speech_embedding() -> None:
+    """A click at sample p leaves every embedding that ended before p unchanged, and changes the first
+    one that ends after it: the teacher's clock is the model's."""
+    embedder = SpeechEmbedding(pad_ms=0)
+    quiet = speech_like(2.0, 0) * 0.01
+    base = embedder.embed(quiet[None])[0]
+    p = 20000
+    click = quiet.copy()
+    click[p : p + 80] = 0.9
+    changed = np.flatnonzero(np.abs(embedder.embed(click[None])[0] - base).max(axis=1) > 1e-4)
+    ends = embedding_end(np.arange(len(base)))
+    assert changed.min() == np.flatnonzero(ends > p).min()
+    assert np.all(ends[: changed.min()] <= p + 400)  # up to one mel window (25 ms) of look-back
+
+
+def test_student_steps_only_see_embeddings_they_have_heard() -> None:
+    which = teacher_steps(66, 15)
+    heard = which >= 0
+    assert not heard[0] and heard[-1] and which[-1] == 14
+    assert np.all(embedding_end(which[heard]) <= step_end(np.flatnonzero(heard)))
+    assert np.all(np.diff(which) >= 0)
+
+
+@pytest.fixture(scope="module")
+def examples():
+    """Wake-word stand-ins: a rising chirp is the phrase, noise bursts and silence are not."""
+    rng = np.random.default_rng(0)
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    chirp = (0.3 * np.sin(2 * np.pi * (300 + 900 * t) * t) * (t > 0.3) * (t < 0.8)).astype(np.float32)
+    clips, positive = [], []
+    for i in range(48):
+        noise = rng.normal(0, 0.005, SAMPLE_RATE).astype(np.float32)
+        if i % 2:
+            clips.append(noise + chirp * rng.uniform(0.5, 1.5))
+        else:
+            clips.append(noise + speech_like(1.0, i) * 0.3)
+        positive.append(bool(i % 2))
+    contexts = np.stack([speech_like(1.0, 100 + i) * 0.2 for i in range(8)])
+    return in_context(
+        np.stack(clips), np.array(positive), contexts, 3, 3, 0, SpeechEmbedding(pad_ms=0), False
+    )
+
+
+def test_examples_targets_and_masks(examples) -> None:
+    n, steps = examples.targets.shape
+    assert examples.features.shape == (n, steps * 3, 40) and steps == 66
+    pos, neg = examples.positive, ~examples.positive
+    assert np.all(examples.targets[neg] == 0) and np.all(examples.mask[neg] == 1)
+    assert np.all(examples.targets[pos][:, -3:] == 1) and np.all(examples.targets[pos][:, :-3] == 0)
+    clip_step = (SAMPLE_RATE - 480) // 160 // 3 + 1  # the first step that hears the clip
+    assert np.all(examples.mask[pos][:, : clip_step - 1] == 1)  # context only: must stay quiet
+    assert np.all(examples.mask[pos][:, clip_step:-3] == 0)  # the phrase under way: no loss
+    assert examples.embeddings.shape == (n, 15, 96)
+
+
+def test_frame_teacher_and_distillation_move_the_student(examples) -> None:
+    cfg = WakeTrainConfig(epochs=30, quantize_epoch=15, freeze_epoch=25, batch=16, teacher_epochs=40)
+    teacher = fit_teacher(examples, cfg, progress=False)
+    distil_targets(examples, teacher, cfg.temperature)
+    last = examples.teacher_probs[:, -1]
+    assert last[examples.positive].mean() > 0.8 > 0.2 > last[~examples.positive].mean()
+    assert np.all(examples.teacher_mask[:, :20] == 0) and np.all(examples.teacher_mask[:, -1] == 1)
+    torch.manual_seed(0)
+    spec = StreamingSpec(channels=16)
+    student = train(StreamingStudent(spec), examples, cfg, progress=False)
+    with torch.no_grad():
+        final = torch.sigmoid(student(torch.from_numpy(examples.features))[:, -1]).numpy()
+    assert final[examples.positive].mean() > final[~examples.positive].mean() + 0.3
+    assert all(q.enabled and not q.observing for q in student.act_quants())  # frozen fake-quant
