@@ -31,7 +31,7 @@ def scan_text(scan: dict[str, Any]) -> str:
     rows = [
         [f["file"], f"{f['seconds']:.1f}", ", ".join(f"{t:.2f}" for t in f["detections_s"])] for f in fired
     ]
-    more = f" (first {SHOWN} shown)" if len(rows) > SHOWN else ""
+    more = f"\nthe first {SHOWN} of {len(rows)} files with detections shown" if len(rows) > SHOWN else ""
     low, high = scan["fa_per_hour_interval"]
     return (
         (table(["file", "seconds", "detections at s"], rows[:SHOWN]) + f"{more}\n" if rows else "")

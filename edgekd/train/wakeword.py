@@ -13,6 +13,11 @@ one corpus clip, run through the micro frontend as one piece. Targets are per ou
 Negative steps outnumber positive ones by far, so the two kinds are averaged separately and weighted
 (`positive_weight`). Quantization-aware training follows the usual schedule: float, then the observers
 calibrate while fake-quant runs, then the ranges freeze for the last epochs.
+
+Frame-level distillation (`fit_teacher`, `distil_targets`): a head on the speech embedding learns the same
+targets per 80 ms, and its probability labels every student step that has heard a whole embedding; the
+student's loss is `(1 - alpha) * labels + alpha * T^2 * BCE(student / T, teacher)`. On real people it
+tripled recall at an eighth of the false accepts of labels alone (docs/DESIGN.md), hence alpha 0.5.
 """
 
 from __future__ import annotations
