@@ -12,7 +12,7 @@ from conftest import read_tflite, write_tflite
 from edgekd.config import load_config
 from edgekd.report.markdown import report_md, summary
 from edgekd.verify.budget import Budget
-from edgekd.verify.parity import SCHEMA, confusion, macro_f1, parity_report, row
+from edgekd.verify.parity import SCHEMA, confusion, macro_f1, parity_report, real_floor_gates, row
 
 
 def _onehot(pred: list[int], n: int = 12) -> np.ndarray:
@@ -201,3 +201,22 @@ def test_flips_among_near_ties_are_counted_but_only_decisive_inputs_decide_agree
     defect[100:120] = np.roll(defect[100:120], 1, axis=1)  # 20 decisive inputs flipped: not rounding
     gate = agreement(defect)
     assert not gate["passed"] and "20 of 570 decisive inputs differ" in gate["detail"]
+
+
+def test_real_recordings_get_the_real_floor_not_the_synthetic_one() -> None:
+    """`edgekd eval` and `--holdout` score real folders: `gates.holdout_min_accuracy` is their floor (off
+    by default), decided on the mean per-keyword accuracy's interval; `min_accuracy` is the synthetic
+    test split's."""
+    y = np.arange(240) % 12
+    pred = np.where(np.arange(240) // 12 % 4 == 0, 10, y)  # a quarter of every class called _unknown_
+    logits = {name: _onehot(list(y)) for name in ("teacher_fp32", "student_fp32", "student_qat")}
+    logits["student_int8_tflm"] = _onehot(list(pred))
+    cfg = load_config("esp32s3")
+    rows = parity_report(cfg, logits, y, Budget(1, 1, ["CONV_2D"], 1, True, [], 1.0, "estimate"))["rows"]
+    assert cfg.gates.min_accuracy == 0.9 and real_floor_gates(cfg, rows) == []
+    strict = load_config("esp32s3", overrides=["gates.holdout_min_accuracy=0.95"])
+    lenient = load_config("esp32s3", overrides=["gates.holdout_min_accuracy=0.7"])
+    (fail,), (ok,) = real_floor_gates(strict, rows), real_floor_gates(lenient, rows)
+    assert fail["name"] == ok["name"] == "holdout_keyword_accuracy_tflm"
+    assert fail["value"] == ok["value"] == 0.75 and not fail["passed"] and ok["passed"]
+    assert fail["n"] == 200  # the ten keywords' clips
