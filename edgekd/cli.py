@@ -231,6 +231,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_esphome(args: argparse.Namespace) -> int:
     from edgekd.artifacts import write_json
+    from edgekd.audio.io import SAMPLE_RATE
     from edgekd.esphome import contract
     from edgekd.esphome.engine import WakeWordEngine
     from edgekd.report.esphome_view import contract_text, scan_text
@@ -254,13 +255,18 @@ def cmd_esphome(args: argparse.Namespace) -> int:
         for spec in args.audio:
             if spec != BUILTIN:
                 audio_files([Path(spec)])  # every path checked before any audio runs
+        if args.cutoff is not None and not 0 < args.cutoff <= 1:
+            raise EdgekdError(f"--cutoff {args.cutoff}: give a probability in (0, 1], e.g. 0.9")
+        if args.window is not None and args.window < 1:
+            raise EdgekdError(f"--window {args.window}: give at least 1 inference")
         cutoff = None if args.cutoff is None else contract.cutoff_u8(args.cutoff)
         engine = WakeWordEngine(manifest, cutoff, args.window)
         files = []
         for spec in args.audio:
             for name, audio in read_audio(spec):
                 run = engine.run(audio)
-                files.append({"file": name, "seconds": len(audio) / 16000, "detections_s": run.times_s})
+                seconds = len(audio) / SAMPLE_RATE
+                files.append({"file": name, "seconds": seconds, "detections_s": run.times_s})
         hours = sum(f["seconds"] for f in files) / 3600
         count = sum(len(f["detections_s"]) for f in files)
         record["scan"] = {

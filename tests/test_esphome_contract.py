@@ -125,3 +125,5 @@ def test_cli_checks_and_scans_with_exit_codes(tmp_path: Path, models: KwsModels,
     assert "pass a micro_wake_word manifest" in capsys.readouterr().err
     assert main(["esphome", str(models.int8), "--audio", str(tmp_path)]) == 2
     assert "needs the manifest" in capsys.readouterr().err
+    assert main(["esphome", str(manifest), "--audio", str(tmp_path), "--cutoff", "90"]) == 2
+    assert "--cutoff 90.0: give a probability in (0, 1]" in capsys.readouterr().err

@@ -110,6 +110,12 @@ class MicroFrontend:
         }
 
 
+def frame_end_sample(frame: np.ndarray | int) -> np.ndarray:
+    """Samples of audio a streaming micro frontend has heard when it emits frame `frame` (its 30 ms
+    window ends): the clock every streaming figure (detection times, teacher alignment) is read on."""
+    return MicroFrontend.step * np.asarray(frame) + MicroFrontend.window
+
+
 class LogMel:
     """Log-mel spectrogram: torch.stft (center=False, periodic Hann, n_fft = window) + HTK mel filters
     (transformers' `mel_filter_bank`, unnormalised, like torchaudio's default), log(power mel + 1e-6).

@@ -186,7 +186,6 @@ class Manifest:
     window: int
     step_ms: int
     arena_bytes: int
-    raw: dict[str, Any]
 
 
 def read_manifest(path: str | Path) -> Manifest:
@@ -210,7 +209,6 @@ def read_manifest(path: str | Path) -> Manifest:
         window=int(micro["sliding_window_size"]),
         step_ms=int(micro["feature_step_size"]),
         arena_bytes=int(micro["tensor_arena_size"]),
-        raw=raw,
     )
 
 

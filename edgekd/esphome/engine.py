@@ -22,12 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.audio.frontend import MICRO_FEATURE_SCALE, MicroFrontend
+from edgekd.audio.frontend import MICRO_FEATURE_SCALE, MicroFrontend, frame_end_sample
+from edgekd.audio.io import SAMPLE_RATE
 from edgekd.errors import EdgekdError
 from edgekd.esphome.contract import COOL_OFF_FRAMES, Manifest, feature_to_int8, read_manifest
-
-STEP_SAMPLES = 160  # 10 ms at 16 kHz
-WINDOW_SAMPLES = 480  # the frontend's 30 ms analysis window
 
 
 def frontend_u16(audio: np.ndarray) -> np.ndarray:
@@ -42,7 +40,7 @@ def frontend_u16(audio: np.ndarray) -> np.ndarray:
 
 def frame_end_s(frame: int) -> float:
     """When the audio of feature frame `frame` has been heard (its 30 ms window ends)."""
-    return (frame * STEP_SAMPLES + WINDOW_SAMPLES) / 16000
+    return float(frame_end_sample(frame)) / SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -85,7 +83,7 @@ class WakeWordEngine:
     """One micro_wake_word model as the component runs it (TFLite Micro, resource variables and all)."""
 
     def __init__(self, manifest: Manifest, cutoff: int | None = None, window: int | None = None) -> None:
-        from edgekd.verify.tflite_info import load_tflm, measure_arena
+        from edgekd.verify.tflite_info import load_tflm
 
         if not manifest.model.is_file():
             raise EdgekdError(f"{manifest.path}: its model {manifest.model} is not there")
@@ -94,7 +92,8 @@ class WakeWordEngine:
         self.window = manifest.window if window is None else window
         if not 0 <= self.cutoff <= 255 or self.window < 1:
             raise EdgekdError(f"cutoff {self.cutoff} must be in 0..255 and window {self.window} at least 1")
-        self._interp = load_tflm(manifest.model, max(manifest.arena_bytes, measure_arena(manifest.model)))
+        # the arena the component allocates: a manifest that promises too little fails here, as on the device
+        self._interp = load_tflm(manifest.model, manifest.arena_bytes)
         shape = tuple(self._interp.get_input_details(0)["shape"])
         if len(shape) != 3 or shape[0] != 1:
             raise EdgekdError(
@@ -123,7 +122,3 @@ class WakeWordEngine:
         """float32 16 kHz audio through the whole loop (frontend, mapping, model, decision)."""
         probs = self.probabilities(feature_to_int8(frontend_u16(audio)))
         return StreamRun(probs, self.stride, detect(probs, self.stride, self.cutoff, self.window))
-
-    def decide(self, run: StreamRun, cutoff: int, window: int) -> StreamRun:
-        """The same stream decided at another operating point (the model does not run again)."""
-        return StreamRun(run.probabilities, run.stride, detect(run.probabilities, run.stride, cutoff, window))

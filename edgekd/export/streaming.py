@@ -42,7 +42,6 @@ class QLayer:
     weight: np.ndarray  # int8, TFLite layout: conv [O, K, 1, I], depthwise [1, K, 1, O]
     weight_scales: np.ndarray
     bias: np.ndarray  # int32 [O]
-    kernel: int
     stride: int
     dilation: int
     state_frames: int
@@ -64,7 +63,6 @@ def _qlayer(conv: CausalConv, inp: tuple[float, int], out: ActQuant, relu: bool)
         weight=layout.numpy().astype(np.int8),
         weight_scales=s_w.numpy(),
         bias=np.round(bias.numpy()).astype(np.int32),
-        kernel=c.kernel_size[0],
         stride=c.stride[0],
         dilation=c.dilation[0],
         state_frames=conv.state_frames,

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgekd.audio.frontend import frame_end_sample
 from edgekd.models.speech_embedding import EMBEDDING_DIM
 
 EMB_HOP = 1280  # samples between embeddings (80 ms)
@@ -54,7 +55,7 @@ def embedding_end(k: np.ndarray | int) -> np.ndarray:
 
 def step_end(n: np.ndarray | int, stride: int = 3) -> np.ndarray:
     """Samples of audio the streaming student's step n has heard (its newest frame's window ends)."""
-    return 160 * (stride * np.asarray(n) + stride - 1) + 480
+    return frame_end_sample(stride * np.asarray(n) + stride - 1)
 
 
 def teacher_steps(steps: int, embeddings: int, stride: int = 3) -> np.ndarray:

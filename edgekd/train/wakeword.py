@@ -60,7 +60,6 @@ class Examples:
     mask: np.ndarray
     positive: np.ndarray  # bool [N]
     clip_start: int
-    samples: int
     embeddings: np.ndarray | None = None
     teacher_probs: np.ndarray | None = None  # [N, T // stride], set by `distil_targets`
     teacher_mask: np.ndarray | None = None
@@ -92,8 +91,7 @@ def in_context(
             embs.append(embedder.embed(audio).astype(np.float16))
     frames = len(feats[0]) // stride * stride
     steps = frames // stride
-    # the clip's first step: frame t's 30 ms window ends at sample 160 t + 480
-    clip_step = max(0, (contexts.shape[1] - 480) // 160 + 1) // stride
+    clip_step = frontend.n_frames(contexts.shape[1]) // stride  # the first step that hears the clip
     targets = np.zeros((len(clips), steps), np.float32)
     mask = np.ones((len(clips), steps), np.float32)
     mask[positive, clip_step : steps - positive_steps] = 0.0
@@ -104,7 +102,6 @@ def in_context(
         mask=mask,
         positive=positive.astype(bool),
         clip_start=contexts.shape[1],
-        samples=contexts.shape[1] + clips.shape[1],
         embeddings=np.concatenate(embs) if embs else None,
     )
 
