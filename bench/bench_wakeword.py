@@ -29,7 +29,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,18 +43,11 @@ from edgekd.audio.io import AudioFileError, read_wav  # noqa: E402
 from edgekd.audio.synth import Synthesizer, list_voices  # noqa: E402
 from edgekd.data.real_pool import negative_recordings  # noqa: E402
 from edgekd.esphome import contract  # noqa: E402
-from edgekd.esphome.engine import WakeWordEngine, detect, frame_end_s  # noqa: E402
+from edgekd.esphome.engine import WakeWordEngine  # noqa: E402
+from edgekd.esphome.measure import PositiveRun  # noqa: E402
 from edgekd.fmt import kb, pct, table  # noqa: E402
 from edgekd.stats import clopper_pearson, poisson_rate_interval  # noqa: E402
-from edgekd.stream import (  # noqa: E402
-    BUILTIN,
-    Detection,
-    audio_files,
-    background_audio,
-    insert_clips,
-    positives_seconds,
-    score_positives,
-)
+from edgekd.stream import BUILTIN, audio_files  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data"
 ENGLISH_NEGATIVES = ("real-wakewords-dev", "real-commands-dev")
@@ -111,24 +103,6 @@ def positive_clips(
     return clips, f"{len(clips)} TTS clips ({voices} voices x {len(TTS_ENGINES)} engines)"
 
 
-def positives_run(
-    engine: WakeWordEngine, word: str, clips: list[tuple[str, np.ndarray]], background: list, snr: tuple
-) -> Callable[[int, int], tuple[int, int]]:
-    """The clips inserted into `background` (quiet noise when empty) at `snr` dB, run once through the
-    engine; returns (hits, clips) at any (cutoff, window), decided again from the same outputs."""
-    audio, placed = insert_clips(background_audio(background, positives_seconds(clips), 1), clips, 0, snr)
-    probs = engine.run(audio).probabilities
-
-    def at(cutoff: int, window: int) -> tuple[int, int]:
-        found = [
-            Detection("p", frame_end_s(f), word, 0.0) for f in detect(probs, engine.stride, cutoff, window)
-        ]
-        scored = score_positives(placed, found, (word,))
-        return round(scored["recall"] * scored["clips"]), scored["clips"]
-
-    return at
-
-
 def bench_model(manifest_path: Path, voices: int, positives: Path | None) -> dict:
     manifest = contract.read_manifest(manifest_path)
     report = contract.check(manifest.model, manifest.path)
@@ -143,7 +117,9 @@ def bench_model(manifest_path: Path, voices: int, positives: Path | None) -> dic
     hours = sum(n["hours"] for n in negatives.values())
     fa = sum(n["false_accepts"] for n in negatives.values())
     clips, about = positive_clips(word, voices, positives)
-    hits, total = positives_run(engine, word, clips, [BUILTIN], SNR_DB)(engine.cutoff, engine.window)
+    hits, total = PositiveRun.of(engine, word, [c for _, c in clips], [BUILTIN], SNR_DB).hits(
+        engine.cutoff, engine.window
+    )
     return {
         "model": manifest_path.stem,
         "wake_word": manifest.wake_word,

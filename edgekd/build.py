@@ -184,6 +184,10 @@ def run_build(
 ) -> BuildResult:
     """Run every stage (cached), verify, and write the build directory."""
     check_inputs(cfg)  # fail before any stage starts
+    if cfg.wakeword is not None:  # a streaming wake word for ESPHome: its own stages
+        from edgekd.build_wakeword import run_wakeword_build
+
+        return run_wakeword_build(cfg, out, cache_root, progress, log)
     device = resolve_device(cfg.train.device)
     torch.set_num_threads(cfg.train.threads)
     stages = Stages(cache_root, log=log)

@@ -63,11 +63,27 @@ class BuildDir:
         """Per-clip logits behind a parity section: `parity`, `holdout` or `real_unlabeled`."""
         return self.logs / f"{section}_logits.npz"
 
+    def wake_word_manifest(self) -> Path | None:
+        """The ESPHome manifest of a wake-word build (`edgekd.build_wakeword`), or None."""
+        try:
+            manifest = json.loads((self.path / self.MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+        name = manifest.get("esphome_manifest") if manifest.get("kind") == "wakeword" else None
+        return self.path / name if isinstance(name, str) else None
+
     def require(self, *names: str) -> None:
         """Fail naming every missing part, for commands that rebuild runtimes from the directory."""
         if not self.path.is_dir():
             raise EdgekdError(f"{self.path}: no such build directory; run `edgekd build` first")
         missing = [n for n in names if not (self.path / n).exists()]
+        if missing and self.wake_word_manifest() is not None:
+            raise EdgekdError(
+                f"{self.path}: a wake-word build for ESPHome, not a keyword classifier; run it as the "
+                f"device does with `edgekd esphome {self.wake_word_manifest()} --audio FILE_OR_DIR`, and "
+                "compare wake-word models on the same audio with bench/bench_wakeword.py --model A.json "
+                "--model B.json"
+            )
         if missing:
             raise EdgekdError(
                 f"{self.path}: incomplete build directory, missing {missing}; re-run `edgekd build`"

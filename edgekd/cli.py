@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd import runtime_env
-from edgekd.errors import EdgekdError, GateError
+from edgekd.errors import ConfigError, EdgekdError, GateError
 
 runtime_env.apply()  # before any stage imports torch
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -34,8 +34,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     from edgekd.pipeline import default_cache_root
 
     overrides = list(args.set or [])
-    if args.words:  # first: a --set unknown_words=... after them still wins
-        overrides.insert(0, f"words={json.dumps(args.words)}")
+    if args.words and args.wake_word:
+        raise ConfigError("--words and --wake-word: give one (--wake-word for an ESPHome wake word)")
+    if args.wake_word is not None and not 1 <= len(args.wake_word.split()) <= 4:
+        raise ConfigError(f"--wake-word {args.wake_word!r}: give a phrase of one to four words")
+    words = [args.wake_word] if args.wake_word else args.words
+    if words:  # first: a --set unknown_words=... after them still wins
+        overrides.insert(0, f"words={json.dumps(words)}")
     if args.unknown_words:
         overrides.append(f"unknown_words={json.dumps(args.unknown_words)}")
     if args.data:
@@ -52,6 +57,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.strict:
         overrides.append("data.strict=true")
     cfg = load_config(args.target, args.recipe, overrides)
+    if args.wake_word and cfg.wakeword is None:
+        raise ConfigError(
+            f"--wake-word needs a wake-word target: --target esphome (target {cfg.target!r}, recipe "
+            f"{cfg.recipe!r} build a keyword classifier; use --words for that)"
+        )
     out = Path(args.out or Path("build") / cfg.target)
     cache = Path(args.cache) if args.cache else default_cache_root()
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
@@ -291,7 +301,18 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[Arg]]] 
         "run the whole chain: data, teacher, distill+QAT, export, verify, report",
         [
             (("--target",), {"required": True, "help": "target profile name (targets/*.yaml) or path"}),
-            (("--recipe",), {"default": "kws12", "help": "recipe name (configs/*.yaml) or path"}),
+            (
+                ("--recipe",),
+                {"help": "recipe name (configs/*.yaml) or path (default: the target's own, else kws12)"},
+            ),
+            (
+                ("--wake-word",),
+                {
+                    "metavar": "PHRASE",
+                    "help": 'with --target esphome: the wake word, e.g. --wake-word "hey edge" (one to four '
+                    "words the voices can say); writes ESPHome's micro_wake_word model and v2 manifest",
+                },
+            ),
             (
                 ("--words",),
                 {

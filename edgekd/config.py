@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekd.errors import ConfigError
-from edgekd.words import WordError, check_words, default_unknown_words
+from edgekd.words import WordError, check_words, default_unknown_words, near_misses
 
 ROOT = Path(__file__).resolve().parent.parent
 # Shipped inside the package (so `pip install .` / pipx finds them from any folder); the repository's
@@ -265,6 +265,8 @@ class BudgetConfig(Section):
     # target cannot be timed here (MCUs). None: latency is measured on this host's runtime instead.
     macs_per_cycle: Annotated[float, Field(gt=0.0, le=64.0)] | None = None
     ops: list[str] | None = None  # allowed TFLite builtin ops; None = any
+    # compute per second of audio (a streaming model: MACs per invoke x invokes per second); None = any
+    macs_per_second: Annotated[float, Field(gt=0.0)] | None = None
 
     @field_validator("ops")
     @classmethod
@@ -359,6 +361,66 @@ class VerifyConfig(Section):
     stream: StreamConfig = StreamConfig()
 
 
+class WakeWordConfig(Section):
+    """A streaming wake-word build for ESPHome's micro_wake_word (`--target esphome --wake-word PHRASE`).
+
+    The corpus is the usual synthetic one with the phrase as the only label; training places each clip in
+    running audio (`edgekd.train.wakeword`), the operating point is calibrated on real speech the
+    student never trained on, and everything is measured as the ESPHome component runs the model.
+    """
+
+    # phoneme neighbours and partial phrases added to `unknown_words: auto` (`edgekd.words.near_misses`)
+    near_misses: Annotated[int, Field(ge=0, le=200)] = 24
+    # real speech of the built-in pool's `fit` part, cut into 1 s negatives (all-zero targets)
+    real_negatives_minutes: Annotated[float, Field(ge=0.0)] = 50.0
+    # of the pool's `calibration` part (never trained on) on which (cutoff, window) is chosen; 0 = all
+    calibration_minutes: Annotated[float, Field(ge=0.0)] = 60.0
+    # of the pool's `check` part on which FA/h is reported; 0 = all (~75 min)
+    report_minutes: Annotated[float, Field(ge=0.0)] = 0.0
+    epochs: Annotated[int, Field(ge=1, le=1000)] = 30
+    quantize_epoch: NonNegInt = 15  # fake-quant on from this epoch
+    freeze_epoch: NonNegInt = 25  # activation ranges frozen from this epoch
+    lr: Annotated[float, Field(gt=0.0, le=1.0)] = 3e-3
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 128
+    positive_steps: Annotated[int, Field(ge=1, le=20)] = 3  # steps after the phrase that must fire
+    alpha: Fraction = 0.5  # weight of frame-level distillation from the speech-embedding teacher; 0 = off
+    temperature: Annotated[float, Field(gt=0.0, le=20.0)] = 2.0
+    teacher_epochs: Annotated[int, Field(ge=1, le=1000)] = 30
+    # the operating points tried in calibration: ESPHome's probability_cutoff and sliding_window_size
+    cutoffs: Annotated[list[Fraction], Field(min_length=1)] = [
+        0.5,
+        0.6,
+        0.7,
+        0.8,
+        0.85,
+        0.9,
+        0.95,
+        0.97,
+        0.99,
+    ]
+    windows: Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(min_length=1)] = [3, 5, 8]
+    # synthetic test clips of the phrase whose recall is reported (quiet, and in real speech at snr_db)
+    positives: Annotated[int, Field(ge=1, le=10000)] = 300
+    snr_db: tuple[float, float] = (5.0, 15.0)
+    # the ESPHome manifest's free-text fields
+    author: str = "edgekd"
+    website: str | None = None  # a URL, or None to leave the optional key out
+    trained_languages: list[str] = ["en"]
+
+    @model_validator(mode="after")
+    def _schedule(self) -> WakeWordConfig:
+        if not self.quantize_epoch <= self.freeze_epoch <= self.epochs:
+            raise ValueError(
+                f"need quantize_epoch <= freeze_epoch <= epochs, got {self.quantize_epoch}, "
+                f"{self.freeze_epoch}, {self.epochs}"
+            )
+        if self.snr_db[0] > self.snr_db[1]:
+            raise ValueError(f"snr_db {list(self.snr_db)}: give [low, high] with low <= high")
+        if self.website is not None and not self.website.startswith(("http://", "https://")):
+            raise ValueError(f"website {self.website!r}: must be an http(s) URL (ESPHome checks it)")
+        return self
+
+
 class BuildConfig(Section):
     target: str
     description: str = ""
@@ -378,6 +440,7 @@ class BuildConfig(Section):
     gates: GatesConfig = GatesConfig()
     verify: VerifyConfig = VerifyConfig()
     firmware: FirmwareConfig = FirmwareConfig()
+    wakeword: WakeWordConfig | None = None  # a streaming wake-word build (targets/esphome.yaml)
 
     @field_validator("labels", "unknown_words", mode="before")
     @classmethod
@@ -412,6 +475,15 @@ class BuildConfig(Section):
             )
         if (self.budget.clock_mhz is None) != (self.budget.macs_per_cycle is None):
             raise ValueError("budget.clock_mhz and budget.macs_per_cycle go together (latency estimate)")
+        if self.wakeword is not None:
+            if len(self.labels) != 1:
+                raise ValueError(
+                    f"a wake-word build spots one phrase, not labels {self.labels}: pass --wake-word PHRASE"
+                )
+            if self.frontend.name != "micro" or self.frontend.n_features != 40:
+                raise ValueError(
+                    "a wake-word build runs ESPHome's frontend: frontend.name micro, 40 features"
+                )
         return self
 
     @property
@@ -554,13 +626,15 @@ def _field_range(dotted: str) -> str | None:
     return f"{left}{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}{right}"
 
 
-def load_config(target: str, recipe: str = "kws12", overrides: list[str] | None = None) -> BuildConfig:
-    """Merge target + recipe + `--set` overrides and validate them into one `BuildConfig`."""
+def load_config(target: str, recipe: str | None = "kws12", overrides: list[str] | None = None) -> BuildConfig:
+    """Merge target + recipe + `--set` overrides and validate them into one `BuildConfig`. With recipe
+    None, the target's own `recipe:` (esphome: `wakeword`), else `kws12`."""
     origins: dict[str, str] = {}
     target_path = _resolve(target, TARGETS_DIR, "target")
-    recipe_path = _resolve(recipe, CONFIGS_DIR, "recipe")
+    target_layer = _read_yaml(target_path)
+    recipe_path = _resolve(recipe or str(target_layer.get("recipe", "kws12")), CONFIGS_DIR, "recipe")
     merged: dict[str, Any] = {}
-    merged = _merge(merged, _read_yaml(target_path), str(target_path), origins)
+    merged = _merge(merged, target_layer, str(target_path), origins)
     merged = _merge(merged, _read_yaml(recipe_path), str(recipe_path), origins)
     for text in overrides or []:
         merged = _merge(merged, parse_override(text), f"--set {text}", origins)
@@ -604,6 +678,11 @@ def _vocabulary(merged: dict[str, Any], origins: dict[str, str], layers: list[st
                 f"{_origin(origins, 'unknown_words')}: unknown_words: auto needs labels (a list)"
             )
         merged["unknown_words"] = default_unknown_words(labels)
+        wakeword = merged.get("wakeword")
+        if isinstance(wakeword, dict) and len(labels) == 1:  # adversarial negatives for the one phrase
+            count = wakeword.get("near_misses", WakeWordConfig.model_fields["near_misses"].default)
+            extra = near_misses(labels[0], count) if isinstance(count, int) and count > 0 else []
+            merged["unknown_words"] += [w for w in extra if w not in merged["unknown_words"]]
 
 
 def list_targets() -> list[Path]:

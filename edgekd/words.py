@@ -10,11 +10,13 @@ pick the default `_unknown_` words: common English words that neither contain no
 
 from __future__ import annotations
 
+import difflib
 import re
 import shutil
 import subprocess
 import unicodedata
 from functools import lru_cache
+from pathlib import Path
 
 # Common English words of one to three syllables, varied in sound: what a room hears besides the
 # keywords. Each build drops the ones that contain or sound like one of its keywords.
@@ -151,3 +153,57 @@ def default_unknown_words(labels: list[str]) -> list[str]:
         if not any(k in heard or _distance(heard, k) <= (1 if len(k) < 5 else 2) for k in keys):
             keep.append(word)
     return keep
+
+
+DICTIONARY = Path("/usr/share/dict/american-english")  # Debian main `wamerican` (scripts/setup.sh)
+
+
+@lru_cache(maxsize=1)
+def _dictionary() -> tuple[str, ...]:
+    """Lower-case letter-only words of the system word list, plus `COMMON_WORDS`; those alone without it."""
+    words = set(COMMON_WORDS)
+    if DICTIONARY.is_file():
+        words |= {w for w in DICTIONARY.read_text(errors="ignore").split() if w.isascii() and w.isalpha()}
+        words = {w for w in words if w.islower() or " " in w}
+    return tuple(sorted(words))
+
+
+def _neighbours(word: str, sounds: str, n: int) -> list[str]:
+    """The `n` words of the dictionary that sound closest to `word` without being it or containing it:
+    spelling shortlists (difflib), espeak-ng's phonemes rank. Distance 0 (homophones) is left out, as
+    `check_words` would refuse it; so is any word whose sounds hold the keyword's."""
+    shortlist = [w for w in difflib.get_close_matches(word, _dictionary(), n=300, cutoff=0.6) if w != word]
+    table = phonemes(shortlist)
+    limit = max(2, len(sounds) // 2)
+    scored = sorted(
+        (_distance(table[w], sounds), w) for w in shortlist if sounds not in table[w] and table[w] != sounds
+    )
+    return [w for d, w in scored if d <= limit][:n]
+
+
+def near_misses(phrase: str, n: int = 24) -> list[str]:
+    """Adversarial negatives for a wake phrase, as text every voice can say.
+
+    - phoneme neighbours: dictionary words within a few phoneme edits of each of the phrase's words
+      (`computer` -> commuter, compute, competitor);
+    - for a phrase of several words, its partial phrases (`hey edge` -> `hey`, `edge`), and the phrase
+      with one word swapped for a neighbour (`hey hedge`): a model must hear the whole phrase.
+
+    Deterministic for a given word list; sorted by closeness, at most `n`. A phrase's own words alone
+    are negatives only when it has several words (a one-word phrase *is* its word).
+    """
+    words = normalise(phrase).split()
+    table = phonemes(words)
+    per_word = {w: _neighbours(w, table[w], n) for w in dict.fromkeys(words)}
+    out: list[str] = []
+    if len(words) > 1:
+        out += [" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)]
+        out.remove(" ".join(words))
+        for i, w in enumerate(words):
+            out += [" ".join([*words[:i], near, *words[i + 1 :]]) for near in per_word[w][:2]]
+    for rank in range(n):  # interleave the words' neighbours, closest first
+        out += [near[rank] for near in per_word.values() if rank < len(near)]
+    phrase_sounds = _sounds(phrase, phonemes([phrase, *out]))
+    table = phonemes(out)
+    unique = [w for w in dict.fromkeys(out) if not _contains(_sounds(w, table), phrase_sounds)]
+    return unique[:n]

@@ -21,9 +21,11 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
   fi
 fi
 
-# More offline voices from Debian main (flite; festival with its lexicons and three English voices).
+# More offline voices from Debian main (flite; festival with its lexicons and three English voices), and
+# wamerican's word list, where a wake-word build finds the phrase's near-misses (edgekd.words.near_misses).
 # Optional: an engine whose package is absent says so when a recipe asks for its voices.
-VOICE_DEBS=(flite festival festlex-cmu festlex-poslex festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
+VOICE_DEBS=(flite festival festlex-cmu festlex-poslex festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+  wamerican)
 mapfile -t missing < <(missing_debs "${VOICE_DEBS[@]}")
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

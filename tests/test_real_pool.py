@@ -137,6 +137,11 @@ def test_train_and_check_parts_split_the_files_and_the_check_part_feeds_only_che
     assert all(is_check_file(p, fake_root) for p in check)
     pool = load_unlabeled("builtin:fillets-cs", N, 0, 0, progress=False, part="check")
     assert pool.files == len(check) and len(pool.clips) == 5 * len(check)
+    # a wake-word build splits the train part again: it calibrates on files it never trained on
+    fit = resolve_sources("fillets-cs", "fit")["fillets-cs"]
+    calibration = resolve_sources("fillets-cs", "calibration")["fillets-cs"]
+    assert sorted(fit + calibration) == train and not set(fit) & set(calibration)
+    assert calibration and len(calibration) < len(fit)
 
 
 # --- sampling a built-in pool ---------------------------------------------------------------------------

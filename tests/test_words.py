@@ -10,7 +10,15 @@ import pytest
 from edgekd.cli import main
 from edgekd.config import load_config
 from edgekd.errors import ConfigError
-from edgekd.words import COMMON_WORDS, WordError, check_words, default_unknown_words, phonemes
+from edgekd.words import (
+    COMMON_WORDS,
+    DICTIONARY,
+    WordError,
+    check_words,
+    default_unknown_words,
+    near_misses,
+    phonemes,
+)
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -98,3 +106,19 @@ def test_a_bad_vocabulary_exits_2_before_any_synthesis(tmp_path: Path, capsys: p
     err = capsys.readouterr().err
     assert "keyword 'on' is part of keyword 'lights on'" in err and "Traceback" not in err
     assert not (tmp_path / "c").exists()  # nothing synthesised, nothing cached
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="phoneme neighbours need espeak-ng")
+def test_near_misses_sound_close_but_never_hold_the_phrase() -> None:
+    """Adversarial negatives for a wake word: close in sound, never the phrase itself, and accepted by
+    the vocabulary check (a negative that contains the phrase would teach the model to ignore it)."""
+    if not DICTIONARY.is_file():
+        pytest.skip(f"{DICTIONARY} (Debian wamerican, installed by scripts/setup.sh) is not there")
+    misses = near_misses("computer", 12)
+    assert len(misses) == 12 and {"commuter", "compute"} <= set(misses)
+    check_words(["computer"], misses)  # raises if one contains or sounds like the phrase
+    two = near_misses("hey edge", 30)
+    assert two[:2] == ["hey", "edge"]  # partial phrases first
+    assert any(m.startswith("hey ") and m != "hey" for m in two)  # one word swapped for a neighbour
+    check_words(["hey edge"], two)
+    assert near_misses("computer", 12) == misses  # deterministic

@@ -32,7 +32,11 @@ MARKER = ".edgekd-unpacked"  # written last by scripts/setup.sh (keep the two in
 SETUP = "scripts/setup.sh"
 SPEECH_FLOOR_DBFS = -45.0  # `windows` skips windows quieter than this RMS: pauses, not speech
 CHECK_SHARE = 5  # one file in CHECK_SHARE (by a hash of its path) is kept for checks, never trained on
-Part = Literal["all", "train", "check"]
+# a wake-word build splits the train part again: one file in CALIBRATION_SHARE is calibration audio (the
+# operating point is chosen on it), the rest (`fit`) is trained on: calibrating on training negatives
+# would promise fewer false accepts than the device sees
+CALIBRATION_SHARE = 4
+Part = Literal["all", "train", "check", "fit", "calibration"]
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,20 @@ def is_check_file(path: Path, root: Path) -> bool:
     return zlib.crc32(path.relative_to(root).as_posix().encode()) % CHECK_SHARE == 0
 
 
+def in_part(path: Path, root: Path, part: Part) -> bool:
+    """Whether a pool file belongs to `part` (`fit` and `calibration` split `train`, by another hash)."""
+    if part == "all":
+        return True
+    if is_check_file(path, root):
+        return part == "check"
+    if part in ("check", "train"):
+        return part == "train"
+    calibration = (
+        zlib.crc32(f"calibration:{path.relative_to(root).as_posix()}".encode()) % CALIBRATION_SHARE == 0
+    )
+    return calibration == (part == "calibration")
+
+
 def resolve_sources(name: str, part: Part = "all") -> dict[str, list[Path]]:
     """Each source's speech files, in registry order; a pool not (fully) unpacked fails naming its packages.
 
@@ -159,10 +177,7 @@ def resolve_sources(name: str, part: Part = "all") -> dict[str, list[Path]]:
             "installing nothing; it needs current apt lists), or point EDGEKD_REAL_POOL at a folder "
             "that holds them"
         )
-    found = {
-        s.name: [p for p in s.files(root) if part == "all" or is_check_file(p, root) == (part == "check")]
-        for s in sources
-    }
+    found = {s.name: [p for p in s.files(root) if in_part(p, root, part)] for s in sources}
     empty = [SOURCES[n].package for n, files in found.items() if not files]
     if empty:
         raise DataError(

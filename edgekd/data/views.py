@@ -11,7 +11,7 @@ from tqdm import tqdm
 from edgekd.audio.augment import augment, view_rng
 from edgekd.audio.io import from_pcm16, to_pcm16
 from edgekd.config import AugmentConfig
-from edgekd.data.real_pool import negative_recordings
+from edgekd.data.real_pool import Part, negative_recordings
 
 SPEECH_FIELDS = {"speech_prob", "speech_snr_db", "speech_minutes"}
 
@@ -22,12 +22,13 @@ def augment_key(cfg: AugmentConfig, speech: bool) -> dict[str, Any]:
     return cfg.model_dump(mode="json", exclude=None if speech and cfg.speech_prob else SPEECH_FIELDS)
 
 
-def background_speech(cfg: AugmentConfig, seed: int) -> np.ndarray | None:
+def background_speech(cfg: AugmentConfig, seed: int, part: Part = "train") -> np.ndarray | None:
     """Real speech for `augment.speech_prob`: the pool's train part of the streaming negatives (never the
-    check part the build reports false accepts on), joined into one recording; None when unused."""
+    check part the build reports false accepts on; a wake-word build passes `fit`, keeping its calibration
+    audio unheard too), joined into one recording; None when unused."""
     if not cfg.speech_prob:
         return None
-    return np.concatenate([r.audio for r in negative_recordings("train", cfg.speech_minutes, seed)])
+    return np.concatenate([r.audio for r in negative_recordings(part, cfg.speech_minutes, seed)])
 
 
 def make_views(

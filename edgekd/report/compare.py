@@ -22,7 +22,7 @@ from edgekd.config import GatesConfig
 from edgekd.errors import EdgekdError
 from edgekd.fmt import pct, table
 from edgekd.report.markdown import ROW_ORDER
-from edgekd.verify.parity import READABLE_SCHEMAS, SCHEMA
+from edgekd.verify.parity import READABLE_SCHEMAS, SCHEMA, WAKEWORD_SCHEMA
 
 METRICS = [
     "accuracy",
@@ -132,6 +132,12 @@ def load_parity(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise EdgekdError(f"{p}: expected a JSON object with schema {SCHEMA!r}")
     schema = data.get("schema")
+    if schema == WAKEWORD_SCHEMA:
+        raise EdgekdError(
+            f"{p}: a wake-word build's record; compare reads keyword-classifier builds. Compare wake-word "
+            "models on the same audio, as ESPHome runs them: "
+            "bench/bench_wakeword.py --model A.json --model B.json"
+        )
     if schema not in READABLE_SCHEMAS:
         raise EdgekdError(
             f"{p}: schema {schema!r} is not {' or '.join(map(repr, READABLE_SCHEMAS))}; compare reads "

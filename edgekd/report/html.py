@@ -951,12 +951,17 @@ def report_html(
         f"<footer>Rendered from parity.json (schema {_e(parity.get('schema'))}) and manifest.json; "
         "self-contained: no scripts, no external resources.</footer>",
     ]
+    return page(f"{title} — {verdict}", body)
+
+
+def page(title: str, body: Sequence[str]) -> str:
+    """A self-contained HTML document: inline style, no script, nothing fetched."""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         # Belt and braces: even a future edit that adds a remote URL cannot make the page fetch it.
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
         "style-src 'unsafe-inline'\">"
-        f"<title>{_e(title)} — {verdict}</title><style>{CSS}</style></head>"
+        f"<title>{_e(title)}</title><style>{CSS}</style></head>"
         f"<body><main>{''.join(body)}</main></body></html>\n"
     )

@@ -38,6 +38,7 @@ from edgekd.verify.budget import Budget, budget_gates, check
 
 SCHEMA = "edgekd.parity/2"
 READABLE_SCHEMAS = ("edgekd.parity/1", SCHEMA)  # /1 is /2 without the `stream` section
+WAKEWORD_SCHEMA = "edgekd.wakeword/1"  # parity.json of a wake-word build (edgekd.stages.wakeword)
 RUNTIME_ROWS = {"tflm": "student_int8_tflm", "litert": "student_int8_litert", "onnx": "student_int8_onnx"}
 
 

@@ -1,0 +1,431 @@
+"""Wake-word stages (`edgekd build --target esphome --wake-word PHRASE`).
+
+    corpus -> examples -> frame teacher -> student (QAT) -> export -> calibrate -> verify
+
+- **examples**: the corpus's training clips (augmented views) and 1 s windows of real speech from the
+  pool's `fit` part, each placed after 1 s of other audio and run through the micro frontend as one
+  piece, with per-step targets (`edgekd.train.wakeword.in_context`) and the teacher's speech embeddings;
+- **frame teacher**: a head on those embeddings, whose per-80-ms probabilities the student distils
+  (skipped with `wakeword.alpha: 0`);
+- **student**: the streaming student through the QAT schedule;
+- **export**: its step form, the flatbuffer ESPHome loads, and the arena TFLite Micro needs for it;
+- **calibrate**: the (cutoff, window) with the best recall on the synthetic *validation* clips among
+  those within `gates.max_fa_per_hour` on the pool's `calibration` part, which nothing trained on;
+- **verify**: the ESPHome contract, the budget, false accepts per hour on the pool's `check` part and
+  recall of the *test* clips (quiet and in real speech) and of the user's real recordings
+  (`verify.holdout`), all through the component's own loop on TFLite Micro.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekd.artifacts import write_json
+from edgekd.audio.frontend import MICRO_FEATURE_SCALE
+from edgekd.audio.io import SAMPLE_RATE, from_pcm16, read_wav
+from edgekd.config import BuildConfig
+from edgekd.data.corpus import Corpus
+from edgekd.data.real_pool import negative_recordings, pool_fingerprint
+from edgekd.data.views import background_speech, make_views
+from edgekd.esphome import contract
+from edgekd.esphome.engine import WakeWordEngine
+from edgekd.esphome.measure import NegativeRuns, PositiveRun
+from edgekd.pipeline import StageOutput, Stages, folder_fingerprint
+from edgekd.stages.stream import stream_gates
+from edgekd.stats import clopper_pearson, poisson_rate_interval
+from edgekd.stream import BUILTIN, audio_files
+from edgekd.train.wakeword import Examples, WakeTrainConfig, distil_targets, fit_teacher, in_context, train
+from edgekd.verify.budget import check
+from edgekd.verify.parity import WAKEWORD_SCHEMA
+
+EXAMPLES = "examples.npz"
+STUDENT = "student.pt"
+CONTEXT_GAIN = 0.3  # real speech under a context second and the real negatives: about -20 dBFS peaks
+STRIDE = 3  # feature frames per invoke (30 ms): `StreamingSpec.stride`
+
+
+def slug(phrase: str) -> str:
+    """The phrase as a file name: `hey edge` -> `hey_edge`."""
+    return "_".join(phrase.lower().replace("-", " ").split())
+
+
+def train_config(cfg: BuildConfig) -> WakeTrainConfig:
+    w = cfg.wakeword
+    assert w is not None
+    return WakeTrainConfig(
+        epochs=w.epochs,
+        quantize_epoch=w.quantize_epoch,
+        freeze_epoch=w.freeze_epoch,
+        lr=w.lr,
+        batch=w.batch_size,
+        positive_steps=w.positive_steps,
+        teacher_epochs=w.teacher_epochs,
+        alpha=w.alpha,
+        temperature=w.temperature,
+        seed=cfg.seed,
+    )
+
+
+def real_windows(minutes: float, seed: int) -> np.ndarray:
+    """1 s windows of the pool's `fit` part (each source an equal share), levelled with a random gain."""
+    if not minutes:
+        return np.zeros((0, SAMPLE_RATE), np.float32)
+    real = np.concatenate([r.audio for r in negative_recordings("fit", minutes, seed + 7)])
+    n = len(real) // SAMPLE_RATE
+    windows = real[: n * SAMPLE_RATE].reshape(n, SAMPLE_RATE)
+    gain = 10 ** (np.random.default_rng(seed).uniform(-12, 6, (n, 1)) / 20)
+    peak = np.abs(windows).max(1, keepdims=True) + 1e-6
+    return (windows * gain * CONTEXT_GAIN / peak).astype(np.float32)
+
+
+def stage_examples(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progress: bool) -> StageOutput:
+    w = cfg.wakeword
+    assert w is not None
+
+    def produce(d: Path) -> dict[str, Any]:
+        from edgekd.models.speech_embedding import SpeechEmbedding
+
+        clips = Corpus.load(corpus.dir / "corpus.npz")
+        speech = background_speech(cfg.data.augment, cfg.seed, part="fit")
+        audio, clip_idx, _ = make_views(
+            clips.clips, clips.indices("train"), cfg.data.augment, cfg.seed, clips.backgrounds, progress,
+            speech=speech,
+        )  # fmt: skip
+        positive = clips.labels[clip_idx] == clips.classes.index(cfg.labels[0])
+        audio = from_pcm16(audio)
+        contexts = [audio[~positive]]
+        if speech is not None:  # real talk as context too: the phrase often follows other speech
+            starts = range(0, len(speech) - SAMPLE_RATE, 7 * SAMPLE_RATE)
+            contexts.append(CONTEXT_GAIN * np.stack([speech[i : i + SAMPLE_RATE] for i in starts]))
+        real = real_windows(w.real_negatives_minutes, cfg.seed)
+        data = in_context(
+            np.concatenate([audio, real]),
+            np.concatenate([positive, np.zeros(len(real), bool)]),
+            np.concatenate(contexts),
+            STRIDE,
+            w.positive_steps,
+            cfg.seed,
+            SpeechEmbedding(pad_ms=0) if w.alpha > 0 else None,
+            progress,
+        )
+        u16 = np.round(data.features / np.float32(MICRO_FEATURE_SCALE)).astype(np.uint16)  # exact
+        arrays = {"features_u16": u16, "targets": data.targets, "mask": data.mask, "positive": data.positive}
+        if data.embeddings is not None:
+            arrays["embeddings"] = data.embeddings
+        np.savez(d / EXAMPLES, clip_start=data.clip_start, **arrays)
+        return {
+            "examples": len(u16),
+            "wake_word": int(data.positive.sum()),
+            "real_negatives": len(real),
+            "frames": int(u16.shape[1]),
+        }
+
+    key = {
+        "corpus": corpus.key,
+        "augment": cfg.data.augment.model_dump(mode="json"),
+        "real_negatives_minutes": w.real_negatives_minutes,
+        "positive_steps": w.positive_steps,
+        "embeddings": w.alpha > 0,
+        "seed": cfg.seed,
+        "pool": pool_fingerprint("debian-speech"),
+    }
+    return stages.run("wake_examples", key, produce)
+
+
+def load_examples(examples: StageOutput) -> Examples:
+    z = np.load(examples.dir / EXAMPLES)
+    return Examples(
+        features=z["features_u16"].astype(np.float32) * np.float32(MICRO_FEATURE_SCALE),
+        targets=z["targets"],
+        mask=z["mask"],
+        positive=z["positive"],
+        clip_start=int(z["clip_start"]),
+        embeddings=z["embeddings"] if "embeddings" in z.files else None,
+    )
+
+
+def stage_frame_teacher(
+    cfg: BuildConfig, examples: StageOutput, stages: Stages, progress: bool
+) -> StageOutput | None:
+    """The frame teacher's tempered probabilities per student step; None when the build does not distil."""
+    tc = train_config(cfg)
+    if tc.alpha == 0:
+        return None
+
+    def produce(d: Path) -> dict[str, Any]:
+        data = load_examples(examples)
+        teacher = fit_teacher(data, tc, progress)
+        distil_targets(data, teacher, tc.temperature, STRIDE)
+        assert data.teacher_probs is not None and data.teacher_mask is not None
+        np.savez(d / "targets.npz", probs=data.teacher_probs.astype(np.float16), mask=data.teacher_mask)
+        torch.save(teacher.state_dict(), d / "frame_teacher.pt")
+        return {"positive_mean": float(data.teacher_probs[data.positive].mean())}
+
+    key = {
+        "examples": examples.key,
+        "teacher_epochs": tc.teacher_epochs,
+        "T": tc.temperature,
+        "seed": tc.seed,
+    }
+    return stages.run("wake_teacher", key, produce)
+
+
+def stage_wake_student(
+    cfg: BuildConfig, examples: StageOutput, teacher: StageOutput | None, stages: Stages, progress: bool
+) -> StageOutput:
+    from edgekd.models.streaming import StreamingStudent
+
+    tc = train_config(cfg)
+
+    def produce(d: Path) -> dict[str, Any]:
+        data = load_examples(examples)
+        if teacher is not None:
+            z = np.load(teacher.dir / "targets.npz")
+            data.teacher_probs, data.teacher_mask = z["probs"].astype(np.float32), z["mask"]
+        torch.manual_seed(cfg.seed)
+        model = StreamingStudent()
+        train(model, data, tc, progress)
+        torch.save(model.state_dict(), d / STUDENT)
+        return {
+            "params": sum(p.numel() for p in model.parameters()),
+            "receptive_frames": model.spec.receptive_frames,
+            "distilled": teacher is not None,
+        }
+
+    key = {"examples": examples.key, "teacher": teacher and teacher.key, "train": tc.__dict__}
+    return stages.run("wake_student", key, produce)
+
+
+def load_student(student: StageOutput) -> Any:
+    """The trained student, fake-quant on and frozen, as it was exported."""
+    from edgekd.models.streaming import StreamingStudent
+
+    model = StreamingStudent().quantize().freeze()
+    model.load_state_dict(torch.load(student.dir / STUDENT, weights_only=True))
+    return model.eval()
+
+
+def stage_wake_export(cfg: BuildConfig, student: StageOutput, stages: Stages) -> StageOutput:
+    """The step model and the contract's figures for it (no manifest yet: the operating point comes
+    from calibration). The arena ESPHome will allocate: TFLite Micro's need plus `budget.arena_headroom`."""
+    from edgekd.export.streaming import write_step_model
+
+    def produce(d: Path) -> dict[str, Any]:
+        model = write_step_model(load_student(student), d / f"{slug(cfg.labels[0])}.tflite")
+        report = contract.check(model)
+        arena = 16 * math.ceil(report.arena_bytes * (1 + cfg.budget.arena_headroom) / 16)
+        return {"model": model.name, "contract": report.record(), "tensor_arena_size": arena}
+
+    key = {"student": student.key, "headroom": cfg.budget.arena_headroom, "phrase": cfg.labels[0]}
+    return stages.run("wake_export", key, produce)
+
+
+def esphome_manifest(cfg: BuildConfig, model: str, arena: int, cutoff: float, window: int) -> dict[str, Any]:
+    """ESPHome's micro_wake_word v2 manifest for the model (`contract.manifest_problems` accepts it)."""
+    w = cfg.wakeword
+    assert w is not None
+    raw = {
+        "type": "micro",
+        "wake_word": cfg.labels[0],
+        "author": w.author,
+        **({"website": w.website} if w.website else {}),
+        "model": model,
+        "trained_languages": w.trained_languages,
+        "version": contract.MANIFEST_VERSION,
+        "micro": {
+            "probability_cutoff": cutoff,
+            "sliding_window_size": window,
+            "feature_step_size": 10,
+            "tensor_arena_size": arena,
+            "minimum_esphome_version": contract.MIN_ESPHOME_VERSION,
+        },
+    }
+    assert not contract.manifest_problems(raw), contract.manifest_problems(raw)
+    return raw
+
+
+def engine_for(export: StageOutput, manifest: dict[str, Any], folder: Path) -> WakeWordEngine:
+    """The component's loop on the exported model, with the manifest written beside a copy of it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / export.info["model"]).write_bytes((export.dir / export.info["model"]).read_bytes())
+    path = folder / f"{Path(export.info['model']).stem}.json"
+    write_json(path, manifest)
+    return WakeWordEngine.from_manifest(path)
+
+
+def phrase_clips(corpus: Corpus, split: str, phrase: str, n: int, seed: int) -> list[np.ndarray]:
+    """Up to `n` clips of the phrase from a corpus split, a seeded choice."""
+    rows = corpus.indices(split)
+    mine = rows[corpus.labels[rows] == corpus.classes.index(phrase)]
+    chosen = np.sort(np.random.default_rng(seed).permutation(mine)[:n])
+    return [from_pcm16(corpus.clips[i]) for i in chosen]
+
+
+def stage_calibrate(
+    cfg: BuildConfig, corpus: StageOutput, export: StageOutput, stages: Stages
+) -> StageOutput:
+    """Every (cutoff, window) of `wakeword.cutoffs` x `windows`: FA/h on calibration speech and recall of
+    the validation clips in quiet noise; the chosen point is the best recall within the FA/h budget
+    (the fewest false accepts when no point is within it), ties to the stricter cutoff."""
+    w = cfg.wakeword
+    assert w is not None
+    budget = cfg.gates.max_fa_per_hour if cfg.gates.max_fa_per_hour is not None else 0.5
+
+    def produce(d: Path) -> dict[str, Any]:
+        phrase = cfg.labels[0]
+        manifest = esphome_manifest(cfg, export.info["model"], export.info["tensor_arena_size"], 0.5, 1)
+        engine = engine_for(export, manifest, d / "engine")
+        recordings = negative_recordings("calibration", w.calibration_minutes, cfg.seed)
+        negatives = NegativeRuns.of(engine, [(r.source, r.audio) for r in recordings])
+        clips = phrase_clips(
+            Corpus.load(corpus.dir / "corpus.npz"), "validation", phrase, w.positives, cfg.seed
+        )
+        positives = PositiveRun.of(engine, phrase, clips, [], (20.0, 30.0), cfg.seed)
+        points = []
+        for cutoff in w.cutoffs:
+            for window in w.windows:
+                k = contract.cutoff_u8(cutoff)
+                fa = sum(negatives.false_accepts(k, window).values())
+                hits, total = positives.hits(k, window)
+                points.append(
+                    {"cutoff": cutoff, "window": window, "false_accepts": fa,
+                     "fa_per_hour": fa / negatives.total_hours, "recall": hits / total}
+                )  # fmt: skip
+        within = [p for p in points if p["fa_per_hour"] <= budget]
+        chosen = (
+            max(within, key=lambda p: (p["recall"], p["cutoff"], p["window"]))
+            if within
+            else min(points, key=lambda p: (p["fa_per_hour"], -p["recall"]))
+        )
+        return {
+            "chosen": chosen,
+            "within_budget": bool(within),
+            "fa_budget": budget,
+            "hours": negatives.total_hours,
+            "validation_clips": len(clips),
+            "points": points,
+            "audio": f"builtin:debian-speech calibration part ({', '.join(negatives.hours)}), no English",
+        }
+
+    key = {
+        "export": export.key,
+        "corpus": corpus.key,
+        "budget": budget,
+        **w.model_dump(mode="json", include={"calibration_minutes", "cutoffs", "windows", "positives"}),
+        "seed": cfg.seed,
+        "pool": pool_fingerprint("debian-speech"),
+    }
+    return stages.run("wake_calibrate", key, produce)
+
+
+def recall_record(run: PositiveRun, cutoff: int, window: int, about: str) -> dict[str, Any]:
+    hits, total = run.hits(cutoff, window)
+    return {"clips": total, "hits": hits, "recall": hits / total,
+            "interval": list(clopper_pearson(hits, total)), "audio": about}  # fmt: skip
+
+
+def stage_wake_verify(
+    cfg: BuildConfig, corpus: StageOutput, export: StageOutput, calibration: StageOutput, stages: Stages
+) -> StageOutput:
+    """parity.json of a wake-word build: the contract, the budget and the stream figures, with gates."""
+    w = cfg.wakeword
+    assert w is not None
+
+    def produce(d: Path) -> dict[str, Any]:
+        phrase, point = cfg.labels[0], calibration.info["chosen"]
+        manifest = esphome_manifest(
+            cfg, export.info["model"], export.info["tensor_arena_size"], point["cutoff"], point["window"]
+        )
+        engine = engine_for(export, manifest, d / "esphome")
+        report = contract.check(engine.manifest.model, engine.manifest.path)
+        k, window = engine.cutoff, engine.window
+        recordings = negative_recordings("check", w.report_minutes, cfg.seed)
+        runs = NegativeRuns.of(engine, [(r.source, r.audio) for r in recordings])
+        per_source = runs.false_accepts(k, window)
+        fa, hours = sum(per_source.values()), runs.total_hours
+        negatives = {
+            "audio": f"builtin:debian-speech check part ({', '.join(per_source)}), no English",
+            "false_accepts": fa,
+            "hours": hours,
+            "fa_per_hour": fa / hours,
+            "fa_per_hour_interval": list(poisson_rate_interval(fa, hours)),
+            "per_source": {s: {"false_accepts": n, "hours": runs.hours[s]} for s, n in per_source.items()},
+        }
+        test = phrase_clips(Corpus.load(corpus.dir / "corpus.npz"), "test", phrase, w.positives, cfg.seed)
+        recall = {
+            "synthetic_quiet": recall_record(
+                PositiveRun.of(engine, phrase, test, [], (20.0, 30.0), cfg.seed), k, window,
+                "synthetic test voices (never trained on) in quiet noise, 20-30 dB",
+            ),
+            "synthetic_in_speech": recall_record(
+                PositiveRun.of(engine, phrase, test, [BUILTIN], tuple(w.snr_db), cfg.seed), k, window,
+                f"synthetic test voices in real speech (pool check part), {w.snr_db[0]:g}-{w.snr_db[1]:g} dB",
+            ),
+        }  # fmt: skip
+        if cfg.verify.holdout:
+            files = audio_files([Path(cfg.verify.holdout)])
+            real = [read_wav(f, allow_clipped=True) for f in files]
+            recall["holdout_quiet"] = recall_record(
+                PositiveRun.of(engine, phrase, real, [], (20.0, 30.0), cfg.seed), k, window,
+                f"{len(real)} real recordings ({cfg.verify.holdout}) in quiet noise, 20-30 dB",
+            )  # fmt: skip
+        c = report.record()
+        arena = manifest["micro"]["tensor_arena_size"]
+        gates = [
+            {**check("esphome_contract", c["passed"], True, ">="), "detail": "; ".join(report.violations)}
+        ]
+        b = cfg.budget
+        if b.model_bytes is not None:
+            gates.append(check("model_bytes", c["flash_bytes"], b.model_bytes, "<="))
+        if b.arena_bytes is not None:
+            gates.append(check("arena_bytes_with_headroom", arena, b.arena_bytes, "<="))
+        if b.macs_per_second is not None:
+            gates.append(check("macs_per_second", c["macs_per_second"], b.macs_per_second, "<="))
+        gates += stream_gates(cfg, negatives, recall["synthetic_in_speech"]["recall"])
+        parity = {
+            "schema": WAKEWORD_SCHEMA,
+            "kind": "wakeword",
+            "target": cfg.target,
+            "wake_word": phrase,
+            "passed": all(g["passed"] for g in gates),
+            "gates": gates,
+            "contract": c,
+            "esphome_manifest": manifest,
+            "operating_point": {
+                **point,
+                "cutoff_u8": k,
+                "chosen_on": calibration.info["audio"],
+                "within_budget": calibration.info["within_budget"],
+            },  # fmt: skip
+            "negatives": negatives,
+            "recall": recall,
+            "calibration": {k_: calibration.info[k_] for k_ in ("points", "hours", "fa_budget")},
+        }
+        write_json(d / "parity.json", parity)
+        return {"passed": parity["passed"]}
+
+    key = {
+        "export": export.key,
+        "calibration": calibration.key,
+        "corpus": corpus.key,
+        "gates": cfg.gates.model_dump(mode="json"),
+        "budget": cfg.budget.model_dump(mode="json"),
+        **w.model_dump(
+            mode="json",
+            include={"report_minutes", "positives", "snr_db", "author", "website", "trained_languages"},
+        ),  # fmt: skip
+        "holdout": folder_fingerprint(Path(cfg.verify.holdout)) if cfg.verify.holdout else None,
+        "seed": cfg.seed,
+        "pool": pool_fingerprint("debian-speech"),
+    }
+    return stages.run("wake_verify", key, produce)
+
+
+def read_parity(verify: StageOutput) -> dict[str, Any]:
+    return json.loads((verify.dir / "parity.json").read_text())

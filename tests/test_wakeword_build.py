@@ -1,0 +1,163 @@
+"""`edgekd build --target esphome --wake-word PHRASE`: one tiny real build through the CLI (every stage,
+TFLite Micro included), then what it promises: files ESPHome loads, a manifest that carries the calibrated
+operating point, reports, caching, and a failing gate that leaves the previous build alone.
+
+A few voices and two epochs keep it under a minute; the model is not meant to be good here (the bench
+measures that), only to be what the build says it is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgekd.artifacts import sha256_file
+from edgekd.build import missing_pool
+from edgekd.cli import main
+from edgekd.config import load_config
+from edgekd.errors import ConfigError
+from edgekd.esphome import contract
+from edgekd.esphome.engine import WakeWordEngine
+
+TINY = [
+    "data.synth.espeak_voices=8",
+    "data.synth.piper_voices=2",
+    "data.synth.flite_voices=1",
+    "data.synth.festival_voices=0",
+    "data.synth.kokoro_voices=0",
+    "data.synth.unknown_words_per_voice=2",
+    "data.augment.views=1",
+    "data.augment.speech_minutes=2",
+    "wakeword.real_negatives_minutes=1",
+    "wakeword.calibration_minutes=3",
+    "wakeword.report_minutes=2",
+    "wakeword.epochs=2",
+    "wakeword.quantize_epoch=1",
+    "wakeword.freeze_epoch=2",
+    "wakeword.teacher_epochs=2",
+    "wakeword.positives=10",
+    "wakeword.near_misses=4",
+    "wakeword.cutoffs=[0.5,0.9]",
+    "wakeword.windows=[1,3]",
+]
+
+
+def _build(out: Path, cache: Path, *extra: str) -> int:
+    sets = [a for s in [*TINY, *extra] for a in ("--set", s)]
+    argv = [
+        "build",
+        "--target",
+        "esphome",
+        "--wake-word",
+        "hey edge",
+        "--out",
+        str(out),
+        "--cache",
+        str(cache),
+    ]
+    return main([*argv, "--quiet", *sets])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if why := missing_pool():
+        pytest.skip(f"the real-speech pool is needed for negatives and calibration: {why}")
+    root = tmp_path_factory.mktemp("wakeword")
+    out, cache = root / "out", root / "cache"
+    assert _build(out, cache) == 0
+    return out, cache
+
+
+def test_the_build_writes_what_esphome_loads(built: tuple[Path, Path]) -> None:
+    out, _ = built
+    raw = json.loads((out / "hey_edge.json").read_text())
+    assert contract.manifest_problems(raw) == []
+    assert raw["wake_word"] == "hey edge" and raw["model"] == "hey_edge.tflite"
+    report = contract.check(out / "hey_edge.tflite", out / "hey_edge.json")
+    assert report.passed, report.violations
+    assert raw["micro"]["tensor_arena_size"] >= report.arena_bytes  # what the device allocates is enough
+    parity = json.loads((out / "parity.json").read_text())
+    point = parity["operating_point"]
+    assert (raw["micro"]["probability_cutoff"], raw["micro"]["sliding_window_size"]) == (
+        point["cutoff"],
+        point["window"],
+    )
+    engine = WakeWordEngine.from_manifest(out / "hey_edge.json")  # loads and runs as the component does
+    assert engine.cutoff == contract.cutoff_u8(point["cutoff"]) == point["cutoff_u8"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["files"]["hey_edge.tflite"]["sha256"] == sha256_file(out / "hey_edge.tflite")
+    assert manifest["data"]["real_speech_licences"]["fillets-cs"] == "GPL-2.0-only"
+    assert {"espeak", "piper"} <= set(manifest["data"]["voices"])
+    assert "hey" in manifest["data"]["negatives"]  # a partial phrase is a near-miss negative
+    assert (out / "weights" / "student.pt").is_file() and (out / "weights" / "frame_teacher.pt").is_file()
+    md = (out / "report.md").read_text()
+    assert "micro_wake_word:" in md and "model: hey_edge.json" in md
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+
+
+def test_the_shipped_point_is_the_best_recall_within_the_budget(built: tuple[Path, Path]) -> None:
+    parity = json.loads((built[0] / "parity.json").read_text())
+    points, point = parity["calibration"]["points"], parity["operating_point"]
+    assert len(points) == 4  # 2 cutoffs x 2 windows
+    within = [p for p in points if p["fa_per_hour"] <= parity["calibration"]["fa_budget"]]
+    assert point["within_budget"] == bool(within)
+    if within:
+        assert point["recall"] == max(p["recall"] for p in within)
+        assert point["fa_per_hour"] <= parity["calibration"]["fa_budget"]
+    gates = {g["name"]: g for g in parity["gates"]}
+    assert {"esphome_contract", "model_bytes", "arena_bytes_with_headroom", "stream_fa_per_hour"} <= set(
+        gates
+    )
+    assert gates["esphome_contract"]["passed"]
+    neg = parity["negatives"]
+    assert neg["false_accepts"] == sum(s["false_accepts"] for s in neg["per_source"].values())
+
+
+def test_a_failing_gate_reuses_every_stage_and_leaves_the_previous_build(built: tuple[Path, Path]) -> None:
+    out, cache = built
+    before = sha256_file(out / "hey_edge.json")
+    # recall of 100 % in real speech cannot be shown by a two-epoch model: the gate fails
+    assert _build(out, cache, "gates.min_stream_recall=1.0") == 1
+    assert sha256_file(out / "hey_edge.json") == before
+    rejected = json.loads((out / "rejected" / "parity.json").read_text())
+    assert not rejected["passed"]
+    assert [g["name"] for g in rejected["gates"] if not g["passed"]] == ["stream_recall"]
+    manifest = json.loads((out / "rejected" / "manifest.json").read_text())
+    ran = {t["name"] for t in manifest["timings"] if not t["cached"]}
+    assert ran == {"wake_verify"}  # a gate changes only the verdict: nothing is trained again
+
+
+def test_wake_word_arguments_are_checked_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    base = ["build", "--out", str(tmp_path / "o"), "--cache", str(tmp_path / "c")]
+    assert main([*base, "--target", "esp32s3", "--wake-word", "hey edge"]) == 2
+    assert "--target esphome" in capsys.readouterr().err
+    assert main([*base, "--target", "esphome", "--wake-word", "one two three four five"]) == 2
+    assert "one to four words" in capsys.readouterr().err
+    assert main([*base, "--target", "esphome", "--wake-word", "hey", "--words", "yes"]) == 2
+    assert not (tmp_path / "c").exists()
+
+
+def test_the_esphome_target_brings_its_recipe_and_its_rules() -> None:
+    cfg = load_config("esphome", None)
+    assert cfg.recipe == "wakeword" and cfg.wakeword is not None and len(cfg.labels) == 1
+    assert set(cfg.unknown_words) & {"commuter", "compute"}  # phoneme neighbours of `computer`
+    with pytest.raises(ConfigError, match="one phrase"):
+        load_config("esphome", None, ['words=["yes", "no"]'])
+    with pytest.raises(ConfigError, match="quantize_epoch <= freeze_epoch <= epochs"):
+        load_config("esphome", None, ["wakeword.freeze_epoch=40"])
+    with pytest.raises(ConfigError, match="http"):
+        load_config("esphome", None, ["wakeword.website=example.org"])
+
+
+def test_classifier_commands_point_a_wake_word_build_to_its_tools(
+    built: tuple[Path, Path], capsys: pytest.CaptureFixture
+) -> None:
+    out, _ = built
+    assert main(["eval", str(out), "--data", str(out)]) == 2
+    assert f"edgekd esphome {out / 'hey_edge.json'}" in capsys.readouterr().err
+    assert main(["compare", str(out), str(out)]) == 2
+    assert "bench/bench_wakeword.py" in capsys.readouterr().err
