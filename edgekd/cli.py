@@ -162,18 +162,19 @@ def cmd_targets(args: argparse.Namespace) -> int:
         if not args.name:
             raise EdgekdError("usage: edgekd targets show NAME (see `edgekd targets` for names)")
         cfg = load_config(args.name)
-        print(
-            yaml.safe_dump(cfg.model_dump(mode="json", exclude={"labels", "unknown_words"}), sort_keys=False)
-        )
+        hidden = {"labels", "unknown_words"}
+        if cfg.wakeword:  # the classifier's sections do not apply to a wake-word build
+            hidden |= {"student", "teacher", "distill", "firmware"}
+        print(yaml.safe_dump(cfg.model_dump(mode="json", exclude=hidden), sort_keys=False))
         return 0
     rows = []
     for path in list_targets():
-        b = load_config(path.stem).budget
         c = load_config(path.stem)
+        b = c.budget
         rows.append(
             [
                 path.stem,
-                f"{c.student.arch}/{c.student.width}",
+                "streaming wake word" if c.wakeword else f"{c.student.arch}/{c.student.width}",
                 c.frontend.name,
                 c.verify.primary,
                 "—" if b.model_bytes is None else f"{b.model_bytes // 1024} KB",
@@ -396,7 +397,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[Arg]]] 
         [
             (("model",), {"help": "a .tflite model, e.g. build/esp32s3/model.tflite or a third-party one"}),
             (("--target",), {"required": True, "help": "target profile name (targets/*.yaml) or path"}),
-            (("--recipe",), {"default": "kws12", "help": "recipe name (configs/*.yaml) or path"}),
+            (("--recipe",), {"help": "recipe name (configs/*.yaml) or path (default: the target's own)"}),
             (
                 ("--set",),
                 {

@@ -626,7 +626,7 @@ def _field_range(dotted: str) -> str | None:
     return f"{left}{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}{right}"
 
 
-def load_config(target: str, recipe: str | None = "kws12", overrides: list[str] | None = None) -> BuildConfig:
+def load_config(target: str, recipe: str | None = None, overrides: list[str] | None = None) -> BuildConfig:
     """Merge target + recipe + `--set` overrides and validate them into one `BuildConfig`. With recipe
     None, the target's own `recipe:` (esphome: `wakeword`), else `kws12`."""
     origins: dict[str, str] = {}

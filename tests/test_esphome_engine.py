@@ -76,3 +76,20 @@ def test_wake_word_found_once_in_running_audio(alexa: WakeWordEngine, spoken_ale
     assert run.times_s[0] == round(frame_end_s(run.detections[0]), 3)
     # a cutoff above every output never fires; the same outputs decided again without the model
     assert detect(run.probabilities, alexa.stride, 255, alexa.window) == []
+
+
+def test_measurements_replay_the_decision_at_any_point(
+    alexa: WakeWordEngine, spoken_alexa: np.ndarray
+) -> None:
+    """One pass of the model, the component's rule replayed per (cutoff, window): what calibration sweeps."""
+    from edgekd.esphome.measure import NegativeRuns, PositiveRun
+
+    talk = speech_like(20.0, 3) * 0.2
+    negatives = NegativeRuns.of(alexa, [("talk", talk)])
+    assert negatives.total_hours == pytest.approx(20.0 / 3600)
+    at_manifest = negatives.false_accepts(alexa.cutoff, alexa.window)
+    assert at_manifest == {"talk": len(alexa.run(talk).detections)}
+    assert negatives.false_accepts(0, 1)["talk"] >= at_manifest["talk"]  # looser never fires less
+    heard = PositiveRun.of(alexa, "alexa", [spoken_alexa] * 3, [], (20.0, 30.0))
+    assert heard.hits(alexa.cutoff, alexa.window) == (3, 3)  # Piper's clean "Alexa", three times
+    assert heard.hits(255, alexa.window) == (0, 3)  # a cutoff above every output hears nothing

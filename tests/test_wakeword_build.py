@@ -9,11 +9,14 @@ measures that), only to be what the build says it is.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from edgekd.artifacts import sha256_file
+from edgekd.audio.io import write_wav
+from edgekd.audio.synth import Synthesizer, get_engine
 from edgekd.build import missing_pool
 from edgekd.cli import main
 from edgekd.config import load_config
@@ -44,8 +47,8 @@ TINY = [
 ]
 
 
-def _build(out: Path, cache: Path, *extra: str) -> int:
-    sets = [a for s in [*TINY, *extra] for a in ("--set", s)]
+def _build(out: Path, cache: Path, *extra: str, args: tuple[str, ...] = ()) -> int:
+    sets = [*args, *(a for s in [*TINY, *extra] for a in ("--set", s))]
     argv = [
         "build",
         "--target",
@@ -127,6 +130,26 @@ def test_a_failing_gate_reuses_every_stage_and_leaves_the_previous_build(built: 
     manifest = json.loads((out / "rejected" / "manifest.json").read_text())
     ran = {t["name"] for t in manifest["timings"] if not t["cached"]}
     assert ran == {"wake_verify"}  # a gate changes only the verdict: nothing is trained again
+
+
+def test_real_recordings_of_the_phrase_are_scored_and_can_be_gated(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """--holdout: the user's own recordings of the phrase (here espeak-ng standing in for people)."""
+    voice = get_engine("espeak").voices(1, 0)[0]
+    synth = Synthesizer(0)
+    (tmp_path / "mine").mkdir()
+    for i in range(4):
+        write_wav(tmp_path / "mine" / f"take{i}.wav", synth.synth("hey edge", voice))
+    out = tmp_path / "out"
+    shutil.copytree(built[0], out)
+    holdout = ("--holdout", str(tmp_path / "mine"))
+    rc = _build(out, built[1], "gates.holdout_min_accuracy=0.999", args=holdout)
+    parity = json.loads((out / ("rejected" if rc == 1 else ".") / "parity.json").read_text())
+    assert rc == (0 if parity["passed"] else 1)
+    assert parity["recall"]["holdout_quiet"]["clips"] == 4
+    gate = next(g for g in parity["gates"] if g["name"] == "holdout_recall")
+    assert gate["n"] == 4 and gate["passed"] == (gate["interval"][1] >= 0.999)
 
 
 def test_wake_word_arguments_are_checked_before_any_work(

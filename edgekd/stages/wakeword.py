@@ -388,6 +388,12 @@ def stage_wake_verify(
         if b.macs_per_second is not None:
             gates.append(check("macs_per_second", c["macs_per_second"], b.macs_per_second, "<="))
         gates += stream_gates(cfg, negatives, recall["synthetic_in_speech"]["recall"])
+        if "holdout_quiet" in recall and cfg.gates.holdout_min_accuracy > 0:
+            # the user's own recordings of the phrase: fails when even the interval's high end is below
+            r, floor = recall["holdout_quiet"], cfg.gates.holdout_min_accuracy
+            gate = check("holdout_recall", r["recall"], floor, ">=")
+            gates.append({**gate, "passed": r["interval"][1] >= floor, "n": r["clips"], "unit": "clips",
+                          "interval": r["interval"], "rule": "interval"})  # fmt: skip
         parity = {
             "schema": WAKEWORD_SCHEMA,
             "kind": "wakeword",
