@@ -372,7 +372,7 @@ class WakeWordConfig(Section):
     # phoneme neighbours and partial phrases added to `unknown_words: auto` (`edgekd.words.near_misses`)
     near_misses: Annotated[int, Field(ge=0, le=200)] = 24
     # real speech of the built-in pool's `fit` part, cut into 1 s negatives (all-zero targets)
-    real_negatives_minutes: Annotated[float, Field(ge=0.0)] = 50.0
+    real_negatives_minutes: Annotated[float, Field(ge=0.0)] = 200.0
     # of the pool's `calibration` part (never trained on) on which (cutoff, window) is chosen; 0 = all
     calibration_minutes: Annotated[float, Field(ge=0.0)] = 60.0
     # of the pool's `check` part on which FA/h is reported; 0 = all (~75 min)
@@ -386,19 +386,12 @@ class WakeWordConfig(Section):
     alpha: Fraction = 0.5  # weight of frame-level distillation from the speech-embedding teacher; 0 = off
     temperature: Annotated[float, Field(gt=0.0, le=20.0)] = 2.0
     teacher_epochs: Annotated[int, Field(ge=1, le=1000)] = 30
-    # the operating points tried in calibration: ESPHome's probability_cutoff and sliding_window_size
+    # the operating points tried in calibration: ESPHome's probability_cutoff and sliding_window_size. The
+    # component truncates the cutoff to k/255, so 0.995 (253) is the strictest that can still fire
     cutoffs: Annotated[list[Fraction], Field(min_length=1)] = [
-        0.5,
-        0.6,
-        0.7,
-        0.8,
-        0.85,
-        0.9,
-        0.95,
-        0.97,
-        0.99,
-    ]
-    windows: Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(min_length=1)] = [3, 5, 8]
+        0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995,
+    ]  # fmt: skip
+    windows: Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(min_length=1)] = [3, 5, 8, 12]
     # synthetic test clips of the phrase whose recall is reported (quiet, and in real speech at snr_db)
     positives: Annotated[int, Field(ge=1, le=10000)] = 300
     snr_db: tuple[float, float] = (5.0, 15.0)
