@@ -93,8 +93,8 @@ def run_wakeword_build(cfg: BuildConfig, out: Path, cache_root: Path, progress: 
     teacher = stage_frame_teacher(cfg, examples, stages, progress)
     student = stage_wake_student(cfg, examples, teacher, stages, progress)
     export = stage_wake_export(cfg, student, stages)
-    calibration = stage_calibrate(cfg, corpus, export, stages)
-    verify = stage_wake_verify(cfg, corpus, export, calibration, stages)
+    calibration = stage_calibrate(cfg, corpus, export, stages, progress)
+    verify = stage_wake_verify(cfg, corpus, export, calibration, stages, progress)
     parity = read_parity(verify)
 
     out.mkdir(parents=True, exist_ok=True)

@@ -107,18 +107,21 @@ class WakeWordEngine:
     ) -> WakeWordEngine:
         return cls(read_manifest(path), cutoff, window)
 
-    def probabilities(self, q: np.ndarray) -> np.ndarray:
-        """int8 features [T, 40] -> uint8 probability per invoke [T // stride]; state starts fresh."""
+    def probabilities(self, q: np.ndarray, progress: str | None = None) -> np.ndarray:
+        """int8 features [T, 40] -> uint8 probability per invoke [T // stride]; state starts fresh.
+        `progress`: a bar's label (hours of audio take minutes), or None for no bar."""
+        from tqdm import tqdm
+
         self._interp.reset()  # resource variables back to their CALL_ONCE initial values
         steps = len(q) // self.stride
         out = np.empty(steps, dtype=np.uint8)
-        for k in range(steps):
+        for k in tqdm(range(steps), desc=progress, unit="invoke", unit_scale=True, disable=progress is None):
             self._interp.set_input(q[None, k * self.stride : (k + 1) * self.stride], 0)
             self._interp.invoke()
             out[k] = self._interp.get_output(0).reshape(-1)[0]
         return out
 
-    def run(self, audio: np.ndarray) -> StreamRun:
+    def run(self, audio: np.ndarray, progress: str | None = None) -> StreamRun:
         """float32 16 kHz audio through the whole loop (frontend, mapping, model, decision)."""
-        probs = self.probabilities(feature_to_int8(frontend_u16(audio)))
+        probs = self.probabilities(feature_to_int8(frontend_u16(audio)), progress)
         return StreamRun(probs, self.stride, detect(probs, self.stride, self.cutoff, self.window))

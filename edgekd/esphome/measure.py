@@ -26,9 +26,11 @@ class NegativeRuns:
     stride: int
 
     @classmethod
-    def of(cls, engine: WakeWordEngine, streams: list[tuple[str, np.ndarray]]) -> NegativeRuns:
+    def of(
+        cls, engine: WakeWordEngine, streams: list[tuple[str, np.ndarray]], progress: bool = False
+    ) -> NegativeRuns:
         return cls(
-            {name: engine.run(audio).probabilities for name, audio in streams},
+            {name: engine.run(audio, name if progress else None).probabilities for name, audio in streams},
             {name: len(audio) / SAMPLE_RATE / 3600 for name, audio in streams},
             engine.stride,
         )
@@ -60,6 +62,7 @@ class PositiveRun:
         background: list,
         snr_db: tuple[float, float],
         seed: int = 0,
+        progress: bool = False,
     ) -> PositiveRun:
         """`clips` inserted into `background` (`stream.background_audio`: quiet noise when empty, `builtin`
         the pool's check part) at `snr_db`, one pass through the engine."""
@@ -67,7 +70,8 @@ class PositiveRun:
         audio, placed = insert_clips(
             background_audio(background, positives_seconds(labelled), seed), labelled, seed, snr_db
         )
-        return cls(word, engine.run(audio).probabilities, placed, engine.stride)
+        bar = f"{len(clips)} x {word!r}" if progress else None
+        return cls(word, engine.run(audio, bar).probabilities, placed, engine.stride)
 
     def hits(self, cutoff: int, window: int) -> tuple[int, int]:
         """(clips heard, clips) at (cutoff, window): a detection within 1.5 s of a clip's end hears it."""

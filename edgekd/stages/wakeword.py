@@ -268,7 +268,7 @@ def phrase_clips(corpus: Corpus, split: str, phrase: str, n: int, seed: int) -> 
 
 
 def stage_calibrate(
-    cfg: BuildConfig, corpus: StageOutput, export: StageOutput, stages: Stages
+    cfg: BuildConfig, corpus: StageOutput, export: StageOutput, stages: Stages, progress: bool
 ) -> StageOutput:
     """Every (cutoff, window) of `wakeword.cutoffs` x `windows`: FA/h on calibration speech and recall of
     the validation clips in quiet noise; the chosen point is the best recall within the FA/h budget
@@ -282,11 +282,11 @@ def stage_calibrate(
         manifest = esphome_manifest(cfg, export.info["model"], export.info["tensor_arena_size"], 0.5, 1)
         engine = engine_for(export, manifest, d / "engine")
         recordings = negative_recordings("calibration", w.calibration_minutes, cfg.seed)
-        negatives = NegativeRuns.of(engine, [(r.source, r.audio) for r in recordings])
+        negatives = NegativeRuns.of(engine, [(r.source, r.audio) for r in recordings], progress)
         clips = phrase_clips(
             Corpus.load(corpus.dir / "corpus.npz"), "validation", phrase, w.positives, cfg.seed
         )
-        positives = PositiveRun.of(engine, phrase, clips, [], (20.0, 30.0), cfg.seed)
+        positives = PositiveRun.of(engine, phrase, clips, [], (20.0, 30.0), cfg.seed, progress)
         points = []
         for cutoff in w.cutoffs:
             for window in w.windows:
@@ -331,7 +331,12 @@ def recall_record(run: PositiveRun, cutoff: int, window: int, about: str) -> dic
 
 
 def stage_wake_verify(
-    cfg: BuildConfig, corpus: StageOutput, export: StageOutput, calibration: StageOutput, stages: Stages
+    cfg: BuildConfig,
+    corpus: StageOutput,
+    export: StageOutput,
+    calibration: StageOutput,
+    stages: Stages,
+    progress: bool,
 ) -> StageOutput:
     """parity.json of a wake-word build: the contract, the budget and the stream figures, with gates."""
     w = cfg.wakeword
@@ -346,7 +351,7 @@ def stage_wake_verify(
         report = contract.check(engine.manifest.model, engine.manifest.path)
         k, window = engine.cutoff, engine.window
         recordings = negative_recordings("check", w.report_minutes, cfg.seed)
-        runs = NegativeRuns.of(engine, [(r.source, r.audio) for r in recordings])
+        runs = NegativeRuns.of(engine, [(r.source, r.audio) for r in recordings], progress)
         per_source = runs.false_accepts(k, window)
         fa, hours = sum(per_source.values()), runs.total_hours
         negatives = {
@@ -358,23 +363,29 @@ def stage_wake_verify(
             "per_source": {s: {"false_accepts": n, "hours": runs.hours[s]} for s, n in per_source.items()},
         }
         test = phrase_clips(Corpus.load(corpus.dir / "corpus.npz"), "test", phrase, w.positives, cfg.seed)
+        quiet, low, high = (20.0, 30.0), *w.snr_db
+
+        def recall_of(
+            clips: list[np.ndarray], background: list, snr: tuple[float, float], about: str
+        ) -> dict:
+            run = PositiveRun.of(engine, phrase, clips, background, snr, cfg.seed, progress)
+            return recall_record(run, k, window, about)
+
         recall = {
-            "synthetic_quiet": recall_record(
-                PositiveRun.of(engine, phrase, test, [], (20.0, 30.0), cfg.seed), k, window,
-                "synthetic test voices (never trained on) in quiet noise, 20-30 dB",
+            "synthetic_quiet": recall_of(
+                test, [], quiet, "synthetic test voices (never trained on), quiet 20-30 dB"
             ),
-            "synthetic_in_speech": recall_record(
-                PositiveRun.of(engine, phrase, test, [BUILTIN], tuple(w.snr_db), cfg.seed), k, window,
-                f"synthetic test voices in real speech (pool check part), {w.snr_db[0]:g}-{w.snr_db[1]:g} dB",
+            "synthetic_in_speech": recall_of(
+                test,
+                [BUILTIN],
+                (low, high),
+                f"synthetic test voices in real speech (check part), {low:g}-{high:g} dB",
             ),
-        }  # fmt: skip
+        }
         if cfg.verify.holdout:
-            files = audio_files([Path(cfg.verify.holdout)])
-            real = [read_wav(f, allow_clipped=True) for f in files]
-            recall["holdout_quiet"] = recall_record(
-                PositiveRun.of(engine, phrase, real, [], (20.0, 30.0), cfg.seed), k, window,
-                f"{len(real)} real recordings ({cfg.verify.holdout}) in quiet noise, 20-30 dB",
-            )  # fmt: skip
+            real = [read_wav(f, allow_clipped=True) for f in audio_files([Path(cfg.verify.holdout)])]
+            about = f"{len(real)} real recordings ({cfg.verify.holdout}) in quiet noise, 20-30 dB"
+            recall["holdout_quiet"] = recall_of(real, [], quiet, about)
         c = report.record()
         arena = manifest["micro"]["tensor_arena_size"]
         gates = [
