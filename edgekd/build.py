@@ -45,7 +45,7 @@ class BuildResult:
     summary: str
 
 
-def _promote(staging: Path, out: Path, passed: bool) -> Path:
+def promote(staging: Path, out: Path, passed: bool) -> Path:
     """Move a finished build into place. Only a passing build replaces the previous one."""
     if not passed:
         rejected = out / "rejected"
@@ -269,7 +269,7 @@ def run_build(
     write_json(staging.path / BuildDir.CONFIG, cfg.model_dump(mode="json"))
 
     _write_reports(staging, parity, manifest, training, features, log)
-    final = _promote(staging.path, out, parity["passed"])
+    final = promote(staging.path, out, parity["passed"])
     return BuildResult(final, parity["passed"], parity, summary(parity))
 
 

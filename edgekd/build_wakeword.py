@@ -5,7 +5,7 @@
       parity.json  manifest.json  config.json  report.md  report.html
       weights/{student.pt, frame_teacher.pt}
 
-The directory is assembled in `<out>/.staging` and promoted like a classifier build (`build._promote`):
+The directory is assembled in `<out>/.staging` and promoted like a classifier build (`build.promote`):
 a build whose gates fail leaves the previous good one in place and puts itself in `<out>/rejected/`.
 """
 
@@ -81,7 +81,7 @@ def wakeword_manifest(
 
 def run_wakeword_build(cfg: BuildConfig, out: Path, cache_root: Path, progress: bool, log: Any) -> Any:
     """Every wake-word stage (cached), then the build directory; returns a `build.BuildResult`."""
-    from edgekd.build import BuildResult, _promote
+    from edgekd.build import BuildResult, promote
     from edgekd.report.wakeword import report_html, report_md, summary
 
     resolve_pool(POOL)  # real negatives, calibration and FA/h all need it: fail before any stage
@@ -114,5 +114,5 @@ def run_wakeword_build(cfg: BuildConfig, out: Path, cache_root: Path, progress: 
     write_json(staging / "config.json", cfg.model_dump(mode="json"))
     write_text(staging / "report.md", report_md(parity, manifest))
     write_text(staging / "report.html", report_html(parity, manifest))
-    final = _promote(staging, out, parity["passed"])
+    final = promote(staging, out, parity["passed"])
     return BuildResult(final, parity["passed"], parity, summary(parity))

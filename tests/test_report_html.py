@@ -28,10 +28,9 @@ import pytest
 
 from edgekd.config import load_config
 from edgekd.report.html import logit_diffs_from_logits, report_html
-from edgekd.stages.stream import stream_gates
 from edgekd.stats import poisson_rate_interval
 from edgekd.verify.budget import Budget
-from edgekd.verify.parity import parity_report, with_section
+from edgekd.verify.parity import parity_report, stream_gates, with_section
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 needs_chromium = pytest.mark.skipif(

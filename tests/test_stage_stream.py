@@ -19,6 +19,7 @@ from edgekd.data.real_pool import NEGATIVE_SOURCES, SOURCES, is_check_file, pool
 from edgekd.pipeline import StageOutput, Stages
 from edgekd.stages import stream as stage
 from edgekd.stats import poisson_rate_interval
+from edgekd.verify.parity import stream_gates
 
 MINUTES = ["verify.stream.calibration_minutes=0.6", "verify.stream.report_minutes=0.6"]
 
@@ -134,7 +135,7 @@ def test_the_fa_gate_fails_only_when_the_interval_is_above_the_limit(
         "hours": hours,
         "fa_per_hour_interval": list(interval),
     }
-    (gate,) = stage.stream_gates(cfg, negatives, recall=0.5)
+    (gate,) = stream_gates(cfg, negatives, recall=0.5)
     assert gate["name"] == "stream_fa_per_hour" and gate["passed"] is passed
     assert gate["interval"] == list(interval) and gate["limit"] == 0.5 and gate["hours"] == hours
     assert gate["n"] == round(hours, 3) and gate["unit"] == "hours" and gate["rule"] == "interval"
@@ -144,7 +145,7 @@ def test_the_fa_gate_fails_only_when_the_interval_is_above_the_limit(
 def test_recall_gate_and_report_only_fa() -> None:
     cfg = load_config("esp32s3", overrides=["gates.max_fa_per_hour=null", "gates.min_stream_recall=0.6"])
     negatives = {"fa_per_hour": 60.0, "hours": 0.5, "fa_per_hour_interval": [40.0, 80.0]}
-    (gate,) = stage.stream_gates(cfg, negatives, recall=0.5)
+    (gate,) = stream_gates(cfg, negatives, recall=0.5)
     assert (gate["name"], gate["passed"]) == ("stream_recall", False)
 
 

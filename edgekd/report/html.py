@@ -118,7 +118,7 @@ footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
 # ----------------------------------------------------------------------------------------- helpers
 
 
-def _e(x: Any) -> str:
+def esc(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
@@ -176,22 +176,22 @@ def png_bytes(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _png(fig: Figure, alt: str, caption: str | None = None) -> str:
+def png_figure(fig: Figure, alt: str, caption: str | None = None) -> str:
     """A figure as an inline PNG <figure> with alt text; the figure is closed."""
     png = png_bytes(fig)
     # The IHDR chunk holds the exact pixel size; declaring it lets the browser lay out before decoding.
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     data = base64.b64encode(png).decode("ascii")
 
-    cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
+    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
 
     return (
-        f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}" width="{width}" '
+        f'<figure><img src="data:image/png;base64,{data}" alt="{esc(alt)}" width="{width}" '
         f'height="{height}" loading="eager">{cap}</figure>'
     )
 
 
-def _table(
+def html_table(
     headers: Sequence[str],
     rows: Sequence[Sequence[Any]],
     numeric: Sequence[bool] | None = None,
@@ -203,7 +203,7 @@ def _table(
     `compact` tightens wide tables (per-layer, per-class) so they fit without scrolling."""
     numeric = numeric or [False] * len(headers)
     head = "".join(
-        f'<th scope="col"{" class=num" if n else ""}>{_e(h)}</th>'
+        f'<th scope="col"{" class=num" if n else ""}>{esc(h)}</th>'
         for h, n in zip(headers, numeric, strict=True)
     )
     body = []
@@ -211,11 +211,11 @@ def _table(
         cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
         cells = []
         for j, (c, n) in enumerate(zip(r, numeric, strict=True)):
-            text = c.html if isinstance(c, _Raw) else _e(c)
+            text = c.html if isinstance(c, _Raw) else esc(c)
             tag = "th scope=row" if j == 0 else "td"
             cells.append(f"<{tag}{' class=num' if n else ''}>{text}</{tag.split()[0]}>")
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    cap = f"<caption>{_e(caption)}</caption>" if caption else ""
+    cap = f"<caption>{esc(caption)}</caption>" if caption else ""
     return (
         f'<div class="scroll"><table{" class=compact" if compact else ""}>{cap}<thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
@@ -483,8 +483,8 @@ def _cards(parity: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
 
     def card(key: str, value: str, sub: str, failed: bool = False) -> str:
         return (
-            f'<div class="card{" fail" if failed else ""}"><div class="k">{_e(key)}</div>'
-            f'<div class="v">{_e(value)}</div><div class="s">{_e(sub)}</div></div>'
+            f'<div class="card{" fail" if failed else ""}"><div class="k">{esc(key)}</div>'
+            f'<div class="v">{esc(value)}</div><div class="s">{esc(sub)}</div></div>'
         )
 
     agree = next((g for n, g in gates.items() if n.startswith("agreement_")), None)
@@ -548,9 +548,9 @@ def _parity_section(parity: Mapping[str, Any], manifest: Mapping[str, Any]) -> s
     return (
         "<h2 id=parity>Parity on held-out clips</h2>"
         f"<p>{parity['n_clips']} clips the model never trained on "
-        f"({_e(data.get('test_note', 'test split'))}). "
-        f"<code>{_e(parity['primary'])}</code> is what the device runs (highlighted).</p>"
-        + _table(
+        f"({esc(data.get('test_note', 'test split'))}). "
+        f"<code>{esc(parity['primary'])}</code> is what the device runs (highlighted).</p>"
+        + html_table(
             ["runtime", "accuracy", "macro-F1", "agree fp32", "agree teacher", "max |Δlogit| vs QAT"],
             rows,
             [False, True, True, True, True, True],
@@ -581,25 +581,25 @@ def _real_section(parity: Mapping[str, Any]) -> str:
         shown = [rt for rt in ("teacher_fp32", "student_fp32", parity["primary"]) if rt in h["rows"]]
         section = {"classes": parity["classes"], "rows": h["rows"]}
         parts += [
-            f"<p>Holdout <code>{_e(h['path'])}</code>: {h['n_clips']} real clips never trained on. "
+            f"<p>Holdout <code>{esc(h['path'])}</code>: {h['n_clips']} real clips never trained on. "
             "<em>keywords</em> is the mean of the per-keyword accuracies.</p>",
-            _table(
+            html_table(
                 ["runtime", "keywords", "accuracy", "agree fp32"],
                 rows,
                 [False, True, True, True],
                 row_classes=["primary" if rt == parity["primary"] else "" for rt in rts],
             ),
-            _png(
+            png_figure(
                 _per_class_figure(section, shown),
                 f"Per-class accuracy on the real holdout for {', '.join(_label(x) for x in shown)}.",
                 "Per class on the real holdout: teacher, float student and the INT8 model the device runs.",
             ),
         ]
     if r:
-        cells = ", ".join(f"{_e(k)} {pct(v)}" for k, v in r["agreement_with_student_fp32"].items())
+        cells = ", ".join(f"{esc(k)} {pct(v)}" for k, v in r["agreement_with_student_fp32"].items())
         parts.append(
             f"<p>Agreement with the shipped float weights on {r['n_windows']} one-second windows of real, "
-            f"unlabelled speech (<code>{_e(r['source'])}</code>): {cells}.</p>"
+            f"unlabelled speech (<code>{esc(r['source'])}</code>): {cells}.</p>"
         )
     return "".join(parts)
 
@@ -619,15 +619,15 @@ def _stream_section(parity: Mapping[str, Any]) -> str:
     return "".join(
         [
             "<h2 id=stream>Streaming: false accepts and recall in running audio</h2>",
-            f"<p>{_e(operating_point_line(section))}</p>",
-            _table(["figure", "measured"], rows, [False, False]),
-            _table(
+            f"<p>{esc(operating_point_line(section))}</p>",
+            html_table(["figure", "measured"], rows, [False, False]),
+            html_table(
                 ["source", "files", "minutes", "false accepts", "FA/h"],
                 sources,
                 [False, True, True, True, True],
                 caption="False accepts per source of real speech without keywords (the reported audio).",
             ),
-            _png(
+            png_figure(
                 det_figure(section["det"], op),
                 "DET curve: false accepts per hour against miss rate, one line per smoothing window, "
                 f"the shipped point (threshold {op['threshold']:g}, window {op['window']}) ringed.",
@@ -638,21 +638,21 @@ def _stream_section(parity: Mapping[str, Any]) -> str:
     )
 
 
-def _gates_section(parity: Mapping[str, Any]) -> str:
+def gates_section(parity: Mapping[str, Any]) -> str:
     rows = [
         [*cells, _chip(g["passed"])]
         for cells, g in zip(gate_rows(dict(parity)), parity["gates"], strict=True)
     ]
     failed = [g["name"] for g in parity["gates"] if not g["passed"]]
     note = (
-        f'<p class="note fail">Failed: {", ".join(f"<code>{_e(n)}</code>" for n in failed)}.</p>'
+        f'<p class="note fail">Failed: {", ".join(f"<code>{esc(n)}</code>" for n in failed)}.</p>'
         if failed
         else ""
     )
     return (
         "<h2 id=gates>Gates</h2>"
         + note
-        + _table(
+        + html_table(
             [*GATE_HEADERS, "result"],
             rows,
             [False, True, True, True, True, False],
@@ -660,7 +660,7 @@ def _gates_section(parity: Mapping[str, Any]) -> str:
             "95 % interval and the verdict. Agreement, drops and accuracy floors fail only when the "
             "interval lies beyond the limit.",
         )
-        + "".join(f'<p class="note">{_e(line.removeprefix("- "))}</p>' for line in gate_notes(dict(parity)))
+        + "".join(f'<p class="note">{esc(line.removeprefix("- "))}</p>' for line in gate_notes(dict(parity)))
     )
 
 
@@ -688,7 +688,7 @@ def _budget_section(parity: Mapping[str, Any], manifest: Mapping[str, Any]) -> s
             text.replace(" of ", " used of ") + f" for {n}" for n, _, _, text in items
         )
         parts.append(
-            _png(
+            png_figure(
                 _budget_figure(items),
                 alt,
                 "Bars are what the model uses, the vertical line the target's limit; red is over it.",
@@ -703,7 +703,7 @@ def _budget_section(parity: Mapping[str, Any], manifest: Mapping[str, Any]) -> s
         f"latency: {lat}",
         *missing,
     ]
-    parts.append("<ul>" + "".join(f"<li>{_e(x)}</li>" for x in lines) + "</ul>")
+    parts.append("<ul>" + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>")
     return "".join(parts)
 
 
@@ -725,7 +725,7 @@ def _per_class_section(parity: Mapping[str, Any]) -> str:
         )
     )
     all_rt = _runtimes(parity)
-    table = _table(
+    table = html_table(
         ["class", *all_rt],
         [[c, *[pct(parity["rows"][rt]["per_class_accuracy"].get(c)) for rt in all_rt]] for c in classes],
         [False] + [True] * len(all_rt),
@@ -733,7 +733,7 @@ def _per_class_section(parity: Mapping[str, Any]) -> str:
     )
     return (
         "<h2 id=per-class>Per-class accuracy</h2>"
-        + _png(
+        + png_figure(
             _per_class_figure(parity, shown),
             alt,
             "Teacher, float student and the INT8 model the device runs, per class (the axis is zoomed).",
@@ -759,10 +759,10 @@ def _confusion_section(parity: Mapping[str, Any]) -> str:
             f"Most frequent confusions: {top}." if errors else "No confusions."
         )
         title = _label(rt) + (" — device" if rt == parity["primary"] else "")
-        figs.append(_png(_confusion_figure(cm, classes, title), alt, None))
+        figs.append(png_figure(_confusion_figure(cm, classes, title), alt, None))
     primary = parity["primary"]
     cm = parity["rows"][primary]["confusion"]
-    table = _table(
+    table = html_table(
         ["true \\ pred", *classes],
         [[c, *cm[i]] for i, c in enumerate(classes)],
         [False] + [True] * len(classes),
@@ -772,7 +772,7 @@ def _confusion_section(parity: Mapping[str, Any]) -> str:
         "<h2 id=confusion>Confusion matrices</h2><p>One per runtime; rows are the true class, colour is the "
         "share of that class, red numbers are mistakes.</p>"
         f'<div class="grid">{"".join(figs)}</div>'
-        f"<details><summary>Confusion matrix of {_e(primary)} (table)</summary>{table}</details>"
+        f"<details><summary>Confusion matrix of {esc(primary)} (table)</summary>{table}</details>"
     )
 
 
@@ -795,10 +795,10 @@ def _logit_section(
         + "; ".join(f"{s[0]} median {s[1]}, 99th percentile {s[2]}, max {s[3]}" for s in stats)
     )
     return (
-        head + f"<p>How far each INT8 runtime's logits are from the {_e(_label(reference))}'s "
+        head + f"<p>How far each INT8 runtime's logits are from the {esc(_label(reference))}'s "
         "on the same clips.</p>"
-        + _png(_logit_diff_figure(diffs, reference), alt, None)
-        + _table(
+        + png_figure(_logit_diff_figure(diffs, reference), alt, None)
+        + html_table(
             ["runtime", "median", "99th percentile", "max", "logits"],
             stats,
             [False, True, True, True, True],
@@ -830,7 +830,7 @@ def _training_section(training: Mapping[str, Any] | None) -> str:
     return (
         head + "<p>Loss components per epoch (the total is (1−α)·CE + α·T²·KL + w·feature-matching MSE; QAT "
         "distils from the float student) and validation accuracy. Per step, with gradient norms, α and T: "
-        "<code>tensorboard --logdir logs/tensorboard</code>.</p>" + _png(fig, alt, None)
+        "<code>tensorboard --logdir logs/tensorboard</code>.</p>" + png_figure(fig, alt, None)
     )
 
 
@@ -848,15 +848,15 @@ def _layers_section(layers: Sequence[Mapping[str, Any]] | None, failed: bool) ->
     return (
         "<h2 id=layers>Per-layer float vs INT8</h2>"
         f'<p class="note{" fail" if failed else ""}">{sentence}</p>'
-        + _png(_layers_figure(layers), alt, None)
-        + _table(
+        + png_figure(_layers_figure(layers), alt, None)
+        + html_table(
             LAYER_HEADERS,
             [layer_cells(r) for r in layers],
             [h not in ("layer", "op", "shape") for h in LAYER_HEADERS],
             row_classes=["worst" if r.get("worst") else "" for r in layers],
             compact=True,
         )
-        + f"<p class=meta>{_emphasis(_e(LEGEND))}</p>"
+        + f"<p class=meta>{_emphasis(esc(LEGEND))}</p>"
     )
 
 
@@ -869,12 +869,12 @@ def _context_sections(parity: Mapping[str, Any], manifest: Mapping[str, Any]) ->
     return "".join(
         [
             "<h2 id=teacher>Teacher and distillation</h2>",
-            _table(
+            html_table(
                 ["", ""], [[label, value] for label, value in distill_summary(dict(parity), dict(manifest))]
             ),
             "<h2 id=data>Data</h2>",
-            f"<p>Source: {_e(data.get('source', '—'))}. Skipped inputs: {_e(skipped or 'none')}.</p>",
-            _table(
+            f"<p>Source: {esc(data.get('source', '—'))}. Skipped inputs: {esc(skipped or 'none')}.</p>",
+            html_table(
                 ["split", *parity["classes"], "total"],
                 [
                     [
@@ -887,7 +887,7 @@ def _context_sections(parity: Mapping[str, Any], manifest: Mapping[str, Any]) ->
                 [False] + [True] * (len(parity["classes"]) + 1),
             ),
             "<h2 id=stages>Stages</h2>",
-            _table(
+            html_table(
                 STAGE_HEADERS,
                 stage_rows(timings),
                 [False, True, True],
@@ -895,7 +895,7 @@ def _context_sections(parity: Mapping[str, Any], manifest: Mapping[str, Any]) ->
             if timings
             else "<p>—</p>",
             "<details><summary>Library versions</summary>"
-            + _table(["library", "version"], [[k, v] for k, v in versions.items()], [False, False])
+            + html_table(["library", "version"], [[k, v] for k, v in versions.items()], [False, False])
             + "</details>"
             if versions
             else "",
@@ -922,25 +922,26 @@ def report_html(
     t = manifest.get("teacher") or {}
     title = f"edgekd build report — {parity['target']}"
     meta = (
-        f"recipe <code>{_e(manifest.get('recipe'))}</code> · student <code>{_e(student.get('arch'))}</code> "
-        f"{_e(student.get('width', ''))} ({_e(student.get('params'))} params) · teacher "
-        f"<code>{_e(t.get('name'))}</code> · edgekd {_e(manifest.get('edgekd_version'))}"
-        + (f" · built {_e(manifest['created_utc'])}" if manifest.get("created_utc") else "")
+        f"recipe <code>{esc(manifest.get('recipe'))}</code> · student "
+        f"<code>{esc(student.get('arch'))}</code> {esc(student.get('width', ''))} "
+        f"({esc(student.get('params'))} params) · teacher "
+        f"<code>{esc(t.get('name'))}</code> · edgekd {esc(manifest.get('edgekd_version'))}"
+        + (f" · built {esc(manifest['created_utc'])}" if manifest.get("created_utc") else "")
     )
     failed = [g["name"] for g in parity["gates"] if not g["passed"]]
     verdict = "PASS" if passed else "FAIL"
     body = [
         "<header>",
-        f'<h1>{_e(title)} <span class="badge {"pass" if passed else "fail"}">{verdict}</span></h1>',
+        f'<h1>{esc(title)} <span class="badge {"pass" if passed else "fail"}">{verdict}</span></h1>',
         f'<p class="meta">{meta}</p>',
-        "" if passed else f'<p class="note fail">Gates failed: {_e(", ".join(failed))}.</p>',
+        "" if passed else f'<p class="note fail">Gates failed: {esc(", ".join(failed))}.</p>',
         _cards(parity, manifest),
         "</header>",
         _layers_section(layers, failed=True) if not passed else "",
         _parity_section(parity, manifest),
         _real_section(parity),
         _stream_section(parity),
-        _gates_section(parity),
+        gates_section(parity),
         _budget_section(parity, manifest),
         _per_class_section(parity),
         _confusion_section(parity),
@@ -948,7 +949,7 @@ def report_html(
         _training_section(training),
         _layers_section(layers, failed=False) if passed else "",
         _context_sections(parity, manifest),
-        f"<footer>Rendered from parity.json (schema {_e(parity.get('schema'))}) and manifest.json; "
+        f"<footer>Rendered from parity.json (schema {esc(parity.get('schema'))}) and manifest.json; "
         "self-contained: no scripts, no external resources.</footer>",
     ]
     return page(f"{title} — {verdict}", body)
@@ -962,6 +963,6 @@ def page(title: str, body: Sequence[str]) -> str:
         # Belt and braces: even a future edit that adds a remote URL cannot make the page fetch it.
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
         "style-src 'unsafe-inline'\">"
-        f"<title>{_e(title)}</title><style>{CSS}</style></head>"
+        f"<title>{esc(title)}</title><style>{CSS}</style></head>"
         f"<body><main>{''.join(body)}</main></body></html>\n"
     )

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgekd.fmt import kb, pct, table
-from edgekd.report.html import _e, _gates_section, _png, _table, det_figure, page
+from edgekd.report.html import det_figure, esc, gates_section, html_table, page, png_figure
 from edgekd.report.markdown import STAGE_HEADERS, gates_table, stage_rows
 
 RECALL_HEADERS = ["recall of the phrase", "clips", "recall [95 %]"]
@@ -126,25 +126,25 @@ def report_html(parity: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
     points = [{**p, "threshold": p["cutoff"]} for p in parity["calibration"]["points"]]
     name = manifest["esphome_manifest"].removesuffix(".json")
     body = [
-        f'<header><h1>{_e(title)} <span class="badge {"pass" if passed else "fail"}">{verdict}</span></h1>',
-        f'<p class="meta">recipe <code>{_e(manifest["recipe"])}</code> · edgekd '
-        f"{_e(manifest['edgekd_version'])} · built {_e(manifest['created_utc'])}</p></header>",
+        f'<header><h1>{esc(title)} <span class="badge {"pass" if passed else "fail"}">{verdict}</span></h1>',
+        f'<p class="meta">recipe <code>{esc(manifest["recipe"])}</code> · edgekd '
+        f"{esc(manifest['edgekd_version'])} · built {esc(manifest['created_utc'])}</p></header>",
         "<h2 id=figures>Figures</h2>",
-        "".join(f"<p>{_e(line)}</p>" for line in figure_lines(parity)),
-        _table(RECALL_HEADERS, recall_rows(parity), [False, True, True]),
-        _gates_section(parity),
+        "".join(f"<p>{esc(line)}</p>" for line in figure_lines(parity)),
+        html_table(RECALL_HEADERS, recall_rows(parity), [False, True, True]),
+        gates_section(parity),
         "<h2 id=calibration>Calibration</h2>",
-        _png(
+        png_figure(
             det_figure(points, {"threshold": op["cutoff"], "window": op["window"]}),
             "DET curve on the calibration audio: false accepts per hour against miss rate of the validation "
             f"clips, one line per sliding window, the shipped point (cutoff {op['cutoff']:g}, window "
             f"{op['window']}) ringed.",
             "Calibration: FA/h on real speech nobody trained on, misses of the synthetic validation clips.",
         ),
-        _table(CALIBRATION_HEADERS, calibration_rows(parity), [True, True, True, True, True]),
+        html_table(CALIBRATION_HEADERS, calibration_rows(parity), [True, True, True, True, True]),
         "<h2 id=esphome>Load it in ESPHome</h2>",
-        f"<pre><code>{_e(esphome_yaml(name))}</code></pre>",
+        f"<pre><code>{esc(esphome_yaml(name))}</code></pre>",
         "<h2 id=stages>Stages</h2>",
-        _table(STAGE_HEADERS, stage_rows(manifest["timings"]), [False, True, True]),
+        html_table(STAGE_HEADERS, stage_rows(manifest["timings"]), [False, True, True]),
     ]
     return page(f"{title} — {verdict}", body)

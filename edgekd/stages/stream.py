@@ -48,7 +48,8 @@ from edgekd.stream import (
     stream_positives,
     sweep,
 )
-from edgekd.verify.budget import check, measure_budget
+from edgekd.verify.budget import measure_budget
+from edgekd.verify.parity import stream_gates
 
 SECTION = "stream.json"
 # what `auto` calibrates for when gates.max_fa_per_hour is None (the gate report-only): its default
@@ -86,35 +87,6 @@ def negatives_record(streams: Streams, part: str, keywords: tuple[str, ...]) -> 
             for (source, files), res in zip(streams.files.items(), streams.negatives, strict=True)
         },
     }
-
-
-def stream_gates(cfg: BuildConfig, negatives: dict[str, Any], recall: float | None) -> list[dict[str, Any]]:
-    """FA/h fails when even its 95 % interval's low end is above the limit (the audio shows a rate too
-    high, not one it cannot rule out); recall, when a minimum is set, on the point estimate."""
-    g = cfg.gates
-    out = []
-    if g.max_fa_per_hour is not None:
-        low, high = negatives["fa_per_hour_interval"]
-        gate = check("stream_fa_per_hour", round(negatives["fa_per_hour"], 3), g.max_fa_per_hour, "<=")
-        hours = negatives["hours"]
-        detail = (
-            f"{negatives['false_accepts']} false accepts in {hours:.2f} h of real speech without keywords"
-        )
-        out.append(
-            {
-                **gate,
-                "passed": low <= g.max_fa_per_hour,
-                "n": round(hours, 3),
-                "unit": "hours",
-                "interval": [low, high],
-                "rule": "interval",
-                "hours": hours,
-                "detail": detail,
-            }
-        )
-    if g.min_stream_recall > 0:
-        out.append(check("stream_recall", recall or 0.0, g.min_stream_recall, ">="))
-    return out
 
 
 @dataclass

@@ -37,12 +37,11 @@ from edgekd.esphome import contract
 from edgekd.esphome.engine import WakeWordEngine
 from edgekd.esphome.measure import NegativeRuns, PositiveRun
 from edgekd.pipeline import StageOutput, Stages, folder_fingerprint
-from edgekd.stages.stream import stream_gates
 from edgekd.stats import clopper_pearson, poisson_rate_interval
 from edgekd.stream import BUILTIN, audio_files
 from edgekd.train.wakeword import Examples, WakeTrainConfig, distil_targets, fit_teacher, in_context, train
 from edgekd.verify.budget import check
-from edgekd.verify.parity import WAKEWORD_SCHEMA
+from edgekd.verify.parity import WAKEWORD_SCHEMA, stream_gates
 
 EXAMPLES = "examples.npz"
 STUDENT = "student.pt"
