@@ -97,16 +97,18 @@ def stage_examples(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progre
             speech=speech,
         )  # fmt: skip
         positive = clips.labels[clip_idx] == clips.classes.index(cfg.labels[0])
-        audio = from_pcm16(audio)
-        contexts = [audio[~positive]]
-        if speech is not None:  # real talk as context too: the phrase often follows other speech
-            starts = range(0, len(speech) - SAMPLE_RATE, 7 * SAMPLE_RATE)
-            contexts.append(CONTEXT_GAIN * np.stack([speech[i : i + SAMPLE_RATE] for i in starts]))
         real = real_windows(w.real_negatives_minutes, cfg.seed)
+        talk = []  # real talk as context too: the phrase often follows other speech
+        if speech is not None:
+            starts = range(0, len(speech) - SAMPLE_RATE, 7 * SAMPLE_RATE)
+            talk = [CONTEXT_GAIN * np.stack([speech[i : i + SAMPLE_RATE] for i in starts])]
+        # each array built once and the int16 views dropped: the stage holds hours of audio (peak RSS)
+        contexts = np.concatenate([from_pcm16(audio[~positive]), *talk])
+        audio = np.concatenate([from_pcm16(audio), real])
         data = in_context(
-            np.concatenate([audio, real]),
+            audio,
             np.concatenate([positive, np.zeros(len(real), bool)]),
-            np.concatenate(contexts),
+            contexts,
             STRIDE,
             w.positive_steps,
             cfg.seed,

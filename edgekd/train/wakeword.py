@@ -83,13 +83,16 @@ def in_context(
     rng = np.random.default_rng(seed)
     frontend = MicroFrontend()
     picks = rng.integers(len(contexts), size=len(clips))
-    feats, embs = [], []
+    frames = frontend.n_frames(contexts.shape[1] + clips.shape[1]) // stride * stride
+    # written in place: a list of per-example arrays and its stack would hold the features twice
+    features = np.empty((len(clips), frames, frontend.n_features), np.float32)
+    embs = []
     for start in tqdm(range(0, len(clips), BATCH), disable=not progress, desc="features", unit="batch"):
         audio = np.concatenate([contexts[picks[start : start + BATCH]], clips[start : start + BATCH]], axis=1)
-        feats += [frontend(a) for a in audio]
+        for i, a in enumerate(audio):
+            features[start + i] = frontend(a)[:frames]
         if embedder is not None:
             embs.append(embedder.embed(audio).astype(np.float16))
-    frames = len(feats[0]) // stride * stride
     steps = frames // stride
     clip_step = frontend.n_frames(contexts.shape[1]) // stride  # the first step that hears the clip
     targets = np.zeros((len(clips), steps), np.float32)
@@ -97,7 +100,7 @@ def in_context(
     mask[positive, clip_step : steps - positive_steps] = 0.0
     targets[positive, steps - positive_steps :] = 1.0
     return Examples(
-        features=np.stack([f[:frames] for f in feats]),
+        features=features,
         targets=targets,
         mask=mask,
         positive=positive.astype(bool),
