@@ -23,6 +23,7 @@ from edgekd.config import load_config
 from edgekd.errors import ConfigError
 from edgekd.esphome import contract
 from edgekd.esphome.engine import WakeWordEngine
+from edgekd.words import DICTIONARY
 
 TINY = [
     "data.synth.espeak_voices=8",
@@ -167,7 +168,10 @@ def test_wake_word_arguments_are_checked_before_any_work(
 def test_the_esphome_target_brings_its_recipe_and_its_rules() -> None:
     cfg = load_config("esphome", None)
     assert cfg.recipe == "wakeword" and cfg.wakeword is not None and len(cfg.labels) == 1
-    assert set(cfg.unknown_words) & {"commuter", "compute"}  # phoneme neighbours of `computer`
+    if (
+        DICTIONARY.is_file()
+    ):  # wamerican (scripts/setup.sh): phoneme neighbours of `computer` join the negatives
+        assert set(cfg.unknown_words) & {"commuter", "compute"}
     with pytest.raises(ConfigError, match="one phrase"):
         load_config("esphome", None, ['words=["yes", "no"]'])
     with pytest.raises(ConfigError, match="quantize_epoch <= freeze_epoch <= epochs"):
