@@ -48,6 +48,7 @@ from edgekd.esphome.measure import PositiveRun  # noqa: E402
 from edgekd.fmt import kb, pct, table  # noqa: E402
 from edgekd.stats import clopper_pearson, poisson_rate_interval  # noqa: E402
 from edgekd.stream import BUILTIN, audio_files  # noqa: E402
+from edgekd.words import slug  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data"
 ENGLISH_NEGATIVES = ("real-wakewords-dev", "real-commands-dev")
@@ -79,10 +80,6 @@ def english_streams(skip_word: str) -> list[tuple[str, np.ndarray]]:
                     continue
         streams.append((folder, np.concatenate(parts)))
     return streams
-
-
-def slug(text: str) -> str:
-    return "_".join(text.lower().replace("-", " ").split())
 
 
 def positive_clips(

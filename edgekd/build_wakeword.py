@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,7 +28,6 @@ from edgekd.stages.data import stage_corpus
 from edgekd.stages.wakeword import (
     STUDENT,
     read_parity,
-    slug,
     stage_calibrate,
     stage_examples,
     stage_frame_teacher,
@@ -36,6 +35,11 @@ from edgekd.stages.wakeword import (
     stage_wake_student,
     stage_wake_verify,
 )
+from edgekd.stream import audio_files
+from edgekd.words import slug
+
+if TYPE_CHECKING:
+    from edgekd.build import BuildResult
 
 POOL = "debian-speech"
 
@@ -79,12 +83,16 @@ def wakeword_manifest(
     }
 
 
-def run_wakeword_build(cfg: BuildConfig, out: Path, cache_root: Path, progress: bool, log: Any) -> Any:
+def run_wakeword_build(
+    cfg: BuildConfig, out: Path, cache_root: Path, progress: bool, log: Any
+) -> BuildResult:
     """Every wake-word stage (cached), then the build directory; returns a `build.BuildResult`."""
-    from edgekd.build import BuildResult, promote
+    from edgekd.build import BuildResult, promote  # build.py dispatches here: imported when called
     from edgekd.report.wakeword import report_html, report_md, summary
 
     resolve_pool(POOL)  # real negatives, calibration and FA/h all need it: fail before any stage
+    if cfg.verify.holdout:  # a folder without recordings fails now, not after an hour of training
+        audio_files([Path(cfg.verify.holdout)])
     torch.set_num_threads(cfg.train.threads)
     stages = Stages(cache_root, log=log)
     corpus = stage_corpus(cfg, stages, progress)

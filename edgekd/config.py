@@ -306,6 +306,12 @@ class GatesConfig(Section):
     # recall of held-out synthetic keyword clips in running audio at that operating point; 0 = report only
     min_stream_recall: Fraction = 0.0
 
+    @property
+    def fa_budget(self) -> float:
+        """The FA/h an operating point is calibrated for: the limit, or its default when the gate is off."""
+        limit = self.max_fa_per_hour
+        return limit if limit is not None else GatesConfig.model_fields["max_fa_per_hour"].default
+
 
 class FirmwareConfig(Section):
     """The streaming decision the firmware runs (and `edgekd.detect` defines bit-exactly).

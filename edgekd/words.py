@@ -155,6 +155,11 @@ def default_unknown_words(labels: list[str]) -> list[str]:
     return keep
 
 
+def slug(phrase: str) -> str:
+    """A phrase as a file name: `hey edge` -> `hey_edge` (the wake-word build's model and manifest)."""
+    return "_".join(phrase.lower().replace("-", " ").split())
+
+
 DICTIONARY = Path("/usr/share/dict/american-english")  # Debian main `wamerican` (scripts/setup.sh)
 
 

@@ -14,7 +14,7 @@ from conftest import KwsModels, speech_like
 from edgekd.audio.frontend import MicroFrontend
 from edgekd.audio.io import to_pcm16
 from edgekd.config import load_config
-from edgekd.data.corpus import Corpus
+from edgekd.data.corpus import Corpus, keyword_clips
 from edgekd.data.real_pool import NEGATIVE_SOURCES, SOURCES, is_check_file, pool_root
 from edgekd.pipeline import StageOutput, Stages
 from edgekd.stages import stream as stage
@@ -153,8 +153,8 @@ def test_keyword_clips_take_an_even_seeded_share_of_one_split() -> None:
     classes = load_config("esp32s3").classes
     corpus = tiny_corpus(classes)
     keywords = tuple(c for c in classes if not c.startswith("_"))
-    clips = stage.keyword_clips(corpus, "test", keywords, 10, seed=0)
+    clips = keyword_clips(corpus, "test", keywords, 10, seed=0)
     assert [w for w, _ in clips] == list(keywords)  # one per keyword for 10 clips of 10 keywords
     test_audio = {corpus.clips[i].tobytes() for i in corpus.indices("test")}
     assert all(to_pcm16(x).tobytes() in test_audio for _, x in clips)
-    assert len(stage.keyword_clips(corpus, "test", keywords, 100, seed=0)) == 20  # all there are
+    assert len(keyword_clips(corpus, "test", keywords, 100, seed=0)) == 20  # all there are

@@ -162,6 +162,13 @@ def test_wake_word_arguments_are_checked_before_any_work(
     assert main([*base, "--target", "esphome", "--wake-word", "one two three four five"]) == 2
     assert "one to four words" in capsys.readouterr().err
     assert main([*base, "--target", "esphome", "--wake-word", "hey", "--words", "yes"]) == 2
+    if missing_pool() is None:  # a --holdout folder without recordings: refused before an hour of training
+        (tmp_path / "empty").mkdir()
+        assert (
+            main([*base, "--target", "esphome", "--wake-word", "hey", "--holdout", str(tmp_path / "empty")])
+            == 2
+        )
+        assert "no audio files" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
 
 

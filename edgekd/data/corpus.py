@@ -510,3 +510,17 @@ def build_corpus(cfg: BuildConfig, progress: bool = True) -> Corpus:
     if cfg.data.extra:
         corpus = corpus.merged(load_speech_commands(cfg, Path(cfg.data.extra), progress, extra=True))
     return corpus
+
+
+def keyword_clips(
+    corpus: Corpus, split: str, keywords: tuple[str, ...], n: int, seed: int
+) -> list[tuple[str, np.ndarray]]:
+    """Up to `n` keyword clips of a corpus split, an even seeded share per keyword, as (word, audio)."""
+    rng = np.random.default_rng(seed)
+    rows = corpus.indices(split)
+    per_word = -(-n // len(keywords))
+    chosen = []
+    for word in keywords:
+        mine = rows[corpus.labels[rows] == corpus.classes.index(word)]
+        chosen += [(word, i) for i in sorted(rng.permutation(mine)[:per_word].tolist())]
+    return [(word, from_pcm16(corpus.clips[i])) for word, i in chosen[:n]]

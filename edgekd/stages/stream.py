@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 
 from edgekd.artifacts import stable_hash, write_json
-from edgekd.audio.io import from_pcm16
-from edgekd.config import BuildConfig, GatesConfig
-from edgekd.data.corpus import Corpus
+from edgekd.config import BuildConfig
+from edgekd.data.corpus import Corpus, keyword_clips
 from edgekd.data.real_pool import NEGATIVE_SOURCES, Part, negative_recording, pool_fingerprint
 from edgekd.detect import FirmwareSettings, operating_point, settings_from_manifest
 from edgekd.export.manifest import device_facts
@@ -52,24 +51,9 @@ from edgekd.verify.budget import measure_budget
 from edgekd.verify.parity import stream_gates
 
 SECTION = "stream.json"
+
+
 # what `auto` calibrates for when gates.max_fa_per_hour is None (the gate report-only): its default
-DEFAULT_FA_BUDGET = GatesConfig().max_fa_per_hour
-
-
-def keyword_clips(
-    corpus: Corpus, split: str, keywords: tuple[str, ...], n: int, seed: int
-) -> list[tuple[str, np.ndarray]]:
-    """Up to `n` keyword clips of a corpus split, an even seeded share per keyword, as (word, audio)."""
-    rng = np.random.default_rng(seed)
-    rows = corpus.indices(split)
-    per_word = -(-n // len(keywords))
-    chosen = []
-    for word in keywords:
-        mine = rows[corpus.labels[rows] == corpus.classes.index(word)]
-        chosen += [(word, i) for i in sorted(rng.permutation(mine)[:per_word].tolist())]
-    return [(word, from_pcm16(corpus.clips[i])) for word, i in chosen[:n]]
-
-
 def negatives_record(streams: Streams, part: str, keywords: tuple[str, ...]) -> dict[str, Any]:
     """FA/h over all sources with its exact 95 % interval, and per source."""
     fa = false_accepts(streams.negatives, keywords)
@@ -141,7 +125,7 @@ def stage_stream(
     """Calibrate (when the config says auto) and report the streaming operating point: `stream.json`."""
     s = cfg.verify.stream
     snr = (s.snr_db[0], s.snr_db[1])
-    limit = cfg.gates.max_fa_per_hour if cfg.gates.max_fa_per_hour is not None else DEFAULT_FA_BUDGET
+    limit = cfg.gates.fa_budget
 
     def produce(d: Path) -> dict[str, Any]:
         budget = measure_budget(cfg, export.dir).as_dict(cfg.budget.arena_headroom)  # for the arena

@@ -30,7 +30,7 @@ from edgekd.artifacts import write_json
 from edgekd.audio.frontend import MICRO_FEATURE_SCALE
 from edgekd.audio.io import SAMPLE_RATE, from_pcm16, read_wav
 from edgekd.config import BuildConfig
-from edgekd.data.corpus import Corpus
+from edgekd.data.corpus import Corpus, keyword_clips
 from edgekd.data.real_pool import negative_recordings, pool_fingerprint
 from edgekd.data.views import background_speech, make_views
 from edgekd.esphome import contract
@@ -42,16 +42,12 @@ from edgekd.stream import BUILTIN, audio_files
 from edgekd.train.wakeword import Examples, WakeTrainConfig, distil_targets, fit_teacher, in_context, train
 from edgekd.verify.budget import check
 from edgekd.verify.parity import WAKEWORD_SCHEMA, stream_gates
+from edgekd.words import slug
 
 EXAMPLES = "examples.npz"
 STUDENT = "student.pt"
 CONTEXT_GAIN = 0.3  # real speech under a context second and the real negatives: about -20 dBFS peaks
 STRIDE = 3  # feature frames per invoke (30 ms): `StreamingSpec.stride`
-
-
-def slug(phrase: str) -> str:
-    """The phrase as a file name: `hey edge` -> `hey_edge`."""
-    return "_".join(phrase.lower().replace("-", " ").split())
 
 
 def train_config(cfg: BuildConfig) -> WakeTrainConfig:
@@ -71,14 +67,15 @@ def train_config(cfg: BuildConfig) -> WakeTrainConfig:
     )
 
 
-def real_windows(minutes: float, seed: int) -> np.ndarray:
-    """1 s windows of the pool's `fit` part (each source an equal share), levelled with a random gain."""
+def real_windows(minutes: float, gain_db: tuple[float, float], seed: int) -> np.ndarray:
+    """1 s windows of the pool's `fit` part (each source an equal share), levelled with a random gain in
+    `gain_db` (the augmentation's range)."""
     if not minutes:
         return np.zeros((0, SAMPLE_RATE), np.float32)
     real = np.concatenate([r.audio for r in negative_recordings("fit", minutes, seed + 7)])
     n = len(real) // SAMPLE_RATE
     windows = real[: n * SAMPLE_RATE].reshape(n, SAMPLE_RATE)
-    gain = 10 ** (np.random.default_rng(seed).uniform(-12, 6, (n, 1)) / 20)
+    gain = 10 ** (np.random.default_rng(seed).uniform(*gain_db, (n, 1)) / 20)
     peak = np.abs(windows).max(1, keepdims=True) + 1e-6
     return (windows * gain * CONTEXT_GAIN / peak).astype(np.float32)
 
@@ -97,7 +94,7 @@ def stage_examples(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progre
             speech=speech,
         )  # fmt: skip
         positive = clips.labels[clip_idx] == clips.classes.index(cfg.labels[0])
-        real = real_windows(w.real_negatives_minutes, cfg.seed)
+        real = real_windows(w.real_negatives_minutes, cfg.data.augment.gain_db, cfg.seed)
         talk = []  # real talk as context too: the phrase often follows other speech
         if speech is not None:
             starts = range(0, len(speech) - SAMPLE_RATE, 7 * SAMPLE_RATE)
@@ -260,14 +257,6 @@ def engine_for(export: StageOutput, manifest: dict[str, Any], folder: Path) -> W
     return WakeWordEngine.from_manifest(path)
 
 
-def phrase_clips(corpus: Corpus, split: str, phrase: str, n: int, seed: int) -> list[np.ndarray]:
-    """Up to `n` clips of the phrase from a corpus split, a seeded choice."""
-    rows = corpus.indices(split)
-    mine = rows[corpus.labels[rows] == corpus.classes.index(phrase)]
-    chosen = np.sort(np.random.default_rng(seed).permutation(mine)[:n])
-    return [from_pcm16(corpus.clips[i]) for i in chosen]
-
-
 def stage_calibrate(
     cfg: BuildConfig, corpus: StageOutput, export: StageOutput, stages: Stages, progress: bool
 ) -> StageOutput:
@@ -276,7 +265,7 @@ def stage_calibrate(
     (the fewest false accepts when no point is within it), ties to the stricter cutoff."""
     w = cfg.wakeword
     assert w is not None
-    budget = cfg.gates.max_fa_per_hour if cfg.gates.max_fa_per_hour is not None else 0.5
+    budget = cfg.gates.fa_budget
 
     def produce(d: Path) -> dict[str, Any]:
         phrase = cfg.labels[0]
@@ -284,9 +273,12 @@ def stage_calibrate(
         engine = engine_for(export, manifest, d / "engine")
         recordings = negative_recordings("calibration", w.calibration_minutes, cfg.seed)
         negatives = NegativeRuns.of(engine, [(r.source, r.audio) for r in recordings], progress)
-        clips = phrase_clips(
-            Corpus.load(corpus.dir / "corpus.npz"), "validation", phrase, w.positives, cfg.seed
-        )
+        clips = [
+            a
+            for _, a in keyword_clips(
+                Corpus.load(corpus.dir / "corpus.npz"), "validation", (phrase,), w.positives, cfg.seed
+            )
+        ]
         positives = PositiveRun.of(engine, phrase, clips, [], (20.0, 30.0), cfg.seed, progress)
         points = []
         for cutoff in w.cutoffs:
@@ -363,7 +355,12 @@ def stage_wake_verify(
             "fa_per_hour_interval": list(poisson_rate_interval(fa, hours)),
             "per_source": {s: {"false_accepts": n, "hours": runs.hours[s]} for s, n in per_source.items()},
         }
-        test = phrase_clips(Corpus.load(corpus.dir / "corpus.npz"), "test", phrase, w.positives, cfg.seed)
+        test = [
+            a
+            for _, a in keyword_clips(
+                Corpus.load(corpus.dir / "corpus.npz"), "test", (phrase,), w.positives, cfg.seed
+            )
+        ]
         quiet, low, high = (20.0, 30.0), *w.snr_db
 
         def recall_of(
