@@ -14,7 +14,9 @@ operating point the build shipped (its manifest), through ESPHome's own loop on 
 - **false accepts per hour on real speech**: the build's own figure on the pool's check part (non-English)
   plus the English of `real-wakewords-dev` (its other phrases) and `real-commands-dev`, with exact 95 %
   intervals;
-- the build's synthetic recall (test voices) beside them, and its wall time.
+- the build's synthetic recall (test voices) beside them, and its wall time;
+- the same real-people recall and FA/h at a few fixed points (`POINTS`), so that variants compare on their
+  DET curves, not only where each one's calibration happened to land.
 
 Measuring only: nothing here trains, calibrates or picks a threshold on `../shared/data`.
 """
@@ -31,11 +33,12 @@ from edgekd import runtime_env
 
 runtime_env.apply()  # before torch loads OpenMP
 
-from bench_wakeword import REAL, english_streams  # noqa: E402
+from bench_wakeword import REAL, negative_streams  # noqa: E402
 
 from edgekd.audio.io import read_wav  # noqa: E402
 from edgekd.build import run_build  # noqa: E402
 from edgekd.config import load_config  # noqa: E402
+from edgekd.esphome import contract  # noqa: E402
 from edgekd.esphome.engine import WakeWordEngine  # noqa: E402
 from edgekd.esphome.measure import NegativeRuns, PositiveRun  # noqa: E402
 from edgekd.fmt import kb, pct, table  # noqa: E402
@@ -48,26 +51,36 @@ def interval(hits: int, total: int) -> str:
     return f"{pct(hits / total, 1)} [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
+POINTS = ((0.95, 5), (0.98, 8), (0.99, 8), (0.995, 12))  # (cutoff, window): fixed, never chosen here
+
+
 def measure(out: Path, word: str) -> dict:
-    """The shipped build on real people and on English speech, at its manifest's operating point."""
+    """The shipped build on real people and on real speech, at its manifest's operating point and at
+    `POINTS`."""
     parity = json.loads((out / "parity.json").read_text())
     manifest = next(p for p in out.glob("*.json") if json.loads(p.read_text()).get("type") == "micro")
     engine = WakeWordEngine.from_manifest(manifest)
     k, w = engine.cutoff, engine.window
     real = [read_wav(f, allow_clipped=True) for f in audio_files([REAL / "real-wakewords-dev" / word])]
-    recall = {
-        "real, quiet": PositiveRun.of(engine, word, real, [], (20.0, 30.0)).hits(k, w),
-        "real, in speech": PositiveRun.of(engine, word, real, [BUILTIN], (5.0, 15.0)).hits(k, w),
-    }
+    quiet = PositiveRun.of(engine, word, real, [], (20.0, 30.0))
+    recall = {"real, quiet": quiet.hits(k, w)}
+    recall["real, in speech"] = PositiveRun.of(engine, word, real, [BUILTIN], (5.0, 15.0)).hits(k, w)
     for name, key in (
         ("synthetic, quiet", "synthetic_quiet"),
         ("synthetic, in speech", "synthetic_in_speech"),
     ):
         r = parity["recall"][key]
         recall[name] = (r["hits"], r["clips"])
-    english = NegativeRuns.of(engine, english_streams(word))
-    fa = sum(english.false_accepts(k, w).values()) + parity["negatives"]["false_accepts"]
-    hours = english.total_hours + parity["negatives"]["hours"]
+    negatives = NegativeRuns.of(engine, negative_streams(word))  # the build's check part + English
+    hours = negatives.total_hours
+    fa = sum(negatives.false_accepts(k, w).values())
+    points = {}
+    for cutoff, window in POINTS:
+        u8 = contract.cutoff_u8(cutoff)
+        points[f"{cutoff:g}/{window}"] = {
+            "fa_per_hour": sum(negatives.false_accepts(u8, window).values()) / hours,
+            "real_quiet": quiet.hits(u8, window),
+        }
     return {
         "operating_point": parity["operating_point"],
         "passed": parity["passed"],
@@ -76,6 +89,7 @@ def measure(out: Path, word: str) -> dict:
         "fa_per_hour": fa / hours,
         "fa_interval": poisson_rate_interval(fa, hours),
         "recall": recall,
+        "points": points,
         "contract": parity["contract"],
         "arena": parity["esphome_manifest"]["micro"]["tensor_arena_size"],
     }
@@ -116,6 +130,13 @@ def main() -> None:
     headers = ["variant", "cutoff, window", "FA/h calib.", "FA/h real speech [95 %]", "recall real quiet"]
     headers += ["recall real in speech", "recall synth. quiet", "recall synth. in speech", "min"]
     print(table(headers, rows))
+    fixed = [
+        [name, *(f"{pct(p['real_quiet'][0] / p['real_quiet'][1], 1)} @ {p['fa_per_hour']:.2f}"
+                 for p in r["points"].values())]
+        for name, r in records.items()
+    ]  # fmt: skip
+    print("\nreal people in quiet noise, recall @ FA/h on real speech, at fixed (cutoff/window) points:")
+    print(table(["variant", *(f"{c:g}/{w}" for c, w in POINTS)], fixed))
     c = next(iter(records.values()))
     macs = c["contract"]["macs_per_second"] / 1e6
     print(

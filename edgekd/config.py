@@ -392,6 +392,10 @@ class WakeWordConfig(Section):
     positive_steps: Annotated[int, Field(ge=1, le=20)] = 3  # steps after the phrase that must fire
     alpha: Fraction = 0.5  # weight of frame-level distillation from the speech-embedding teacher; 0 = off
     temperature: Annotated[float, Field(gt=0.0, le=20.0)] = 2.0
+    # anneal the temperature from this down to `temperature` over the float epochs; None = constant
+    temperature_start: Annotated[float, Field(gt=0.0, le=20.0)] | None = None
+    # frame-level feature matching: a projection of the student's state regresses the teacher's embedding
+    feature_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
     teacher_epochs: Annotated[int, Field(ge=1, le=1000)] = 30
     # the operating points tried in calibration: ESPHome's probability_cutoff and sliding_window_size. The
     # component truncates the cutoff to k/255, so 0.995 (253) is the strictest that can still fire

@@ -181,7 +181,9 @@ class StreamingStudent(nn.Module):
             q.observing = False
         return self
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def hidden(self, features: torch.Tensor) -> torch.Tensor:
+        """The last block's activations [N, channels, T // stride]: one vector per step, what the head
+        reads (and what frame-level feature matching shapes)."""
         frames = features.shape[1] // self.spec.stride * self.spec.stride
         x = self.input_q(features[:, :frames].transpose(1, 2))
         x = self.first_q(F.relu(self.first(x)))
@@ -190,4 +192,10 @@ class StreamingStudent(nn.Module):
         ):
             x = dw_q(dw(x))
             x = pw_q(F.relu(pw(x)))
-        return self.logit_q(self.head(x)).squeeze(1)
+        return x
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.logit_q(self.head(hidden)).squeeze(1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.hidden(features))

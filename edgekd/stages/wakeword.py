@@ -63,6 +63,8 @@ def train_config(cfg: BuildConfig) -> WakeTrainConfig:
         teacher_epochs=w.teacher_epochs,
         alpha=w.alpha,
         temperature=w.temperature,
+        temperature_start=w.temperature_start,
+        feature_weight=w.feature_weight,
         seed=cfg.seed,
     )
 
@@ -109,7 +111,7 @@ def stage_examples(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progre
             STRIDE,
             w.positive_steps,
             cfg.seed,
-            SpeechEmbedding(pad_ms=0) if w.alpha > 0 else None,
+            SpeechEmbedding(pad_ms=0) if w.alpha > 0 or w.feature_weight > 0 else None,
             progress,
         )
         u16 = np.round(data.features / np.float32(MICRO_FEATURE_SCALE)).astype(np.uint16)  # exact
@@ -129,7 +131,7 @@ def stage_examples(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progre
         "augment": cfg.data.augment.model_dump(mode="json"),
         "real_negatives_minutes": w.real_negatives_minutes,
         "positive_steps": w.positive_steps,
-        "embeddings": w.alpha > 0,
+        "embeddings": w.alpha > 0 or w.feature_weight > 0,
         "seed": cfg.seed,
         "pool": pool_fingerprint("debian-speech"),
     }
@@ -151,7 +153,7 @@ def load_examples(examples: StageOutput) -> Examples:
 def stage_frame_teacher(
     cfg: BuildConfig, examples: StageOutput, stages: Stages, progress: bool
 ) -> StageOutput | None:
-    """The frame teacher's tempered probabilities per student step; None when the build does not distil."""
+    """The frame teacher's logits per student step; None when the build does not distil."""
     tc = train_config(cfg)
     if tc.alpha == 0:
         return None
@@ -159,18 +161,17 @@ def stage_frame_teacher(
     def produce(d: Path) -> dict[str, Any]:
         data = load_examples(examples)
         teacher = fit_teacher(data, tc, progress)
-        distil_targets(data, teacher, tc.temperature, STRIDE)
-        assert data.teacher_probs is not None and data.teacher_mask is not None
-        np.savez(d / "targets.npz", probs=data.teacher_probs.astype(np.float16), mask=data.teacher_mask)
+        distil_targets(data, teacher, STRIDE)
+        assert data.teacher_logits is not None and data.teacher_mask is not None
+        np.savez(d / "targets.npz", logits=data.teacher_logits.astype(np.float16), mask=data.teacher_mask)
         torch.save(teacher.state_dict(), d / "frame_teacher.pt")
-        return {"positive_mean": float(data.teacher_probs[data.positive].mean())}
+        last = data.teacher_logits[:, -1]
+        return {
+            "wake_word_last_step": float((last[data.positive] > 0).mean()),
+            "others_last_step": float((last[~data.positive] > 0).mean()),
+        }
 
-    key = {
-        "examples": examples.key,
-        "teacher_epochs": tc.teacher_epochs,
-        "T": tc.temperature,
-        "seed": tc.seed,
-    }
+    key = {"examples": examples.key, "teacher_epochs": tc.teacher_epochs, "seed": tc.seed, "stores": "logits"}
     return stages.run("wake_teacher", key, produce)
 
 
@@ -185,7 +186,7 @@ def stage_wake_student(
         data = load_examples(examples)
         if teacher is not None:
             z = np.load(teacher.dir / "targets.npz")
-            data.teacher_probs, data.teacher_mask = z["probs"].astype(np.float32), z["mask"]
+            data.teacher_logits, data.teacher_mask = z["logits"].astype(np.float32), z["mask"]
         torch.manual_seed(cfg.seed)
         model = StreamingStudent()
         train(model, data, tc, progress)

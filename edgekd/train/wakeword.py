@@ -15,9 +15,11 @@ Negative steps outnumber positive ones by far, so the two kinds are averaged sep
 calibrate while fake-quant runs, then the ranges freeze for the last epochs.
 
 Frame-level distillation (`fit_teacher`, `distil_targets`): a head on the speech embedding learns the same
-targets per 80 ms, and its probability labels every student step that has heard a whole embedding; the
-student's loss is `(1 - alpha) * labels + alpha * T^2 * BCE(student / T, teacher)`. On real people it
-tripled recall at an eighth of the false accepts of labels alone (docs/DESIGN.md), hence alpha 0.5.
+targets per 80 ms, and its logit labels every student step that has heard a whole embedding; the
+student's loss is `(1 - alpha) * labels + alpha * T^2 * BCE(student / T, sigmoid(teacher / T))`. On real
+people it tripled recall at an eighth of the false accepts of labels alone (docs/DESIGN.md), hence alpha
+0.5. Two options on top, measured in docs/DESIGN.md: the temperature annealed from `temperature_start` down
+to `temperature` over the float epochs, and frame-level feature matching (`FrameFeatures`).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from edgekd.audio.frontend import MicroFrontend
 from edgekd.models.frame_teacher import FrameTeacher, embedding_end, teacher_steps
-from edgekd.models.speech_embedding import SpeechEmbedding
+from edgekd.models.speech_embedding import EMBEDDING_DIM, SpeechEmbedding
 from edgekd.models.streaming import StreamingStudent
 
 
@@ -47,7 +50,17 @@ class WakeTrainConfig:
     teacher_epochs: int = 30
     alpha: float = 0.5  # weight of the frame-level distillation loss (0: labels only)
     temperature: float = 2.0
+    temperature_start: float | None = None  # annealed linearly down to `temperature` by quantize_epoch
+    feature_weight: float = 0.0  # frame-level feature matching on the teacher's embeddings (0: off)
     seed: int = 0
+
+    def temperature_at(self, epoch: int) -> float:
+        """The distillation temperature of an epoch: `temperature_start` at epoch 0, `temperature` from
+        the quantize epoch on (QAT adapts to the targets it will keep)."""
+        if self.temperature_start is None or self.quantize_epoch == 0:
+            return self.temperature
+        f = min(1.0, epoch / self.quantize_epoch)
+        return self.temperature_start + f * (self.temperature - self.temperature_start)
 
 
 @dataclass
@@ -61,7 +74,7 @@ class Examples:
     positive: np.ndarray  # bool [N]
     clip_start: int
     embeddings: np.ndarray | None = None
-    teacher_probs: np.ndarray | None = None  # [N, T // stride], set by `distil_targets`
+    teacher_logits: np.ndarray | None = None  # [N, T // stride], set by `distil_targets`
     teacher_mask: np.ndarray | None = None
 
 
@@ -140,14 +153,39 @@ def fit_teacher(data: Examples, cfg: WakeTrainConfig, progress: bool = True) -> 
     return teacher.eval()
 
 
-def distil_targets(data: Examples, teacher: FrameTeacher, temperature: float, stride: int = 3) -> None:
-    """The teacher's probability at every student step that has heard a whole embedding (in place)."""
+def distil_targets(data: Examples, teacher: FrameTeacher, stride: int = 3) -> None:
+    """The teacher's logit at every student step that has heard a whole embedding (in place); logits, not
+    probabilities, so the student's training can choose the temperature per epoch."""
     assert data.embeddings is not None
     with torch.no_grad():
         logits = teacher(torch.from_numpy(data.embeddings.astype(np.float32))).numpy()
     which = teacher_steps(data.targets.shape[1], logits.shape[1], stride)
-    data.teacher_probs = 1 / (1 + np.exp(-logits[:, np.maximum(which, 0)] / temperature))
+    data.teacher_logits = logits[:, np.maximum(which, 0)]
     data.teacher_mask = np.broadcast_to((which >= 0).astype(np.float32), data.targets.shape).copy()
+
+
+class FrameFeatures(nn.Module):
+    """Frame-level feature matching (FitNets, step by step): a 1x1 projection of the student's hidden
+    state at each step regresses the teacher's standardised embedding of the newest 775 ms that step has
+    heard. The embedding is what makes the teacher hold on real voices; the logit alone carries one
+    number of it per step. Training-only: the projection is never exported."""
+
+    def __init__(self, data: Examples, channels: int, stride: int) -> None:
+        super().__init__()
+        if data.embeddings is None:
+            raise ValueError("feature matching needs the teacher's embeddings in the examples")
+        self.embeddings = data.embeddings  # float16 [N, E, 96], standardised per batch (memory)
+        flat = data.embeddings.reshape(-1, EMBEDDING_DIM).astype(np.float32)
+        self.mean, self.std = flat.mean(0), flat.std(0) + 1e-3
+        which = teacher_steps(data.targets.shape[1], data.embeddings.shape[1], stride)
+        self.which, self.valid = np.maximum(which, 0), torch.from_numpy(which >= 0)
+        self.proj = nn.Conv1d(channels, EMBEDDING_DIM, 1)
+
+    def loss(self, hidden: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        """Mean squared error per embedding dimension over the steps that have heard an embedding."""
+        target = (self.embeddings[idx][:, self.which].astype(np.float32) - self.mean) / self.std
+        pred = self.proj(hidden).transpose(1, 2)  # [B, steps, 96]
+        return ((pred - torch.from_numpy(target)) ** 2)[:, self.valid].mean()
 
 
 def step_loss(
@@ -171,10 +209,12 @@ def train(
     x = torch.from_numpy(data.features)
     y = torch.from_numpy(data.targets)
     m = torch.from_numpy(data.mask)
-    distil = data.teacher_probs is not None and cfg.alpha > 0
+    distil = data.teacher_logits is not None and cfg.alpha > 0
     if distil:
-        ty, tm = torch.from_numpy(data.teacher_probs.astype(np.float32)), torch.from_numpy(data.teacher_mask)
-    opt = torch.optim.AdamW(model.parameters(), cfg.lr, weight_decay=1e-3)
+        tz, tm = torch.from_numpy(data.teacher_logits.astype(np.float32)), torch.from_numpy(data.teacher_mask)
+    features = FrameFeatures(data, model.spec.channels, model.spec.stride) if cfg.feature_weight > 0 else None
+    params = [*model.parameters(), *(features.parameters() if features is not None else [])]
+    opt = torch.optim.AdamW(params, cfg.lr, weight_decay=1e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, cfg.lr, total_steps=cfg.epochs * ((len(x) + cfg.batch - 1) // cfg.batch)
     )
@@ -187,14 +227,17 @@ def train(
         model.train()
         order = rng.permutation(len(x))
         total = 0.0
+        t = cfg.temperature_at(epoch)
         for i in range(0, len(order), cfg.batch):
             idx = torch.from_numpy(order[i : i + cfg.batch])
-            logits = model(x[idx])
+            hidden = model.hidden(x[idx])
+            logits = model.logits(hidden)
             loss = step_loss(logits, y[idx], m[idx], cfg.positive_weight)
             if distil:
-                t = cfg.temperature
-                kd = step_loss(logits / t, ty[idx], tm[idx], cfg.positive_weight) * t * t
+                kd = step_loss(logits / t, torch.sigmoid(tz[idx] / t), tm[idx], cfg.positive_weight) * t * t
                 loss = (1 - cfg.alpha) * loss + cfg.alpha * kd
+            if features is not None:
+                loss = loss + cfg.feature_weight * features.loss(hidden, idx.numpy())
             opt.zero_grad()
             loss.backward()
             opt.step()
