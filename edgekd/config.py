@@ -420,6 +420,8 @@ class WakeWordConfig(Section):
             )
         if self.snr_db[0] > self.snr_db[1]:
             raise ValueError(f"snr_db {list(self.snr_db)}: give [low, high] with low <= high")
+        if self.temperature_start is not None and self.alpha == 0:
+            raise ValueError("temperature_start anneals distillation, which alpha 0 turns off: set alpha > 0")
         if self.website is not None and not self.website.startswith(("http://", "https://")):
             raise ValueError(f"website {self.website!r}: must be an http(s) URL (ESPHome checks it)")
         return self

@@ -185,6 +185,8 @@ def test_the_esphome_target_brings_its_recipe_and_its_rules() -> None:
         load_config("esphome", None, ["wakeword.freeze_epoch=40"])
     with pytest.raises(ConfigError, match="http"):
         load_config("esphome", None, ["wakeword.website=example.org"])
+    with pytest.raises(ConfigError, match="alpha > 0"):
+        load_config("esphome", None, ["wakeword.alpha=0", "wakeword.temperature_start=6"])
 
 
 def test_classifier_commands_point_a_wake_word_build_to_its_tools(

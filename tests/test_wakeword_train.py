@@ -3,6 +3,8 @@ frame teacher's timing against the real speech embedding, and distillation that 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -107,12 +109,12 @@ def test_feature_matching_learns_the_teachers_embeddings(examples) -> None:
 
     def error(feature_weight: float) -> float:
         torch.manual_seed(0)
-        student = train(StreamingStudent(StreamingSpec(channels=16)), examples, cfg.__class__(
-            **{**cfg.__dict__, "feature_weight": feature_weight}), progress=False)  # fmt: skip
+        model = StreamingStudent(StreamingSpec(channels=16))
+        student = train(model, examples, replace(cfg, feature_weight=feature_weight), progress=False)
         with torch.no_grad():
             hidden = student.hidden(x)
         probe = FrameFeatures(examples, 16, 3)  # a fresh projection, fitted by least squares
-        target = (examples.embeddings[:, probe.which].astype(np.float32) - probe.mean) / probe.std
+        target = probe.targets(np.arange(len(examples.features)))
         h = hidden.transpose(1, 2)[:, probe.valid].reshape(-1, 16).numpy()
         t = target[:, probe.valid.numpy()].reshape(-1, target.shape[-1])
         h1 = np.c_[h, np.ones(len(h))]

@@ -181,11 +181,14 @@ class FrameFeatures(nn.Module):
         self.which, self.valid = np.maximum(which, 0), torch.from_numpy(which >= 0)
         self.proj = nn.Conv1d(channels, EMBEDDING_DIM, 1)
 
+    def targets(self, idx: np.ndarray) -> np.ndarray:
+        """The standardised embedding each step of examples `idx` has heard: float32 [B, steps, 96]."""
+        return (self.embeddings[idx][:, self.which].astype(np.float32) - self.mean) / self.std
+
     def loss(self, hidden: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
         """Mean squared error per embedding dimension over the steps that have heard an embedding."""
-        target = (self.embeddings[idx][:, self.which].astype(np.float32) - self.mean) / self.std
         pred = self.proj(hidden).transpose(1, 2)  # [B, steps, 96]
-        return ((pred - torch.from_numpy(target)) ** 2)[:, self.valid].mean()
+        return ((pred - torch.from_numpy(self.targets(idx))) ** 2)[:, self.valid].mean()
 
 
 def step_loss(
