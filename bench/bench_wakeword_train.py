@@ -2,6 +2,7 @@
 
     python bench/bench_wakeword_train.py --word computer                       # the shipped recipe
     python bench/bench_wakeword_train.py --word computer --variant "labels only" wakeword.alpha=0
+    python bench/bench_wakeword_train.py --word snowboy --variant mined --variant no wakeword.mining_rounds=0
     python bench/bench_wakeword_train.py --word snowboy --set wakeword.epochs=40 --json out.json
 
 Each variant is one full build (the `wakeword` recipe plus `--set`s and the variant's own settings; stages

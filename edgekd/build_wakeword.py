@@ -30,7 +30,9 @@ from edgekd.stages.wakeword import (
     read_parity,
     stage_calibrate,
     stage_examples,
+    stage_fine_tune,
     stage_frame_teacher,
+    stage_mine,
     stage_wake_export,
     stage_wake_student,
     stage_wake_verify,
@@ -66,6 +68,7 @@ def wakeword_manifest(
         "esphome_manifest": f"{name}.json",
         "operating_point": parity["operating_point"],
         "student": {"arch": "streaming", **student.info},
+        "hard_negatives": [o.info for k, o in outputs.items() if o is not None and k.startswith("mine_")],
         "data": {
             "corpus_sha256": sha256_file(corpus.dir / "corpus.npz"),
             "voices": corpus.info.get("voices"),
@@ -99,7 +102,15 @@ def run_wakeword_build(
     examples = stage_examples(cfg, corpus, stages, progress)
     log(f"examples: {examples.info['examples']} ({examples.info['wake_word']} of the wake word)")
     teacher = stage_frame_teacher(cfg, examples, stages, progress)
-    student = stage_wake_student(cfg, examples, teacher, stages, progress)
+    trained = student = stage_wake_student(cfg, examples, teacher, stages, progress)
+    mined: list[StageOutput] = []  # every round's windows: each fine-tuning sees all of them so far
+    mining: dict[str, StageOutput] = {}
+    for n in range(1, cfg.wakeword.mining_rounds + 1):
+        mined.append(stage_mine(cfg, examples, student, stages, progress))
+        info = mined[-1].info
+        log(f"mining round {n}: {info['windows']} windows fire in {info['hours']:.2f} h of real speech")
+        student = stage_fine_tune(cfg, examples, teacher, student, mined, stages, progress)
+        mining |= {f"mine_{n}": mined[-1], f"fine_tune_{n}": student}
     export = stage_wake_export(cfg, student, stages)
     calibration = stage_calibrate(cfg, corpus, export, stages, progress)
     verify = stage_wake_verify(cfg, corpus, export, calibration, stages, progress)
@@ -115,7 +126,7 @@ def run_wakeword_build(
     if teacher is not None:
         shutil.copy2(teacher.dir / "frame_teacher.pt", staging / "weights" / "frame_teacher.pt")
     write_json(staging / "parity.json", parity)
-    outputs = {"corpus": corpus, "examples": examples, "teacher": teacher, "student": student,
+    outputs = {"corpus": corpus, "examples": examples, "teacher": teacher, "student": trained, **mining,
                "export": export, "calibrate": calibration, "verify": verify}  # fmt: skip
     manifest = wakeword_manifest(cfg, staging, parity, outputs, stages.timings)
     write_json(staging / "manifest.json", manifest)

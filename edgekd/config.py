@@ -397,6 +397,14 @@ class WakeWordConfig(Section):
     # frame-level feature matching: a projection of the student's state regresses the teacher's embedding
     feature_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
     teacher_epochs: Annotated[int, Field(ge=1, le=1000)] = 30
+    # hard-negative mining: rounds of (run the student over the pool's `fit` part as streams, keep the
+    # windows where it fires at `mining_cutoff`, fine-tune on the examples plus those windows). One round
+    # took alexa from no operating point under 5 FA/h to 60 % at <= 2 FA/h (docs/DESIGN.md); 0 = off
+    mining_rounds: Annotated[int, Field(ge=0, le=10)] = 1
+    mining_cutoff: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    mining_minutes: Annotated[float, Field(ge=0.0)] = 0.0  # of the pool's `fit` part; 0 = all (~227 min)
+    mining_epochs: Annotated[int, Field(ge=1, le=100)] = 4
+    mining_share: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.25  # of each fine-tuning epoch's examples
     # the operating points tried in calibration: ESPHome's probability_cutoff and sliding_window_size. The
     # component truncates the cutoff to k/255, so 0.995 (253) is the strictest that can still fire
     cutoffs: Annotated[list[Fraction], Field(min_length=1)] = [

@@ -41,6 +41,9 @@ TINY = [
     "wakeword.quantize_epoch=1",
     "wakeword.freeze_epoch=2",
     "wakeword.teacher_epochs=2",
+    "wakeword.mining_minutes=2",
+    "wakeword.mining_cutoff=0.1",
+    "wakeword.mining_epochs=1",
     "wakeword.positives=10",
     "wakeword.near_misses=4",
     "wakeword.cutoffs=[0.5,0.9]",
@@ -131,6 +134,28 @@ def test_a_failing_gate_reuses_every_stage_and_leaves_the_previous_build(built: 
     manifest = json.loads((out / "rejected" / "manifest.json").read_text())
     ran = {t["name"] for t in manifest["timings"] if not t["cached"]}
     assert ran == {"wake_verify"}  # a gate changes only the verdict: nothing is trained again
+
+
+def test_hard_negative_mining_fine_tunes_the_trained_student(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The build's mining round is recorded in its manifest and ships the fine-tuned model: the same build
+    without it reuses the trained student (nothing is trained again) and ships a different model."""
+    manifest = json.loads((built[0] / "manifest.json").read_text())
+    (mined,) = manifest["hard_negatives"]
+    assert mined["windows"] > 0 and mined["windows"] == sum(
+        s["windows"] for s in mined["per_source"].values()
+    )
+    assert {"mine_1", "fine_tune_1"} <= set(manifest["cache_keys"])
+    assert f"hard negatives, round 1: {mined['windows']:,} windows" in (built[0] / "report.md").read_text()
+    out = tmp_path / "out"
+    rc = _build(out, built[1], "wakeword.mining_rounds=0")
+    final = out / ("rejected" if rc == 1 else ".")
+    plain = json.loads((final / "manifest.json").read_text())
+    ran = {t["name"] for t in plain["timings"] if not t["cached"]}
+    assert ran == {"wake_export", "wake_calibrate", "wake_verify"} and plain["hard_negatives"] == []
+    assert plain["cache_keys"]["student"] == manifest["cache_keys"]["student"]
+    assert sha256_file(final / "hey_edge.tflite") != sha256_file(built[0] / "hey_edge.tflite")
 
 
 def test_real_recordings_of_the_phrase_are_scored_and_can_be_gated(

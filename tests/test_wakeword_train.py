@@ -1,5 +1,6 @@
 """Training the streaming wake-word student: examples in running audio, their per-step targets, the
-frame teacher's timing against the real speech embedding, and distillation that moves the student."""
+frame teacher's timing against the real speech embedding, distillation that moves the student, and
+hard-negative mining that silences it where a stream makes it fire."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from conftest import speech_like
 
+from edgekd.audio.frontend import MicroFrontend
 from edgekd.audio.io import SAMPLE_RATE
 from edgekd.models.frame_teacher import embedding_end, step_end, teacher_steps
 from edgekd.models.speech_embedding import SpeechEmbedding
@@ -18,10 +20,20 @@ from edgekd.train.wakeword import (
     FrameFeatures,
     WakeTrainConfig,
     distil_targets,
+    fine_tune,
     fit_teacher,
+    hard_windows,
     in_context,
+    stream_probabilities,
     train,
 )
+
+T = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+
+
+def sweep(f0: float, f1: float, amp: float = 0.3) -> np.ndarray:
+    """A 0.5 s linear frequency sweep inside 1 s: the stand-in phrase (300 -> 2100 Hz) and its look-alikes."""
+    return (amp * np.sin(2 * np.pi * (f0 + (f1 - f0) / 2 * T) * T) * (T > 0.3) * (T < 0.8)).astype(np.float32)
 
 
 def test_embedding_timing_matches_the_speech_embedding() -> None:
@@ -51,8 +63,7 @@ def test_student_steps_only_see_embeddings_they_have_heard() -> None:
 def examples():
     """Wake-word stand-ins: a rising chirp is the phrase, noise bursts and silence are not."""
     rng = np.random.default_rng(0)
-    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
-    chirp = (0.3 * np.sin(2 * np.pi * (300 + 900 * t) * t) * (t > 0.3) * (t < 0.8)).astype(np.float32)
+    chirp = sweep(300, 2100)
     clips, positive = [], []
     for i in range(48):
         noise = rng.normal(0, 0.005, SAMPLE_RATE).astype(np.float32)
@@ -122,3 +133,50 @@ def test_feature_matching_learns_the_teachers_embeddings(examples) -> None:
         return float(((h1 @ coef - t) ** 2).mean())
 
     assert error(5.0) < 0.85 * error(0.0)  # measured: 0.40 vs 0.53
+
+
+def test_a_stream_in_chunks_is_one_pass() -> None:
+    """Chunks overlap by the receptive field, so every step's probability is the one-pass value."""
+    torch.manual_seed(0)
+    model = StreamingStudent(StreamingSpec(channels=16)).eval()
+    features = np.random.default_rng(0).uniform(0, 26, (3000, 40)).astype(np.float32)
+    with torch.no_grad():
+        whole = torch.sigmoid(model(torch.from_numpy(features)[None]))[0].numpy()
+    np.testing.assert_allclose(stream_probabilities(model, features, chunk_steps=70), whole, atol=1e-6)
+
+
+def test_mining_finds_look_alikes_and_fine_tuning_silences_them(examples) -> None:
+    """A student that learned the rising chirp against speech fires on other sweeps in a negative stream;
+    the mined windows are slices of that stream ending just after each peak, and fine-tuning on them
+    quiets the stream while the phrase still fires."""
+    cfg = WakeTrainConfig(
+        epochs=30, quantize_epoch=15, freeze_epoch=25, batch=16, alpha=0.0, mining_epochs=10, mining_share=0.5
+    )
+    torch.manual_seed(0)
+    student = train(StreamingStudent(StreamingSpec(channels=16)), examples, cfg, progress=False)
+    rng = np.random.default_rng(1)
+    parts = [
+        part
+        for i in range(20)
+        for part in (
+            speech_like(1.0, 200 + i) * 0.2,
+            sweep(rng.uniform(200, 600), rng.uniform(1200, 2500)) + rng.normal(0, 0.005, SAMPLE_RATE),
+        )
+    ]
+    stream = MicroFrontend()(np.concatenate(parts).astype(np.float32))
+    frames = examples.features.shape[1]
+    before = stream_probabilities(student, stream)
+    mined = hard_windows(student, stream, frames, 0.5, seed=0)
+    assert len(mined) >= 10 and mined.shape[1:] == (frames, 40)
+    for window in mined:  # each is the stream's own features, and the model fired near its end
+        end = next(
+            e for e in range(frames, len(stream) + 1, 3) if np.array_equal(stream[e - frames : e], window)
+        )
+        assert before[end // 3 - 11 : end // 3].max() >= 0.5
+    tuned = fine_tune(student, examples, mined, cfg, progress=False)
+    after = stream_probabilities(tuned, stream)
+    assert (after >= 0.5).sum() < 0.5 * (before >= 0.5).sum()  # measured: 263 -> 80 steps
+    with torch.no_grad():
+        last = torch.sigmoid(tuned(torch.from_numpy(examples.features))[:, -1]).numpy()
+    assert last[examples.positive].mean() > 0.9 > 0.1 > last[~examples.positive].mean()
+    assert all(q.enabled and not q.observing for q in tuned.act_quants())  # the ranges stayed frozen

@@ -43,6 +43,15 @@ def figure_lines(parity: Mapping[str, Any]) -> list[str]:
     ]  # fmt: skip
 
 
+def mining_lines(manifest: Mapping[str, Any]) -> list[str]:
+    """One line per round of hard-negative mining (builds from before mining have none)."""
+    return [
+        f"hard negatives, round {i}: {m['windows']:,} windows where the student fired in {m['hours']:.2f} h "
+        f"of the real-speech pool's fit part ({m['per_hour']:.0f}/h), fine-tuned on"
+        for i, m in enumerate(manifest.get("hard_negatives", []), 1)
+    ]
+
+
 def summary(parity: Mapping[str, Any]) -> str:
     """The short table printed at the end of a wake-word build."""
     failed = [g["name"] for g in parity["gates"] if not g["passed"]]
@@ -89,7 +98,7 @@ def report_md(parity: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
             f"**{'PASS' if parity['passed'] else 'FAIL'}** · edgekd {manifest['edgekd_version']} · "
             f"recipe `{manifest['recipe']}` · built {manifest['created_utc']}",
             "",
-            *(f"- {line}" for line in figure_lines(parity)),
+            *(f"- {line}" for line in [*figure_lines(parity), *mining_lines(manifest)]),
             "",
             "## Recall",
             "",
@@ -130,7 +139,7 @@ def report_html(parity: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
         f'<p class="meta">recipe <code>{esc(manifest["recipe"])}</code> · edgekd '
         f"{esc(manifest['edgekd_version'])} · built {esc(manifest['created_utc'])}</p></header>",
         "<h2 id=figures>Figures</h2>",
-        "".join(f"<p>{esc(line)}</p>" for line in figure_lines(parity)),
+        "".join(f"<p>{esc(line)}</p>" for line in [*figure_lines(parity), *mining_lines(manifest)]),
         html_table(RECALL_HEADERS, recall_rows(parity), [False, True, True]),
         gates_section(parity),
         "<h2 id=calibration>Calibration</h2>",

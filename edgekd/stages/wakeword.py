@@ -8,6 +8,9 @@
 - **frame teacher**: a head on those embeddings, whose per-80-ms probabilities the student distils
   (skipped with `wakeword.alpha: 0`);
 - **student**: the streaming student through the QAT schedule;
+- **mine / fine-tune** (`wakeword.mining_rounds`, each round): the student runs over the pool's `fit` part as
+  one stream per source, the windows where it fires are kept (`edgekd.train.wakeword.hard_windows`), and the
+  frozen QAT student is fine-tuned with every round's windows drawn into each epoch;
 - **export**: its step form, the flatbuffer ESPHome loads, and the arena TFLite Micro needs for it;
 - **calibrate**: the (cutoff, window) with the best recall on the synthetic *validation* clips among
   those within `gates.max_fa_per_hour` on the pool's `calibration` part, which nothing trained on;
@@ -25,9 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from edgekd.artifacts import write_json
-from edgekd.audio.frontend import MICRO_FEATURE_SCALE
+from edgekd.audio.frontend import MICRO_FEATURE_SCALE, MicroFrontend
 from edgekd.audio.io import SAMPLE_RATE, from_pcm16, read_wav
 from edgekd.config import BuildConfig
 from edgekd.data.corpus import Corpus, keyword_clips
@@ -39,13 +43,23 @@ from edgekd.esphome.measure import NegativeRuns, PositiveRun
 from edgekd.pipeline import StageOutput, Stages, folder_fingerprint
 from edgekd.stats import clopper_pearson, poisson_rate_interval
 from edgekd.stream import BUILTIN, audio_files
-from edgekd.train.wakeword import Examples, WakeTrainConfig, distil_targets, fit_teacher, in_context, train
+from edgekd.train.wakeword import (
+    Examples,
+    WakeTrainConfig,
+    distil_targets,
+    fine_tune,
+    fit_teacher,
+    hard_windows,
+    in_context,
+    train,
+)
 from edgekd.verify.budget import check
 from edgekd.verify.parity import WAKEWORD_SCHEMA, stream_gates
 from edgekd.words import slug
 
 EXAMPLES = "examples.npz"
 STUDENT = "student.pt"
+MINED = "mined.npz"
 CONTEXT_GAIN = 0.3  # real speech under a context second and the real negatives: about -20 dBFS peaks
 STRIDE = 3  # feature frames per invoke (30 ms): `StreamingSpec.stride`
 
@@ -65,8 +79,19 @@ def train_config(cfg: BuildConfig) -> WakeTrainConfig:
         temperature=w.temperature,
         temperature_start=w.temperature_start,
         feature_weight=w.feature_weight,
+        mining_epochs=w.mining_epochs,
+        mining_share=w.mining_share,
         seed=cfg.seed,
     )
+
+
+def to_u16(features: np.ndarray) -> np.ndarray:
+    """Micro-frontend features as the frontend's own uint16 (exact; half the bytes on disk)."""
+    return np.round(features / np.float32(MICRO_FEATURE_SCALE)).astype(np.uint16)
+
+
+def from_u16(u16: np.ndarray) -> np.ndarray:
+    return u16.astype(np.float32) * np.float32(MICRO_FEATURE_SCALE)
 
 
 def real_windows(minutes: float, gain_db: tuple[float, float], seed: int) -> np.ndarray:
@@ -114,7 +139,7 @@ def stage_examples(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progre
             SpeechEmbedding(pad_ms=0) if w.alpha > 0 or w.feature_weight > 0 else None,
             progress,
         )
-        u16 = np.round(data.features / np.float32(MICRO_FEATURE_SCALE)).astype(np.uint16)  # exact
+        u16 = to_u16(data.features)
         arrays = {"features_u16": u16, "targets": data.targets, "mask": data.mask, "positive": data.positive}
         if data.embeddings is not None:
             arrays["embeddings"] = data.embeddings
@@ -141,7 +166,7 @@ def stage_examples(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progre
 def load_examples(examples: StageOutput) -> Examples:
     z = np.load(examples.dir / EXAMPLES)
     return Examples(
-        features=z["features_u16"].astype(np.float32) * np.float32(MICRO_FEATURE_SCALE),
+        features=from_u16(z["features_u16"]),
         targets=z["targets"],
         mask=z["mask"],
         positive=z["positive"],
@@ -175,6 +200,15 @@ def stage_frame_teacher(
     return stages.run("wake_teacher", key, produce)
 
 
+def training_data(examples: StageOutput, teacher: StageOutput | None) -> Examples:
+    """The examples with the frame teacher's targets, as the student trains on them."""
+    data = load_examples(examples)
+    if teacher is not None:
+        z = np.load(teacher.dir / "targets.npz")
+        data.teacher_logits, data.teacher_mask = z["logits"].astype(np.float32), z["mask"]
+    return data
+
+
 def stage_wake_student(
     cfg: BuildConfig, examples: StageOutput, teacher: StageOutput | None, stages: Stages, progress: bool
 ) -> StageOutput:
@@ -183,10 +217,7 @@ def stage_wake_student(
     tc = train_config(cfg)
 
     def produce(d: Path) -> dict[str, Any]:
-        data = load_examples(examples)
-        if teacher is not None:
-            z = np.load(teacher.dir / "targets.npz")
-            data.teacher_logits, data.teacher_mask = z["logits"].astype(np.float32), z["mask"]
+        data = training_data(examples, teacher)
         torch.manual_seed(cfg.seed)
         model = StreamingStudent()
         train(model, data, tc, progress)
@@ -197,8 +228,77 @@ def stage_wake_student(
             "distilled": teacher is not None,
         }
 
-    key = {"examples": examples.key, "teacher": teacher and teacher.key, "train": tc.__dict__}
+    # the fine-tuning settings belong to `wake_finetune`: changing them does not train the student again
+    train_key = {k: v for k, v in tc.__dict__.items() if not k.startswith("mining_")}
+    key = {"examples": examples.key, "teacher": teacher and teacher.key, "train": train_key}
     return stages.run("wake_student", key, produce)
+
+
+def stage_mine(
+    cfg: BuildConfig, examples: StageOutput, student: StageOutput, stages: Stages, progress: bool
+) -> StageOutput:
+    """Hard negatives: the windows of the pool's `fit` part (real speech without the phrase, which the
+    examples already cut into 1 s negatives) where the student fires at `wakeword.mining_cutoff`, each
+    source run as one stream at its own level, as calibration and the device hear it."""
+    w = cfg.wakeword
+    assert w is not None
+
+    def produce(d: Path) -> dict[str, Any]:
+        model, frontend = load_student(student), MicroFrontend()
+        found, per_source = [], {}
+        recordings = negative_recordings("fit", w.mining_minutes, cfg.seed + 7)
+        for r in tqdm(recordings, desc="mining", unit="source", disable=not progress):
+            windows = hard_windows(
+                model, frontend(r.audio), examples.info["frames"], w.mining_cutoff, cfg.seed
+            )
+            found.append(windows)
+            per_source[r.source] = {"windows": len(windows), "hours": r.seconds / 3600}
+        mined = np.concatenate(found)
+        np.savez(d / MINED, features_u16=to_u16(mined))
+        hours = sum(s["hours"] for s in per_source.values())
+        return {
+            "windows": len(mined),
+            "hours": hours,
+            "per_hour": len(mined) / hours,
+            "per_source": per_source,
+        }
+
+    key = {
+        "student": student.key,
+        "frames": examples.info["frames"],
+        **w.model_dump(mode="json", include={"mining_cutoff", "mining_minutes"}),
+        "seed": cfg.seed,
+        "pool": pool_fingerprint("debian-speech"),
+    }
+    return stages.run("wake_mine", key, produce)
+
+
+def stage_fine_tune(
+    cfg: BuildConfig,
+    examples: StageOutput,
+    teacher: StageOutput | None,
+    student: StageOutput,
+    mined: list[StageOutput],
+    stages: Stages,
+    progress: bool,
+) -> StageOutput:
+    """The student fine-tuned on its examples and every mining round's windows so far (`fine_tune`)."""
+    tc = train_config(cfg)
+
+    def produce(d: Path) -> dict[str, Any]:
+        data = training_data(examples, teacher)
+        windows = np.concatenate([from_u16(np.load(m.dir / MINED)["features_u16"]) for m in mined])
+        model = fine_tune(load_student(student), data, windows, tc, progress)
+        torch.save(model.state_dict(), d / STUDENT)
+        return {"mined_windows": len(windows), "epochs": tc.mining_epochs}
+
+    key = {
+        "student": student.key,
+        "mined": [m.key for m in mined],
+        "teacher": teacher and teacher.key,
+        "train": tc.__dict__,
+    }
+    return stages.run("wake_finetune", key, produce)
 
 
 def load_student(student: StageOutput) -> Any:

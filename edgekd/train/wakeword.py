@@ -20,6 +20,11 @@ student's loss is `(1 - alpha) * labels + alpha * T^2 * BCE(student / T, sigmoid
 people it tripled recall at an eighth of the false accepts of labels alone (docs/DESIGN.md), hence alpha
 0.5. Two options on top, measured in docs/DESIGN.md: the temperature annealed from `temperature_start` down
 to `temperature` over the float epochs, and frame-level feature matching (`FrameFeatures`).
+
+Hard-negative mining (`hard_windows`, `fine_tune`): the trained student runs over hours of real speech as
+one stream, the stretches where it fires become negatives, and the frozen QAT model is fine-tuned on the
+examples with those stretches drawn into every epoch. Fixed 1 s windows rarely line up with what a stream
+offers the model; a stream shows exactly where it fires.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ class WakeTrainConfig:
     temperature: float = 2.0
     temperature_start: float | None = None  # annealed linearly down to `temperature` by quantize_epoch
     feature_weight: float = 0.0  # frame-level feature matching on the teacher's embeddings (0: off)
+    mining_epochs: int = 4  # fine-tuning epochs per round of hard-negative mining
+    mining_share: float = 0.25  # of each fine-tuning epoch's examples, drawn from the mined windows
     seed: int = 0
 
     def temperature_at(self, epoch: int) -> float:
@@ -203,23 +210,72 @@ def step_loss(
     return positive_weight * pos_loss + neg_loss
 
 
+class Objective:
+    """The student's loss on a batch of examples: masked labels, frame-level distillation from the teacher's
+    logits where it has them, and feature matching when it is on. One definition for training and
+    fine-tuning, so that fine-tuning keeps the objective the student was trained with."""
+
+    def __init__(self, model: StreamingStudent, data: Examples, cfg: WakeTrainConfig, features: bool) -> None:
+        self.model, self.cfg = model, cfg
+        self.x = torch.from_numpy(data.features)
+        self.y = torch.from_numpy(data.targets)
+        self.m = torch.from_numpy(data.mask)
+        self.distil = data.teacher_logits is not None and cfg.alpha > 0
+        if self.distil:
+            self.tz = torch.from_numpy(data.teacher_logits.astype(np.float32))
+            self.tm = torch.from_numpy(data.teacher_mask)
+        self.features = FrameFeatures(data, model.spec.channels, model.spec.stride) if features else None
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [*self.model.parameters(), *(self.features.parameters() if self.features is not None else [])]
+
+    def __call__(self, idx: torch.Tensor, temperature: float) -> torch.Tensor:
+        hidden = self.model.hidden(self.x[idx])
+        logits = self.model.logits(hidden)
+        loss = step_loss(logits, self.y[idx], self.m[idx], self.cfg.positive_weight)
+        if self.distil:
+            t = temperature
+            soft = torch.sigmoid(self.tz[idx] / t)
+            kd = step_loss(logits / t, soft, self.tm[idx], self.cfg.positive_weight) * t * t
+            loss = (1 - self.cfg.alpha) * loss + self.cfg.alpha * kd
+        if self.features is not None:
+            loss = loss + self.cfg.feature_weight * self.features.loss(hidden, idx.numpy())
+        return loss
+
+
+def run_epochs(
+    objective: Objective,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    order: np.ndarray,
+    batch: int,
+    temperature: float,
+) -> float:
+    """One epoch over `order` (example indices); the mean loss per example."""
+    objective.model.train()
+    total = 0.0
+    for i in range(0, len(order), batch):
+        idx = torch.from_numpy(order[i : i + batch])
+        loss = objective(idx, temperature)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += loss.item() * len(idx)
+    return total / max(1, len(order))
+
+
 def train(
     model: StreamingStudent, data: Examples, cfg: WakeTrainConfig, progress: bool = True
 ) -> StreamingStudent:
     """Train in place through the QAT schedule; returns the model frozen and in eval mode."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    x = torch.from_numpy(data.features)
-    y = torch.from_numpy(data.targets)
-    m = torch.from_numpy(data.mask)
-    distil = data.teacher_logits is not None and cfg.alpha > 0
-    if distil:
-        tz, tm = torch.from_numpy(data.teacher_logits.astype(np.float32)), torch.from_numpy(data.teacher_mask)
-    features = FrameFeatures(data, model.spec.channels, model.spec.stride) if cfg.feature_weight > 0 else None
-    params = [*model.parameters(), *(features.parameters() if features is not None else [])]
-    opt = torch.optim.AdamW(params, cfg.lr, weight_decay=1e-3)
+    objective = Objective(model, data, cfg, features=cfg.feature_weight > 0)
+    opt = torch.optim.AdamW(objective.parameters(), cfg.lr, weight_decay=1e-3)
+    n = len(data.features)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, cfg.lr, total_steps=cfg.epochs * ((len(x) + cfg.batch - 1) // cfg.batch)
+        opt, cfg.lr, total_steps=cfg.epochs * ((n + cfg.batch - 1) // cfg.batch)
     )
     bar = tqdm(range(cfg.epochs), desc="wake-word student", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -227,29 +283,94 @@ def train(
             model.quantize()
         if epoch == cfg.freeze_epoch:
             model.freeze()
-        model.train()
-        order = rng.permutation(len(x))
-        total = 0.0
-        t = cfg.temperature_at(epoch)
-        for i in range(0, len(order), cfg.batch):
-            idx = torch.from_numpy(order[i : i + cfg.batch])
-            hidden = model.hidden(x[idx])
-            logits = model.logits(hidden)
-            loss = step_loss(logits, y[idx], m[idx], cfg.positive_weight)
-            if distil:
-                kd = step_loss(logits / t, torch.sigmoid(tz[idx] / t), tm[idx], cfg.positive_weight) * t * t
-                loss = (1 - cfg.alpha) * loss + cfg.alpha * kd
-            if features is not None:
-                loss = loss + cfg.feature_weight * features.loss(hidden, idx.numpy())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        bar.set_postfix(loss=f"{total / len(x):.4f}")
+        loss = run_epochs(objective, opt, sched, rng.permutation(n), cfg.batch, cfg.temperature_at(epoch))
+        bar.set_postfix(loss=f"{loss:.4f}")
     if cfg.quantize_epoch >= cfg.epochs:  # float training only: calibrate the ranges, then quantize
         model.quantize().train()
         with torch.no_grad():
-            for i in range(0, min(len(x), 8 * cfg.batch), cfg.batch):
-                model(x[i : i + cfg.batch])
+            for i in range(0, min(n, 8 * cfg.batch), cfg.batch):
+                model(objective.x[i : i + cfg.batch])
     return model.freeze().eval()
+
+
+def stream_probabilities(
+    model: StreamingStudent, features: np.ndarray, chunk_steps: int = 4096
+) -> np.ndarray:
+    """The model's probability at every step of one long stream of features [T, 40], run in chunks that
+    overlap by the receptive field, so every step sees exactly the frames it would see in one pass."""
+    stride = model.spec.stride
+    overlap = -(-model.spec.receptive_frames // stride)  # steps of look-back a chunk needs
+    steps = len(features) // stride
+    out = np.empty(steps, np.float32)
+    with torch.no_grad():
+        for s in range(0, steps, chunk_steps):
+            lo = max(0, s - overlap)
+            x = torch.from_numpy(np.ascontiguousarray(features[lo * stride : (s + chunk_steps) * stride]))
+            out[s : s + chunk_steps] = torch.sigmoid(model(x[None]))[0, s - lo :].numpy()
+    return out
+
+
+def hard_windows(
+    model: StreamingStudent, features: np.ndarray, frames: int, cutoff: float, seed: int
+) -> np.ndarray:
+    """Where the model fires on a negative stream (features [T, 40]): every step at or above `cutoff`
+    that is the highest within half a second either side, as a window of `frames` frames of the stream
+    (the device's features: the frontend ran on, not restarted) that ends 0-10 steps after the peak, so
+    the peak and what follows it must stay quiet. Returns float32 [K, frames, 40]."""
+    from scipy.ndimage import maximum_filter1d
+
+    stride = model.spec.stride
+    p = stream_probabilities(model.eval(), features)
+    half = 50 // stride  # steps in half a second
+    peaks = np.flatnonzero((p >= cutoff) & (p == maximum_filter1d(p, 2 * half + 1)))
+    if len(peaks):
+        peaks = peaks[np.diff(peaks, prepend=-half - 1) > half]  # plateaus: their first step
+    ends = (peaks + 1 + np.random.default_rng(seed).integers(0, 11, len(peaks))) * stride
+    ends = ends[(ends >= frames) & (ends <= len(features))]
+    return (
+        np.stack([features[e - frames : e] for e in ends])
+        if len(ends)
+        else np.zeros((0, frames, features.shape[1]), np.float32)
+    )
+
+
+def with_negatives(data: Examples, negatives: np.ndarray) -> Examples:
+    """The examples plus all-negative windows (target 0 at every step, no teacher target: the teacher's
+    embeddings were never computed for them and a label of 0 is certain)."""
+    n, steps = len(negatives), data.targets.shape[1]
+    zeros = np.zeros((n, steps), np.float32)
+    return Examples(
+        features=np.concatenate([data.features, negatives]),
+        targets=np.concatenate([data.targets, zeros]),
+        mask=np.concatenate([data.mask, np.ones_like(zeros)]),
+        positive=np.concatenate([data.positive, np.zeros(n, bool)]),
+        clip_start=data.clip_start,
+        teacher_logits=None if data.teacher_logits is None else np.concatenate([data.teacher_logits, zeros]),
+        teacher_mask=None if data.teacher_mask is None else np.concatenate([data.teacher_mask, zeros]),
+    )
+
+
+def fine_tune(
+    model: StreamingStudent, data: Examples, mined: np.ndarray, cfg: WakeTrainConfig, progress: bool = True
+) -> StreamingStudent:
+    """Fine-tune the trained (quantized, frozen) student on the examples and the mined windows: every
+    epoch draws `mining_share` of its examples from the mined windows, the rest are the examples in a new
+    order; a tenth of the training rate, cosine to zero. The activation ranges stay frozen, so the
+    exported scales are those the weights were tuned against."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed + 1)
+    n = len(data.features)
+    both = with_negatives(data, mined)
+    objective = Objective(model, both, cfg, features=False)
+    extra = round(n * cfg.mining_share / (1 - cfg.mining_share)) if len(mined) else 0
+    per_epoch = n + extra
+    opt = torch.optim.AdamW(model.parameters(), cfg.lr / 10, weight_decay=1e-3)
+    batches = cfg.mining_epochs * ((per_epoch + cfg.batch - 1) // cfg.batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, batches))
+    model.freeze()
+    bar = tqdm(range(cfg.mining_epochs), desc="hard negatives", unit="epoch", disable=not progress)
+    for _ in bar:
+        order = np.concatenate([np.arange(n), n + rng.integers(0, max(1, len(mined)), extra)])
+        loss = run_epochs(objective, opt, sched, rng.permutation(order), cfg.batch, cfg.temperature)
+        bar.set_postfix(loss=f"{loss:.4f}")
+    return model.eval()
