@@ -356,7 +356,8 @@ def fine_tune(
     """Fine-tune the trained (quantized, frozen) student on the examples and the mined windows: every
     epoch draws `mining_share` of its examples from the mined windows, the rest are the examples in a new
     order; a tenth of the training rate, cosine to zero. The activation ranges stay frozen, so the
-    exported scales are those the weights were tuned against."""
+    exported scales are those the weights were tuned against. Feature matching stays off here: the mined
+    windows have no teacher embeddings, and it is an opt-in of the training, not of this step."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed + 1)
     n = len(data.features)
