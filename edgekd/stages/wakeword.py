@@ -264,8 +264,7 @@ def stage_mine(
         }
 
     key = {
-        "student": student.key,
-        "frames": examples.info["frames"],
+        "student": student.key,  # holds the examples' key, hence their length in frames
         **w.model_dump(mode="json", include={"mining_cutoff", "mining_minutes"}),
         "seed": cfg.seed,
         "pool": pool_fingerprint("debian-speech"),
@@ -286,16 +285,14 @@ def stage_fine_tune(
     tc = train_config(cfg)
 
     def produce(d: Path) -> dict[str, Any]:
-        data = training_data(examples, teacher)
         windows = np.concatenate([from_u16(np.load(m.dir / MINED)["features_u16"]) for m in mined])
-        model = fine_tune(load_student(student), data, windows, tc, progress)
+        model = fine_tune(load_student(student), training_data(examples, teacher), windows, tc, progress)
         torch.save(model.state_dict(), d / STUDENT)
         return {"mined_windows": len(windows), "epochs": tc.mining_epochs}
 
     key = {
         "student": student.key,
-        "mined": [m.key for m in mined],
-        "teacher": teacher and teacher.key,
+        "mined": [m.key for m in mined],  # the student's key already holds the examples' and teacher's
         "train": tc.__dict__,
     }
     return stages.run("wake_finetune", key, produce)

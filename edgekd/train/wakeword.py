@@ -362,6 +362,7 @@ def fine_tune(
     rng = np.random.default_rng(cfg.seed + 1)
     n = len(data.features)
     both = with_negatives(data, mined)
+    del data  # the examples live on in `both`: without this a caller's only copy stays alive beside it
     objective = Objective(model, both, cfg, features=False)
     extra = round(n * cfg.mining_share / (1 - cfg.mining_share)) if len(mined) else 0
     per_epoch = n + extra
