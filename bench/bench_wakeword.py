@@ -20,7 +20,10 @@ point, on the same audio:
 - **recall at the same FA/h**: each model's DET over every (cutoff, window) of `DET_CUTOFFS` x `DET_WINDOWS`
   on the same audio, and its best recall among the points at or under each FA/h of `MATCHED_FA` — the
   comparison at equal false accepts that a model's own manifest point cannot give;
-- flash, TFLite Micro arena and MACs per second of audio from the contract checker.
+- flash, TFLite Micro arena and MACs per second of audio from the contract checker;
+- with `--teacher-cache DIR` (the build's `--cache`), each edgekd model's frame teacher (the speech
+  embedding + the head its build fitted, float, not deployable) on the same audio, read at the same matched
+  FA/h: where the student falls short of it, the gap is distillation; where both fall short, it is the data.
 
 Measuring only: the shipped figures are at the cutoff and window each manifest ships; the matched-FA/h
 columns are a DET read on the test audio itself (an oracle point for every model alike), never written back.
@@ -47,9 +50,10 @@ from edgekd.audio.io import AudioFileError, read_wav  # noqa: E402
 from edgekd.audio.synth import Synthesizer, list_voices  # noqa: E402
 from edgekd.data.real_pool import negative_recordings  # noqa: E402
 from edgekd.esphome import contract  # noqa: E402
-from edgekd.esphome.engine import WakeWordEngine  # noqa: E402
+from edgekd.esphome.engine import StreamRun, WakeWordEngine  # noqa: E402
 from edgekd.esphome.measure import NegativeRuns, PositiveRun  # noqa: E402
 from edgekd.fmt import kb, pct, table  # noqa: E402
+from edgekd.models.frame_teacher import EMB_HOP  # noqa: E402
 from edgekd.stats import clopper_pearson, poisson_rate_interval  # noqa: E402
 from edgekd.stream import BUILTIN, audio_files  # noqa: E402
 from edgekd.words import slug  # noqa: E402
@@ -110,6 +114,53 @@ def positive_clips(
     return clips, f"{len(clips)} TTS clips ({voices} voices x {len(TTS_ENGINES)} engines)"
 
 
+class TeacherEngine:
+    """A build's frame teacher run over a stream like `WakeWordEngine`: one score per embedding (80 ms =
+    8 feature frames), so `NegativeRuns`, `PositiveRun` and `detect` read it unchanged. Scores are
+    sigmoid(logit / 4) in uint8: the teacher's useful cutoffs lie above 0.999, which 255 * sigmoid(logit)
+    cannot resolve, and a monotone map leaves its DET as it is."""
+
+    stride = 8
+    piece = EMB_HOP * 4096  # audio per embedding call (~5.5 min); pieces cut on the embedding grid
+
+    def __init__(self, weights: Path) -> None:
+        import torch
+
+        from edgekd.models.frame_teacher import FrameTeacher
+        from edgekd.models.speech_embedding import SpeechEmbedding, min_samples
+
+        self.head = FrameTeacher()
+        self.head.load_state_dict(torch.load(weights))
+        self.head.eval()
+        self.embedder = SpeechEmbedding(pad_ms=0, num_threads=torch.get_num_threads())
+        self.tail = min_samples() - EMB_HOP  # audio after a piece that its last embedding still reads
+
+    def run(self, audio: np.ndarray, progress: str | None = None) -> StreamRun:
+        import torch
+
+        embs = [
+            self.embedder.embed(audio[None, s : s + self.piece + self.tail])[0]
+            for s in range(0, len(audio) - self.tail, self.piece)
+        ]
+        with torch.no_grad():
+            logits = self.head(torch.from_numpy(np.concatenate(embs)[None])).numpy()[0]
+        scores = np.round(255 / (1 + np.exp(-logits / 4))).astype(np.uint8)
+        # embedding k has heard EMB_HOP * k + 12400 samples, a stride-8 engine's invoke i EMB_HOP * i + 1600:
+        # eight empty invokes first put score k at invoke k + 8, 35 ms before its time
+        scores = np.concatenate([np.zeros(8, np.uint8), scores])
+        return StreamRun(scores, self.stride, [])
+
+
+def matched_recall(runs: NegativeRuns, heard: PositiveRun, points: set[tuple[int, int]]) -> dict[str, float]:
+    """Best recall among the (cutoff, window) points at or under each FA/h of `MATCHED_FA`."""
+    total = heard.hits(255, 1)[1]
+    det = [
+        (sum(runs.false_accepts(k, w).values()) / runs.total_hours, heard.hits(k, w)[0] / total)
+        for k, w in points
+    ]
+    return {str(x): max((r for f, r in det if f <= x), default=0.0) for x in MATCHED_FA}
+
+
 def bench_model(manifest_path: Path, voices: int, positives: Path | None) -> dict:
     manifest = contract.read_manifest(manifest_path)
     report = contract.check(manifest.model, manifest.path)
@@ -123,10 +174,7 @@ def bench_model(manifest_path: Path, voices: int, positives: Path | None) -> dic
     clips, about = positive_clips(word, voices, positives)
     heard = PositiveRun.of(engine, word, [c for _, c in clips], [BUILTIN], SNR_DB)
     hits, total = heard.hits(engine.cutoff, engine.window)
-    det = [
-        (sum(runs.false_accepts(k, w).values()) / hours, heard.hits(k, w)[0] / total)
-        for k, w in {(engine.cutoff, engine.window), *((k, w) for k in DET_CUTOFFS for w in DET_WINDOWS)}
-    ]
+    points = {(engine.cutoff, engine.window), *((k, w) for k in DET_CUTOFFS for w in DET_WINDOWS)}
     return {
         "model": manifest_path.stem,
         "wake_word": manifest.wake_word,
@@ -142,7 +190,32 @@ def bench_model(manifest_path: Path, voices: int, positives: Path | None) -> dic
         "clips": total,
         "recall": hits / total,
         "recall_interval": clopper_pearson(hits, total),
-        "recall_at_fa": {str(x): max((r for f, r in det if f <= x), default=0.0) for x in MATCHED_FA},
+        "recall_at_fa": matched_recall(runs, heard, points),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def bench_teacher(manifest_path: Path, cache: Path, voices: int, positives: Path | None) -> dict | None:
+    """The frame teacher of the edgekd build behind `manifest_path`, from the build's stage cache, on the
+    same audio as its student; None for a model no edgekd build wrote (or whose teacher is not cached)."""
+    build = manifest_path.parent / "manifest.json"
+    key = json.loads(build.read_text()).get("cache_keys", {}).get("teacher") if build.is_file() else None
+    weights = cache / "wake_teacher" / str(key) / "frame_teacher.pt"
+    if key is None or not weights.is_file():
+        print(f"note: no frame teacher for {manifest_path} in {cache}", file=sys.stderr)
+        return None
+    word = slug(contract.read_manifest(manifest_path).wake_word)
+    engine = TeacherEngine(weights)
+    started = time.perf_counter()
+    runs = NegativeRuns.of(engine, negative_streams(word))
+    clips, _ = positive_clips(word, voices, positives)
+    heard = PositiveRun.of(engine, word, [c for _, c in clips], [BUILTIN], SNR_DB)
+    points = {(k, w) for k in range(128, 256, 2) for w in (1, 2, 3)}
+    return {
+        "model": f"{manifest_path.stem}: its frame teacher (float)",
+        "hours": runs.total_hours,
+        "clips": heard.hits(255, 1)[1],
+        "recall_at_fa": matched_recall(runs, heard, points),
         "seconds": time.perf_counter() - started,
     }
 
@@ -162,6 +235,7 @@ def main() -> None:
     ap.add_argument("--model", action="append", help="a manifest (.json) or a shipped model's name")
     ap.add_argument("--voices", type=int, default=6, help="voices per TTS engine for the positives")
     ap.add_argument("--positives", type=Path, help="real recordings of the wake word instead of TTS")
+    ap.add_argument("--teacher-cache", type=Path, help="the builds' --cache: bench their frame teachers too")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     specs = args.model or list(contract.microwakeword_manifests())
@@ -169,6 +243,11 @@ def main() -> None:
     for spec in specs:
         r = bench_model(resolve(spec), args.voices, args.positives)
         records.append(r)
+        t = (
+            bench_teacher(resolve(spec), args.teacher_cache, args.voices, args.positives)
+            if args.teacher_cache
+            else None
+        )
         c = r["contract"]
         lo, hi = r["fa_per_hour_interval"]
         rlo, rhi = r["recall_interval"]
@@ -186,6 +265,10 @@ def main() -> None:
                 f"{r['seconds']:.0f}",
             ]
         )
+        if t is not None:
+            records.append(t)
+            matched = (pct(t["recall_at_fa"][str(x)], 1) for x in MATCHED_FA)
+            rows.append([t["model"], *["—"] * 5, *matched, "—", "—", f"{t['seconds']:.0f}"])
         if args.json:
             args.json.write_text(json.dumps(records, indent=2, default=float))
     headers = ["model", "cutoff, window", "FA/h real speech [95 %]", "recall [95 %]", "flash", "arena"]

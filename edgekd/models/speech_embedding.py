@@ -82,7 +82,7 @@ class SpeechEmbedding:
         if n_emb == 0:
             raise EdgekdError(
                 f"clips of {clips.shape[1]} samples are too short for the speech embedding "
-                f"(needs {_min_samples() - 2 * self.pad} samples with pad {self.pad})"
+                f"(needs {min_samples() - 2 * self.pad} samples with pad {self.pad})"
             )
         out = np.empty((len(clips), n_emb, EMBEDDING_DIM), dtype=np.float32)
         for start in range(0, len(clips), self.batch_size):
@@ -124,7 +124,7 @@ class SpeechEmbedding:
         return interp.get_tensor(out)
 
 
-def _min_samples() -> int:
+def min_samples() -> int:
     """Samples (after padding) that yield the first full window of 76 mel frames."""
     return CHUNK + CHUNK_HOP * (-(-WINDOW // MELS_PER_CHUNK) - 1)
 
