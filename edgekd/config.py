@@ -396,6 +396,12 @@ class WakeWordConfig(Section):
     temperature_start: Annotated[float, Field(gt=0.0, le=20.0)] | None = None
     # frame-level feature matching: a projection of the student's state regresses the teacher's embedding
     feature_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
+    # SpecAugment on the student's features: per example, up to `freq_masks` bands of up to
+    # `freq_mask_width` of the 40 channels and `time_masks` spans of up to `time_mask_width` frames (10 ms)
+    freq_masks: Annotated[int, Field(ge=0, le=10)] = 0
+    freq_mask_width: Annotated[int, Field(ge=0, le=40)] = 0
+    time_masks: Annotated[int, Field(ge=0, le=10)] = 0
+    time_mask_width: Annotated[int, Field(ge=0, le=100)] = 0
     teacher_epochs: Annotated[int, Field(ge=1, le=1000)] = 30
     # hard-negative mining: rounds of (run the student over the pool's `fit` part as streams, keep the
     # windows where it fires at `mining_cutoff`, fine-tune on the examples plus those windows). One round
@@ -430,6 +436,13 @@ class WakeWordConfig(Section):
             raise ValueError(f"snr_db {list(self.snr_db)}: give [low, high] with low <= high")
         if self.temperature_start is not None and self.alpha == 0:
             raise ValueError("temperature_start anneals distillation, which alpha 0 turns off: set alpha > 0")
+        for kind in ("freq", "time"):
+            count, width = getattr(self, f"{kind}_masks"), getattr(self, f"{kind}_mask_width")
+            if bool(count) != bool(width):
+                raise ValueError(
+                    f"{kind}_masks {count} with {kind}_mask_width {width} masks nothing: set both above 0 "
+                    "(SpecAugment on), or both to 0"
+                )
         if self.website is not None and not self.website.startswith(("http://", "https://")):
             raise ValueError(f"website {self.website!r}: must be an http(s) URL (ESPHome checks it)")
         return self

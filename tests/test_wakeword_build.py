@@ -23,6 +23,7 @@ from edgekd.config import load_config
 from edgekd.errors import ConfigError
 from edgekd.esphome import contract
 from edgekd.esphome.engine import WakeWordEngine
+from edgekd.stages.wakeword import train_config
 from edgekd.words import DICTIONARY
 
 TINY = [
@@ -212,6 +213,17 @@ def test_the_esphome_target_brings_its_recipe_and_its_rules() -> None:
         load_config("esphome", None, ["wakeword.website=example.org"])
     with pytest.raises(ConfigError, match="alpha > 0"):
         load_config("esphome", None, ["wakeword.alpha=0", "wakeword.temperature_start=6"])
+    with pytest.raises(ConfigError, match="freq_mask_width 0 masks nothing"):
+        load_config("esphome", None, ["wakeword.freq_mask_width=0"])  # the recipe asks for 2 bands
+    masked = train_config(
+        load_config("esphome", None, ["wakeword.time_masks=3", "wakeword.time_mask_width=7"])
+    )
+    assert (masked.time_masks, masked.time_mask_width, masked.freq_masks, masked.freq_mask_width) == (
+        3,
+        7,
+        2,
+        5,
+    )
 
 
 def test_classifier_commands_point_a_wake_word_build_to_its_tools(
