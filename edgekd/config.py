@@ -84,7 +84,33 @@ class StudentConfig(Section):
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
 
 
-class TrainConfig(Section):
+MaskCount = Annotated[int, Field(ge=0, le=10)]
+MaskWidth = Annotated[int, Field(ge=0, le=100)]
+
+
+class SpecAugmentFields(Section):
+    """SpecAugment on a student's features (`edgekd.train.spec_augment`): per example, up to `freq_masks`
+    bands of up to `freq_mask_width` of the 40 channels and up to `time_masks` spans of up to
+    `time_mask_width` frames (10 ms each). Zero masks: off."""
+
+    freq_masks: MaskCount = 0
+    freq_mask_width: MaskWidth = 0
+    time_masks: MaskCount = 0
+    time_mask_width: MaskWidth = 0
+
+    @model_validator(mode="after")
+    def _masks(self) -> SpecAugmentFields:
+        for kind in ("freq", "time"):
+            count, width = getattr(self, f"{kind}_masks"), getattr(self, f"{kind}_mask_width")
+            if count and not width:
+                raise ValueError(
+                    f"{kind}_masks {count} with {kind}_mask_width {width} masks nothing: set the width above "
+                    f"0, or {kind}_masks to 0 to turn them off"
+                )
+        return self
+
+
+class TrainConfig(SpecAugmentFields):
     """One place for devices, threads and precision (stages never pick their own)."""
 
     device: Literal["auto", "cpu", "cuda"] = "cpu"
@@ -101,7 +127,12 @@ class TrainConfig(Section):
     # int8 model reproduces the float model's decisions instead of drifting on borderline clips.
     qat_self_distill: Fraction = 0.9
     qat_temperature: Annotated[float, Field(gt=0.0, le=20.0)] = 2.0
-    spec_augment: bool = True  # one time and one frequency mask per example (Park et al., 2019)
+    # SpecAugment (`SpecAugmentFields`), masked cells set to the clip's minimum: one band of <= 5 channels
+    # and one span of <= 100 ms per example
+    freq_masks: MaskCount = 1
+    freq_mask_width: MaskWidth = 5
+    time_masks: MaskCount = 1
+    time_mask_width: MaskWidth = 10
     mixup: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0  # Beta(a, a) feature mixup; 0 = off
     ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # EMA of student weights; 0 = off
     patience: NonNegInt = 0  # stop after this many epochs without a better validation score; 0 = off
@@ -367,7 +398,7 @@ class VerifyConfig(Section):
     stream: StreamConfig = StreamConfig()
 
 
-class WakeWordConfig(Section):
+class WakeWordConfig(SpecAugmentFields):
     """A streaming wake-word build for ESPHome's micro_wake_word (`--target esphome --wake-word PHRASE`).
 
     The corpus is the usual synthetic one with the phrase as the only label; training places each clip in
@@ -396,12 +427,7 @@ class WakeWordConfig(Section):
     temperature_start: Annotated[float, Field(gt=0.0, le=20.0)] | None = None
     # frame-level feature matching: a projection of the student's state regresses the teacher's embedding
     feature_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
-    # SpecAugment on the student's features: per example, up to `freq_masks` bands of up to
-    # `freq_mask_width` of the 40 channels and `time_masks` spans of up to `time_mask_width` frames (10 ms)
-    freq_masks: Annotated[int, Field(ge=0, le=10)] = 0
-    freq_mask_width: Annotated[int, Field(ge=0, le=40)] = 0
-    time_masks: Annotated[int, Field(ge=0, le=10)] = 0
-    time_mask_width: Annotated[int, Field(ge=0, le=100)] = 0
+    # SpecAugment (`SpecAugmentFields`, masked cells set to the example's mean) is off unless the recipe asks
     teacher_epochs: Annotated[int, Field(ge=1, le=1000)] = 30
     # hard-negative mining: rounds of (run the student over the pool's `fit` part as streams, keep the
     # windows where it fires at `mining_cutoff`, fine-tune on the examples plus those windows). One round
@@ -436,13 +462,6 @@ class WakeWordConfig(Section):
             raise ValueError(f"snr_db {list(self.snr_db)}: give [low, high] with low <= high")
         if self.temperature_start is not None and self.alpha == 0:
             raise ValueError("temperature_start anneals distillation, which alpha 0 turns off: set alpha > 0")
-        for kind in ("freq", "time"):
-            count, width = getattr(self, f"{kind}_masks"), getattr(self, f"{kind}_mask_width")
-            if bool(count) != bool(width):
-                raise ValueError(
-                    f"{kind}_masks {count} with {kind}_mask_width {width} masks nothing: set both above 0 "
-                    "(SpecAugment on), or both to 0"
-                )
         if self.website is not None and not self.website.startswith(("http://", "https://")):
             raise ValueError(f"website {self.website!r}: must be an http(s) URL (ESPHome checks it)")
         return self

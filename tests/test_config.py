@@ -60,11 +60,11 @@ def test_words_stay_the_words_the_user_wrote(tmp_path: Path) -> None:
     """YAML 1.1 would read off/on/yes/no as booleans; string fields must get the word itself."""
     cfg = load_config(
         "esp32s3",
-        overrides=["distill.teacher_gate=off", "labels=[yes, no, on, off]", "train.spec_augment=off"],
+        overrides=["distill.teacher_gate=off", "labels=[yes, no, on, off]", "distill.skip_wrong_teacher=on"],
     )
     assert cfg.distill.teacher_gate == "off"
     assert cfg.labels == ["yes", "no", "on", "off"]
-    assert cfg.train.spec_augment is False
+    assert cfg.distill.skip_wrong_teacher is True
     recipe = tmp_path / "words.yaml"
     recipe.write_text("labels: [yes, no]\ndistill:\n  teacher_gate: warn\n  feature_curriculum: yes\n")
     cfg = load_config("esp32s3", str(recipe))

@@ -24,7 +24,6 @@ from edgekd.train.wakeword import (
     fit_teacher,
     hard_windows,
     in_context,
-    spec_augment,
     stream_probabilities,
     train,
 )
@@ -111,25 +110,6 @@ def test_temperature_anneals_over_the_float_epochs() -> None:
     cfg = WakeTrainConfig(quantize_epoch=10, temperature=2.0, temperature_start=6.0)
     assert [cfg.temperature_at(e) for e in (0, 5, 10, 20)] == [6.0, 4.0, 2.0, 2.0]
     assert WakeTrainConfig(temperature=3.0).temperature_at(0) == 3.0
-
-
-def test_spec_augment_masks_bands_and_spans_reproducibly() -> None:
-    """Masked cells form whole bands (every frame) and whole spans (every channel) within the widths, take
-    their example's mean, and the same seed masks the same cells; with no masks asked the input is kept."""
-    x = torch.rand(16, 200, 40) + torch.arange(16.0).view(16, 1, 1)
-    cfg = WakeTrainConfig(freq_masks=2, freq_mask_width=5, time_masks=2, time_mask_width=10)
-    y = spec_augment(x, cfg, torch.Generator().manual_seed(3))
-    assert torch.equal(y, spec_augment(x, cfg, torch.Generator().manual_seed(3)))
-    masked = y != x
-    assert masked.any()
-    for i in range(16):
-        bands = masked[i].all(dim=0)  # channels masked at every frame
-        spans = masked[i].all(dim=1)  # frames masked in every channel
-        assert torch.equal(masked[i], bands.view(1, 40) | spans.view(200, 1))
-        assert bands.sum() <= 10 and spans.sum() <= 20
-        assert torch.allclose(y[i][masked[i]], x[i].mean())
-    off = WakeTrainConfig(freq_masks=2, freq_mask_width=0)
-    assert torch.equal(spec_augment(x, off, torch.Generator().manual_seed(3)), x)
 
 
 def test_feature_matching_learns_the_teachers_embeddings(examples) -> None:

@@ -15,6 +15,7 @@ from edgekd.pipeline import LOGITS, StageOutput, Stages
 from edgekd.train.losses import UNLABELED
 from edgekd.train.schedules import Schedule
 from edgekd.train.soft_labels import SoftLabels
+from edgekd.train.spec_augment import SpecAugment
 from edgekd.train.trainer import FitResult, FitRun, FitSpec, Hooks, TrainData, fit, predict
 
 
@@ -40,7 +41,7 @@ def float_spec(cfg: BuildConfig, use_teacher: bool) -> FitSpec:
         unlabeled_weight=d.unlabeled_weight,
         trust_wrong_teacher=not d.skip_wrong_teacher,
         label_smoothing=t.label_smoothing,
-        spec_augment=t.spec_augment,
+        spec_augment=SpecAugment.of(t, fill="min"),
         mixup=t.mixup,
         ema_decay=t.ema_decay,
         patience=t.patience,

@@ -43,6 +43,7 @@ from edgekd.esphome.measure import NegativeRuns, PositiveRun
 from edgekd.pipeline import StageOutput, Stages, folder_fingerprint
 from edgekd.stats import clopper_pearson, poisson_rate_interval
 from edgekd.stream import BUILTIN, audio_files
+from edgekd.train.spec_augment import SpecAugment
 from edgekd.train.wakeword import (
     Examples,
     WakeTrainConfig,
@@ -79,10 +80,7 @@ def train_config(cfg: BuildConfig) -> WakeTrainConfig:
         temperature=w.temperature,
         temperature_start=w.temperature_start,
         feature_weight=w.feature_weight,
-        freq_masks=w.freq_masks,
-        freq_mask_width=w.freq_mask_width,
-        time_masks=w.time_masks,
-        time_mask_width=w.time_mask_width,
+        spec_augment=SpecAugment.of(w, fill="mean"),
         mining_epochs=w.mining_epochs,
         mining_share=w.mining_share,
         seed=cfg.seed,

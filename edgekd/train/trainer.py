@@ -25,6 +25,7 @@ from edgekd.errors import EdgekdError
 from edgekd.train.losses import UNLABELED, LossWeights, distill_loss, teacher_log_probs
 from edgekd.train.schedules import Schedule
 from edgekd.train.soft_labels import SoftLabels
+from edgekd.train.spec_augment import SpecAugment
 from edgekd.train.tb import writer_for
 
 MAX_SKIPPED_FRACTION = 0.05
@@ -42,7 +43,7 @@ class FitSpec:
     unlabeled_weight: float = 1.0
     trust_wrong_teacher: bool = True
     label_smoothing: float = 0.0
-    spec_augment: bool = False
+    spec_augment: SpecAugment = SpecAugment()  # none by default
     mixup: float = 0.0  # Beta(a, a) mixing of inputs, labels and teacher distributions; 0 = off
     ema_decay: float = 0.0
     patience: int = 0  # epochs without a better validation accuracy before stopping; 0 = never
@@ -99,23 +100,6 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
-
-
-def spec_augment(x: torch.Tensor, gen: torch.Generator, max_t: int = 10, max_f: int = 5) -> torch.Tensor:
-    """One time mask and one frequency mask per example (Park et al., 2019), filled with the clip minimum."""
-    n, t, f = x.shape
-    x = x.clone()
-    t0 = torch.randint(0, t, (n,), generator=gen)
-    tw = torch.randint(0, max_t + 1, (n,), generator=gen)
-    f0 = torch.randint(0, f, (n,), generator=gen)
-    fw = torch.randint(0, max_f + 1, (n,), generator=gen)
-    tt = torch.arange(t).view(1, t, 1)
-    ff = torch.arange(f).view(1, 1, f)
-    mask = ((tt >= t0.view(n, 1, 1)) & (tt < (t0 + tw).view(n, 1, 1))) | (
-        (ff >= f0.view(n, 1, 1)) & (ff < (f0 + fw).view(n, 1, 1))
-    )
-    fill = x.amin(dim=(1, 2), keepdim=True).expand_as(x)
-    return torch.where(mask.to(x.device), fill, x)
 
 
 @torch.no_grad()
@@ -259,8 +243,7 @@ def fit(
             )
             idx = order[i * spec.batch_size : (i + 1) * spec.batch_size]
             xb = x_all[idx]
-            if spec.spec_augment:
-                xb = spec_augment(xb, gen)
+            xb = spec.spec_augment(xb, gen)
             xb, yb = xb.to(device), y_all[idx].to(device)
             # A train-mode forward updates buffers (BatchNorm statistics, QAT observers) before the loss
             # is known: keep a copy so that a skipped step cannot leave NaN in them.

@@ -43,6 +43,7 @@ from edgekd.audio.frontend import MicroFrontend
 from edgekd.models.frame_teacher import FrameTeacher, embedding_end, teacher_steps
 from edgekd.models.speech_embedding import EMBEDDING_DIM, SpeechEmbedding
 from edgekd.models.streaming import StreamingStudent
+from edgekd.train.spec_augment import SpecAugment
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,7 @@ class WakeTrainConfig:
     temperature: float = 2.0
     temperature_start: float | None = None  # annealed linearly down to `temperature` by quantize_epoch
     feature_weight: float = 0.0  # frame-level feature matching on the teacher's embeddings (0: off)
-    freq_masks: int = 0  # SpecAugment (`spec_augment`): masked bands per example (0: off)
-    freq_mask_width: int = 0  # at most this many of the 40 channels each
-    time_masks: int = 0  # masked spans per example (0: off)
-    time_mask_width: int = 0  # at most this many frames each
+    spec_augment: SpecAugment = SpecAugment()  # on the student's features (default: none)
     mining_epochs: int = 4  # fine-tuning epochs per round of hard-negative mining
     mining_share: float = 0.25  # of each fine-tuning epoch's examples, drawn from the mined windows
     seed: int = 0
@@ -238,8 +236,7 @@ class Objective:
 
     def __call__(self, idx: torch.Tensor, temperature: float) -> torch.Tensor:
         x = self.x[idx]
-        if self.cfg.freq_masks or self.cfg.time_masks:
-            x = spec_augment(x, self.cfg, self.masks)
+        x = self.cfg.spec_augment(x, self.masks)
         hidden = self.model.hidden(x)
         logits = self.model.logits(hidden)
         loss = step_loss(logits, self.y[idx], self.m[idx], self.cfg.positive_weight)
@@ -251,28 +248,6 @@ class Objective:
         if self.features is not None:
             loss = loss + self.cfg.feature_weight * self.features.loss(hidden, idx.numpy())
         return loss
-
-
-def spec_augment(x: torch.Tensor, cfg: WakeTrainConfig, gen: torch.Generator) -> torch.Tensor:
-    """SpecAugment (Park et al. 2019) on a batch of features [N, T, 40]: each example loses up to
-    `freq_masks` bands of 0..`freq_mask_width` channels and `time_masks` spans of 0..`time_mask_width`
-    frames, set to its own mean. A voice or a microphone the corpus lacks moves energy between bands; a
-    student that cannot lean on any one band or instant has to use the rest of the word. (The classifier's
-    `train.trainer.spec_augment` is one band and one span filled with the clip's minimum; classifier builds
-    keep it so that they stay reproducible.)"""
-    n, t, c = x.shape
-    keep = torch.ones_like(x, dtype=torch.bool)
-    for count, width, size, axis in (
-        (cfg.freq_masks, cfg.freq_mask_width, c, 2),
-        (cfg.time_masks, cfg.time_mask_width, t, 1),
-    ):
-        pos = torch.arange(size).view(*([1] * axis), size, *([1] * (2 - axis)))  # broadcast along `axis`
-        for _ in range(count if width else 0):
-            w = torch.randint(0, width + 1, (n,), generator=gen)
-            start = (torch.rand(n, generator=gen) * (size - w + 1)).long()
-            lo, hi = start.view(n, 1, 1), (start + w).view(n, 1, 1)
-            keep &= ~((pos >= lo) & (pos < hi))
-    return torch.where(keep, x, x.mean(dim=(1, 2), keepdim=True))
 
 
 def run_epochs(

@@ -1,0 +1,67 @@
+"""SpecAugment (`edgekd.train.spec_augment`), shared by the classifier and the wake-word student, and the
+config fields that ask for it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgekd.config import load_config
+from edgekd.errors import ConfigError
+from edgekd.stages.distill import float_spec
+from edgekd.train.spec_augment import SpecAugment
+
+
+@pytest.mark.parametrize("fill", ["mean", "min"])
+def test_masks_are_whole_bands_and_spans_within_the_widths(fill: str) -> None:
+    """Masked cells form whole bands (every frame) and whole spans (every channel), no more and no wider
+    than asked, and take their own example's fill value; the input is left as it was."""
+    x = torch.rand(32, 200, 40) + torch.arange(32.0).view(32, 1, 1)
+    before = x.clone()
+    aug = SpecAugment(freq_masks=2, freq_width=5, time_masks=2, time_width=10, fill=fill)
+    y = aug(x, torch.Generator().manual_seed(3))
+    assert torch.equal(x, before)
+    changed = y != x
+    assert sum(bool(m.any()) for m in changed) > 16  # it does augment
+    for i in range(32):
+        lowest = x[i] == x[i].min()  # with the minimum as fill, that one cell looks unchanged when masked
+        masked = changed[i] | (lowest if fill == "min" else torch.zeros_like(lowest))
+        bands, spans = masked.all(dim=0), masked.all(dim=1)
+        whole = bands.view(1, 40) | spans.view(200, 1)
+        assert torch.equal(changed[i], whole & ~masked.logical_xor(changed[i]))
+        assert bands.sum() <= 10 and spans.sum() <= 20
+        expected = x[i].mean() if fill == "mean" else x[i].min()
+        assert torch.allclose(y[i][changed[i]], expected)
+
+
+def test_the_seed_decides_the_masks() -> None:
+    x = torch.rand(16, 100, 40)
+    aug = SpecAugment(freq_masks=1, freq_width=8, time_masks=1, time_width=20)
+    first = aug(x, torch.Generator().manual_seed(1))
+    assert torch.equal(first, aug(x, torch.Generator().manual_seed(1)))
+    assert not torch.equal(first, aug(x, torch.Generator().manual_seed(2)))
+
+
+def test_no_masks_or_zero_widths_keep_the_input() -> None:
+    x = torch.rand(4, 50, 40)
+    for off in (SpecAugment(), SpecAugment(freq_masks=2, time_masks=0, time_width=9)):
+        assert not off.on
+        assert off(x, torch.Generator().manual_seed(0)) is x
+
+
+def test_a_width_wider_than_the_example_masks_at_most_all_of_it() -> None:
+    x = torch.rand(8, 6, 40)
+    y = SpecAugment(time_masks=1, time_width=50)(x, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def test_config_fields_reach_both_students() -> None:
+    """The classifier keeps one band of <= 5 channels and one span of <= 10 frames at the clip minimum;
+    `train.*_masks` change it and 0 turns it off; a count with no width is refused, naming both fields."""
+    assert float_spec(load_config("esp32s3"), True).spec_augment == SpecAugment(1, 5, 1, 10, fill="min")
+    wider = load_config("esp32s3", overrides=["train.time_masks=2", "train.time_mask_width=20"])
+    assert float_spec(wider, True).spec_augment == SpecAugment(1, 5, 2, 20, fill="min")
+    off = load_config("esp32s3", overrides=["train.freq_masks=0", "train.time_masks=0"])
+    assert not float_spec(off, True).spec_augment.on
+    with pytest.raises(ConfigError, match="time_masks 2 with time_mask_width 0 masks nothing"):
+        load_config("esp32s3", overrides=["train.time_masks=2", "train.time_mask_width=0"])
