@@ -219,7 +219,7 @@ def test_the_esphome_target_brings_its_recipe_and_its_rules() -> None:
     masked = train_config(
         load_config("esphome", None, ["wakeword.time_masks=3", "wakeword.time_mask_width=7"])
     )
-    assert masked.spec_augment == SpecAugment(2, 5, 3, 7, fill="mean")
+    assert masked.spec_augment == SpecAugment(2, 8, 3, 7, fill="mean")
 
 
 def test_classifier_commands_point_a_wake_word_build_to_its_tools(
