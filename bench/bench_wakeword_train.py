@@ -7,12 +7,12 @@
 
 Each variant is one full build (the `wakeword` recipe plus `--set`s and the variant's own settings; stages
 shared between variants come from the cache): synthetic corpus, examples in running audio, frame teacher,
-QAT student, export, calibration on the pool's calibration part, verify on its check part. Then, at the
+QAT student, export, calibration on the pools' calibration parts, verify on their check parts. Then, at the
 operating point the build shipped (its manifest), through ESPHome's own loop on TFLite Micro:
 
 - **recall on real people**: `../shared/data/real-wakewords-dev/<word>` (150 recordings, many speakers)
   inserted into quiet noise (20-30 dB) and into real speech (the pool's check part, 5-15 dB);
-- **false accepts per hour on real speech**: the build's own figure on the pool's check part (non-English)
+- **false accepts per hour on real speech**: the build's own figure on the pools' check parts (non-English)
   plus the English of `real-wakewords-dev` (its other phrases) and `real-commands-dev`, with exact 95 %
   intervals;
 - the build's synthetic recall (test voices) beside them, and its wall time;
@@ -72,7 +72,7 @@ def measure(out: Path, word: str) -> dict:
     ):
         r = parity["recall"][key]
         recall[name] = (r["hits"], r["clips"])
-    negatives = NegativeRuns.of(engine, negative_streams(word))  # the build's check part + English
+    negatives = NegativeRuns.of(engine, negative_streams(word))  # the build's check parts + English
     hours = negatives.total_hours
     fa = sum(negatives.false_accepts(k, w).values())
     points = {}

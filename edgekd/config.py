@@ -257,9 +257,14 @@ class DataConfig(Section):
         name = builtin_name(spec)
         if name is not None:
             try:
-                pool_sources(name)
+                held_out = [s.name for s in pool_sources(name) if s.held_out]
             except DataError as err:
                 raise ValueError(str(err)) from None
+            if held_out:
+                raise ValueError(
+                    f"builtin:{name} is held out ({', '.join(held_out)}): wake words calibrate and report on "
+                    "it, no build trains on it; use builtin:debian-speech"
+                )
         return spec
 
 

@@ -76,14 +76,16 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
-# Built-in pool of real recorded speech (unlabelled) from Debian main, for `data.unlabeled:
-# builtin:debian-speech` (edgekd/data/real_pool.py: sources, licences, which files are speech). The
+# Built-in pools of real recorded speech (unlabelled) from Debian main: `builtin:debian-speech` for
+# `data.unlabeled` and wake-word training, and the held-out asterisk prompts in four languages that wake words
+# calibrate and report on (edgekd/data/real_pool.py: sources, licences, which files are speech). The
 # packages are downloaded and unpacked into the project, never installed (nothing lands in /usr, no
 # maintainer script runs), and only their sound files and copyright notices are kept: tuxpaint's
 # stamps are mostly images, so it keeps just the spoken descriptions. `apt-get download` needs no root,
 # only current apt lists. Optional: without the pool, a build that names it says how to get it.
 REAL_POOL=${EDGEKD_REAL_POOL:-.cache/real-speech}
-REAL_SPEECH_DEBS=(asterisk-core-sounds-en-wav fillets-ng-data-cs fillets-ng-data-nl tuxpaint-stamps-default)
+REAL_SPEECH_DEBS=(asterisk-core-sounds-en-wav fillets-ng-data-cs fillets-ng-data-nl tuxpaint-stamps-default
+  asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav)
 REAL_SPEECH_MARKER=.edgekd-unpacked  # written last; edgekd treats a folder without it as absent
 
 # Unpack one package's sound files into $REAL_POOL/PKG, atomically (a stage folder renamed into place).

@@ -27,7 +27,7 @@ from edgekd.artifacts import write_json
 from edgekd.audio.frontend import MicroFrontend
 from edgekd.audio.io import SAMPLE_RATE
 from edgekd.config import load_config
-from edgekd.data.real_pool import MARKER, NEGATIVE_SOURCES, SOURCES, is_check_file
+from edgekd.data.real_pool import HELD_OUT_SOURCES, MARKER, NEGATIVE_SOURCES, SOURCES, in_part
 from edgekd.export.firmware import write_firmware_package
 from edgekd.export.manifest import file_hashes, model_io
 from edgekd.verify.tflite_info import measure_arena
@@ -301,18 +301,19 @@ def esp32s3_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def fake_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The three negative sources with 8 files of 2 s in each part (train and check), at the paths
-    their globs match."""
+    """The three negative sources and the held-out ones with 8 files of 2 s in each part (train or
+    calibration, and check), at the paths their globs match."""
     root = tmp_path / "pool"
     monkeypatch.setenv("EDGEKD_REAL_POOL", str(root))
     rng = np.random.default_rng(0)
-    for name in NEGATIVE_SOURCES:
+    for name in NEGATIVE_SOURCES + HELD_OUT_SOURCES:
         src = SOURCES[name]
         have = {True: 0, False: 0}
         for i in range(1000):
             path = root / src.package / src.globs[0].replace("**/", "").replace("*", f"f{i}")
-            if have[is_check_file(path, root)] < 8:
-                have[is_check_file(path, root)] += 1
+            check = in_part(path, root, "check", src.held_out)
+            if have[check] < 8:
+                have[check] += 1
                 path.parent.mkdir(parents=True, exist_ok=True)
                 sf.write(str(path), speech_like(2.0, int(rng.integers(1 << 30))), SAMPLE_RATE)
         (root / src.package / MARKER).write_text(f"Package: {src.package}\n")

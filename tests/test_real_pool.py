@@ -15,6 +15,7 @@ import soundfile as sf
 from edgekd.audio.io import SAMPLE_RATE, to_pcm16
 from edgekd.config import load_config
 from edgekd.data.real_pool import (
+    HELD_OUT_SOURCES,
     MARKER,
     NEGATIVE_SOURCES,
     POOLS,
@@ -72,7 +73,10 @@ def _real_pool() -> None:
 
 def test_pool_names_and_licences() -> None:
     assert POOLS["debian-speech"] == ("asterisk-en", "fillets-cs", "fillets-nl", "tuxpaint-desc")
+    assert POOLS["held-out-speech"] == HELD_OUT_SOURCES
+    assert HELD_OUT_SOURCES == ("asterisk-es", "asterisk-fr", "asterisk-it", "asterisk-ru")
     assert all(POOLS[name] == (name,) for name in SOURCES)
+    assert set(pool_licences("held-out-speech").values()) == {"CC-BY-SA-3.0"}
     assert pool_licences("debian-speech") == {
         "asterisk-en": "CC-BY-SA-3.0",
         "fillets-cs": "GPL-2.0-only",
@@ -101,8 +105,8 @@ def test_a_missing_pool_names_every_package_and_the_setup_command(fake_root: Pat
         load_unlabeled("builtin:debian-speech", N, 0, 0, progress=False)
     msg = str(err.value)
     assert str(fake_root) in msg and "EDGEKD_REAL_POOL" in msg
-    for name, src in SOURCES.items():
-        assert (src.package in msg) == (name != "fillets-cs")
+    for name in POOLS["debian-speech"]:
+        assert (SOURCES[name].package in msg) == (name != "fillets-cs")
     assert len(resolve_pool("fillets-cs")) == 1  # a source that is there still resolves on its own
 
 
@@ -121,7 +125,7 @@ def test_resolve_keeps_the_globbed_files_minus_excludes(fake_root: Path) -> None
     silence.mkdir()
     sf.write(str(silence / "1.wav"), np.zeros(N, np.float32), SAMPLE_RATE)
     groups = resolve_sources("debian-speech")
-    assert list(groups) == list(SOURCES) and all(len(files) == 2 for files in groups.values())
+    assert list(groups) == list(POOLS["debian-speech"]) and all(len(files) == 2 for files in groups.values())
     assert resolve_pool("debian-speech") == [p for files in groups.values() for p in files]
     assert all(f == sorted(f) for f in groups.values())
 
@@ -142,6 +146,31 @@ def test_train_and_check_parts_split_the_files_and_the_check_part_feeds_only_che
     calibration = resolve_sources("fillets-cs", "calibration")["fillets-cs"]
     assert sorted(fit + calibration) == train and not set(fit) & set(calibration)
     assert calibration and len(calibration) < len(fit)
+
+
+def test_a_held_out_source_only_calibrates_and_checks(fake_root: Path) -> None:
+    """The asterisk prompts in four languages are never trained on: half their files calibrate a wake
+    word, half report its false accepts, and asking for their training part says so."""
+    _fake_pool(fake_root, dict.fromkeys(NEGATIVE_SOURCES + HELD_OUT_SOURCES, 30))
+    every = resolve_sources("held-out-speech")
+    calibration = resolve_sources("held-out-speech", "calibration")
+    check = resolve_sources("held-out-speech", "check")
+    for name in HELD_OUT_SOURCES:
+        assert sorted(calibration[name] + check[name]) == every[name]
+        assert not set(calibration[name]) & set(check[name]) and 5 <= len(check[name]) <= 25  # about half
+    for part in ("train", "fit"):
+        with pytest.raises(DataError, match="asterisk-es, asterisk-fr, asterisk-it, asterisk-ru is held out"):
+            resolve_sources("held-out-speech", part)
+    with pytest.raises(ConfigError, match="builtin:asterisk-it is held out"):  # no build trains on it
+        load_config("esp32s3", overrides=["data.unlabeled=builtin:asterisk-it"])
+    wake = negative_recordings("calibration", 0, seed=0, held_out=True)
+    assert [r.source for r in wake] == list(NEGATIVE_SOURCES + HELD_OUT_SOURCES)
+    assert [r.source for r in negative_recordings("calibration", 0, seed=0)] == list(NEGATIVE_SOURCES)
+    reported = {r.source: r.files for r in negative_recordings("check", 0, seed=0, held_out=True)}
+    for r in wake[len(NEGATIVE_SOURCES) :]:
+        assert sorted(r.files) == sorted(p.relative_to(fake_root / SOURCES[r.source].package)
+                                         for p in calibration[r.source])  # fmt: skip
+        assert not set(r.files) & set(reported[r.source])
 
 
 # --- sampling a built-in pool ---------------------------------------------------------------------------
@@ -230,6 +259,9 @@ def test_real_pool_resolves_every_source() -> None:
         assert files == resolve_pool(name)
     assert not any(p.parent.name == "silence" for p in groups["asterisk-en"])
     assert all("_desc" in p.name for p in groups["tuxpaint-desc"])
+    held_out = resolve_sources("held-out-speech")
+    assert all(len(files) > 400 for files in held_out.values())  # ~550 prompts per language
+    assert not any(p.parent.name == "silence" for files in held_out.values() for p in files)
 
 
 def test_real_windows_are_16khz_int16_seeded_and_speech() -> None:
@@ -246,5 +278,5 @@ def test_real_pool_flows_through_load_unlabeled() -> None:
     _real_pool()
     pool = load_unlabeled("builtin:debian-speech", SAMPLE_RATE, max_clips=8, seed=0, progress=False)
     assert pool.clips.shape == (8, SAMPLE_RATE)
-    assert pool.sources == {name: 2 for name in SOURCES}
+    assert pool.sources == {name: 2 for name in POOLS["debian-speech"]}
     assert pool.files < 20  # a few files per source, not the thousands the pool holds

@@ -36,6 +36,10 @@ CHECK_SHARE = 5  # one file in CHECK_SHARE (by a hash of its path) is kept for c
 # operating point is chosen on it), the rest (`fit`) is trained on: calibrating on training negatives
 # would promise fewer false accepts than the device sees
 CALIBRATION_SHARE = 4
+# a held-out source (`Source.held_out`) is never trained on by any build: one file in HELD_OUT_SHARE is
+# check audio, the rest calibrates. Speakers, languages and a channel no training example had make the
+# operating point and the reported FA/h honest about audio the model has not met
+HELD_OUT_SHARE = 2
 Part = Literal["all", "train", "check", "fit", "calibration"]
 
 
@@ -51,6 +55,7 @@ class Source:
     minutes: float  # measured on the bookworm packages; what a pool offers, before any cap
     about: str
     exclude: tuple[str, ...] = ()  # fnmatch patterns on the path relative to the package folder
+    held_out: bool = False  # only `calibration` and `check` parts (HELD_OUT_SHARE), never trained on
 
     def files(self, root: Path) -> list[Path]:
         """Its speech files below `root/package`, sorted so that every consumer sees one order."""
@@ -59,6 +64,21 @@ class Source:
         return sorted(
             p for p in found if not any(fnmatch(p.relative_to(base).as_posix(), x) for x in self.exclude)
         )
+
+
+def _asterisk(lang: str, folder: str, minutes: float, speaker: str) -> Source:
+    """A non-English pack of the asterisk prompts: one professional speaker, 8 kHz, held out."""
+    return Source(
+        f"asterisk-{lang}",
+        f"asterisk-core-sounds-{lang}-wav",
+        "CC-BY-SA-3.0",
+        (lang,),
+        (f"usr/share/asterisk/sounds/{folder}/**/*.wav",),
+        minutes,
+        f"telephone prompts, {speaker}, 8 kHz",
+        exclude=("*/silence/*",),
+        held_out=True,
+    )
 
 
 # the language packs hold only the voices (music and effects are in fillets-ng-data)
@@ -104,14 +124,26 @@ SOURCES: dict[str, Source] = {
             177.9,
             "short spoken descriptions of drawing stamps, many speakers, 44.1 kHz (pt_BR: 8 kHz)",
         ),
+        _asterisk("es", "es_MX_f_Allison", 30.1, "one Mexican Spanish speaker"),
+        _asterisk("fr", "fr_CA_f_June", 25.1, "one Canadian French speaker"),
+        _asterisk("it", "it_IT_m_Carlo", 22.9, "one Italian speaker"),
+        _asterisk("ru", "ru_RU_f_IvrvoiceRU", 23.9, "one Russian speaker"),
     )
 }
-POOLS: dict[str, tuple[str, ...]] = {"debian-speech": tuple(SOURCES), **{name: (name,) for name in SOURCES}}
+# `debian-speech` is what builds may train on (`data.unlabeled`, a wake word's fit part); `held-out-speech`
+# only calibrates and checks wake words (`negative_recordings(..., held_out=True)`)
+POOLS: dict[str, tuple[str, ...]] = {
+    "debian-speech": tuple(n for n, s in SOURCES.items() if not s.held_out),
+    "held-out-speech": tuple(n for n, s in SOURCES.items() if s.held_out),
+    **{name: (name,) for name in SOURCES},
+}
 # Real speech without keywords, for false accepts per hour: no English (asterisk's prompts say "no",
 # "one", "go" and have no transcripts here; tuxpaint's unsuffixed `*_desc.ogg` are English), so a
 # command word can occur only as another language's word (Czech and Spanish "no"), which the
 # per-keyword counts show.
 NEGATIVE_SOURCES = ("fillets-cs", "fillets-nl", "tuxpaint-desc")
+# Spanish, French, Italian and Russian prompts ("no", "non", "si" are words there): for wake words only
+HELD_OUT_SOURCES = POOLS["held-out-speech"]
 NEGATIVE_EXCLUDE = ("*_desc.ogg", "*_desc.wav")
 
 
@@ -146,10 +178,14 @@ def is_check_file(path: Path, root: Path) -> bool:
     return zlib.crc32(path.relative_to(root).as_posix().encode()) % CHECK_SHARE == 0
 
 
-def in_part(path: Path, root: Path, part: Part) -> bool:
-    """Whether a pool file belongs to `part` (`fit` and `calibration` split `train`, by another hash)."""
+def in_part(path: Path, root: Path, part: Part, held_out: bool = False) -> bool:
+    """Whether a pool file belongs to `part` (`fit` and `calibration` split `train`, by another hash; a
+    held-out source's files are `check` or `calibration`, by a third)."""
     if part == "all":
         return True
+    if held_out:
+        check = zlib.crc32(f"held-out:{path.relative_to(root).as_posix()}".encode()) % HELD_OUT_SHARE == 1
+        return part == ("check" if check else "calibration")
     if is_check_file(path, root):
         return part == "check"
     if part in ("check", "train"):
@@ -177,7 +213,13 @@ def resolve_sources(name: str, part: Part = "all") -> dict[str, list[Path]]:
             "installing nothing; it needs current apt lists), or point EDGEKD_REAL_POOL at a folder "
             "that holds them"
         )
-    found = {s.name: [p for p in s.files(root) if in_part(p, root, part)] for s in sources}
+    trained = [s.name for s in sources if s.held_out and part in ("train", "fit")]
+    if trained:
+        raise DataError(
+            f"built-in speech {', '.join(trained)} is held out: no build trains on it, it has only "
+            "calibration and check parts; train on builtin:debian-speech"
+        )
+    found = {s.name: [p for p in s.files(root) if in_part(p, root, part, s.held_out)] for s in sources}
     empty = [SOURCES[n].package for n, files in found.items() if not files]
     if empty:
         raise DataError(
@@ -238,15 +280,16 @@ class Recording:
         return len(self.audio) / SAMPLE_RATE
 
 
-def negative_recordings(part: Part, minutes: float, seed: int) -> list[Recording]:
-    """Long recordings of real speech without keywords (`NEGATIVE_SOURCES`), one per source, from the
-    pool's `train` part (calibration: never the reported audio) or `check` part (the reported figures).
+def negative_recordings(part: Part, minutes: float, seed: int, held_out: bool = False) -> list[Recording]:
+    """Long recordings of real speech without keywords (`NEGATIVE_SOURCES`, then `HELD_OUT_SOURCES` when
+    `held_out`: calibration and check parts only), one per source, from the pool's `train` part
+    (calibration: never the reported audio) or `check` part (the reported figures).
 
     Each source gives an equal share of `minutes` (0: all it has), its files in a seeded order, so a
     capped share samples the whole source; unreadable or empty files are skipped.
     """
-    share = minutes / len(NEGATIVE_SOURCES)
-    return [negative_recording(name, part, share, seed) for name in NEGATIVE_SOURCES]
+    names = NEGATIVE_SOURCES + (HELD_OUT_SOURCES if held_out else ())
+    return [negative_recording(name, part, minutes / len(names), seed) for name in names]
 
 
 def negative_recording(name: str, part: Part, minutes: float, seed: int) -> Recording:

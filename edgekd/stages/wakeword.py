@@ -371,7 +371,7 @@ def stage_calibrate(
         phrase = cfg.labels[0]
         manifest = esphome_manifest(cfg, export.info["model"], export.info["tensor_arena_size"], 0.5, 1)
         engine = engine_for(export, manifest, d / "engine")
-        recordings = negative_recordings("calibration", w.calibration_minutes, cfg.seed)
+        recordings = negative_recordings("calibration", w.calibration_minutes, cfg.seed, held_out=True)
         negatives = NegativeRuns.of(engine, [(r.source, r.audio) for r in recordings], progress)
         clips = [
             a
@@ -403,7 +403,7 @@ def stage_calibrate(
             "hours": negatives.total_hours,
             "validation_clips": len(clips),
             "points": points,
-            "audio": f"builtin:debian-speech calibration part ({', '.join(negatives.hours)}), no English",
+            "audio": f"builtin speech, calibration parts ({', '.join(negatives.hours)}), no English",
         }
 
     key = {
@@ -413,6 +413,7 @@ def stage_calibrate(
         **w.model_dump(mode="json", include={"calibration_minutes", "cutoffs", "windows", "positives"}),
         "seed": cfg.seed,
         "pool": pool_fingerprint("debian-speech"),
+        "held_out": pool_fingerprint("held-out-speech"),
     }
     return stages.run("wake_calibrate", key, produce)
 
@@ -443,12 +444,12 @@ def stage_wake_verify(
         engine = engine_for(export, manifest, d / "esphome")
         report = contract.check(engine.manifest.model, engine.manifest.path)
         k, window = engine.cutoff, engine.window
-        recordings = negative_recordings("check", w.report_minutes, cfg.seed)
+        recordings = negative_recordings("check", w.report_minutes, cfg.seed, held_out=True)
         runs = NegativeRuns.of(engine, [(r.source, r.audio) for r in recordings], progress)
         per_source = runs.false_accepts(k, window)
         fa, hours = sum(per_source.values()), runs.total_hours
         negatives = {
-            "audio": f"builtin:debian-speech check part ({', '.join(per_source)}), no English",
+            "audio": f"builtin speech, check parts ({', '.join(per_source)}), no English",
             "false_accepts": fa,
             "hours": hours,
             "fa_per_hour": fa / hours,
@@ -538,6 +539,7 @@ def stage_wake_verify(
         "holdout": folder_fingerprint(Path(cfg.verify.holdout)) if cfg.verify.holdout else None,
         "seed": cfg.seed,
         "pool": pool_fingerprint("debian-speech"),
+        "held_out": pool_fingerprint("held-out-speech"),
     }
     return stages.run("wake_verify", key, produce)
 
