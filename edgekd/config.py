@@ -415,10 +415,11 @@ class WakeWordConfig(SpecAugmentFields):
     near_misses: Annotated[int, Field(ge=0, le=200)] = 24
     # real speech of the built-in pool's `fit` part, cut into 1 s negatives (all-zero targets)
     real_negatives_minutes: Annotated[float, Field(ge=0.0)] = 200.0
-    # of the pool's `calibration` part (never trained on) on which (cutoff, window) is chosen; 0 = all (~76
-    # min): an hour cannot resolve 0.5 FA/h (snowboy: 0 events there, 8 in the 1.26 h of the check part)
+    # of the pools' `calibration` parts (never trained on: debian-speech's and half of held-out-speech) on
+    # which (cutoff, window) is chosen; 0 = all (~127 min): with ~76 min one false accept was 0.79/h, so only
+    # silent points could be within 0.5 FA/h, and snowboy had to take its strictest (docs/DESIGN.md)
     calibration_minutes: Annotated[float, Field(ge=0.0)] = 0.0
-    # of the pool's `check` part on which FA/h is reported; 0 = all (~75 min)
+    # of the pools' `check` parts on which FA/h is reported; 0 = all (~127 min)
     report_minutes: Annotated[float, Field(ge=0.0)] = 0.0
     epochs: Annotated[int, Field(ge=1, le=1000)] = 30
     quantize_epoch: NonNegInt = 15  # fake-quant on from this epoch
