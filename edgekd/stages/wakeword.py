@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from edgekd.artifacts import write_json
+from edgekd.audio.channel import codec
 from edgekd.audio.frontend import MICRO_FEATURE_SCALE, MicroFrontend
 from edgekd.audio.io import SAMPLE_RATE, from_pcm16, read_wav
 from edgekd.config import BuildConfig
@@ -249,12 +250,14 @@ def stage_mine(
         model, frontend = load_student(student), MicroFrontend()
         found, per_source = [], {}
         recordings = negative_recordings("fit", w.mining_minutes, cfg.seed + 7)
-        for r in tqdm(recordings, desc="mining", unit="source", disable=not progress):
-            windows = hard_windows(
-                model, frontend(r.audio), examples.info["frames"], w.mining_cutoff, cfg.seed
-            )
+        rng = np.random.default_rng(cfg.seed)
+        streams = [(r.source, r.audio) for r in recordings] + (
+            [(f"{r.source} (codec)", codec(r.audio, rng)) for r in recordings] if w.mining_codec else []
+        )
+        for name, audio in tqdm(streams, desc="mining", unit="stream", disable=not progress):
+            windows = hard_windows(model, frontend(audio), examples.info["frames"], w.mining_cutoff, cfg.seed)
             found.append(windows)
-            per_source[r.source] = {"windows": len(windows), "hours": r.seconds / 3600}
+            per_source[name] = {"windows": len(windows), "hours": len(audio) / SAMPLE_RATE / 3600}
         mined = np.concatenate(found)
         np.savez(d / MINED, features_u16=to_u16(mined))
         hours = sum(s["hours"] for s in per_source.values())
@@ -267,7 +270,7 @@ def stage_mine(
 
     key = {
         "student": student.key,  # holds the examples' key, hence their length in frames
-        **w.model_dump(mode="json", include={"mining_cutoff", "mining_minutes"}),
+        **w.model_dump(mode="json", include={"mining_cutoff", "mining_minutes", "mining_codec"}),
         "seed": cfg.seed,
         "pool": pool_fingerprint("debian-speech"),
     }
