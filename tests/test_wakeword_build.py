@@ -160,6 +160,27 @@ def test_hard_negative_mining_fine_tunes_the_trained_student(
     assert sha256_file(final / "hey_edge.tflite") != sha256_file(built[0] / "hey_edge.tflite")
 
 
+def test_mining_through_the_telephone_codec_mines_each_source_twice(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`wakeword.mining_codec` runs every fit stream a second time through the 8 kHz mu-law channel: the
+    same student (nothing trained again before mining), twice the hours, the codec streams named."""
+    manifest = json.loads((built[0] / "manifest.json").read_text())
+    (plain,) = manifest["hard_negatives"]
+    out = tmp_path / "out"
+    rc = _build(out, built[1], "wakeword.mining_codec=true")
+    final = out / ("rejected" if rc == 1 else ".")
+    coded = json.loads((final / "manifest.json").read_text())
+    (mined,) = coded["hard_negatives"]
+    assert coded["cache_keys"]["student"] == manifest["cache_keys"]["student"]
+    assert coded["cache_keys"]["mine_1"] != manifest["cache_keys"]["mine_1"]
+    sources = set(plain["per_source"])
+    assert set(mined["per_source"]) == sources | {f"{s} (codec)" for s in sources}
+    assert mined["hours"] == pytest.approx(2 * plain["hours"], rel=1e-3)
+    for source, found in plain["per_source"].items():  # the wideband streams mine what they mined before
+        assert mined["per_source"][source]["windows"] == found["windows"]
+
+
 def test_real_recordings_of_the_phrase_are_scored_and_can_be_gated(
     built: tuple[Path, Path], tmp_path: Path
 ) -> None:
