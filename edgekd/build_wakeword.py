@@ -21,7 +21,7 @@ import torch
 from edgekd import __version__
 from edgekd.artifacts import sha256_file, write_json, write_text
 from edgekd.config import BuildConfig
-from edgekd.data.real_pool import pool_licences, resolve_pool
+from edgekd.data.real_pool import HELD_OUT_POOL, pool_licences, resolve_pool
 from edgekd.export.manifest import SCHEMA, file_hashes, versions
 from edgekd.pipeline import StageOutput, Stages, StageTiming
 from edgekd.stages.data import stage_corpus
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from edgekd.build import BuildResult
 
 POOL = "debian-speech"
-HELD_OUT_POOL = "held-out-speech"  # calibration and check audio that no build trains on
 
 
 def wakeword_manifest(

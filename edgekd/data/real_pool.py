@@ -130,11 +130,12 @@ SOURCES: dict[str, Source] = {
         _asterisk("ru", "ru_RU_f_IvrvoiceRU", 23.9, "one Russian speaker"),
     )
 }
-# `debian-speech` is what builds may train on (`data.unlabeled`, a wake word's fit part); `held-out-speech`
+# `debian-speech` is what builds may train on (`data.unlabeled`, a wake word's fit part); HELD_OUT_POOL
 # only calibrates and checks wake words (`negative_recordings(..., held_out=True)`)
+HELD_OUT_POOL = "held-out-speech"
 POOLS: dict[str, tuple[str, ...]] = {
     "debian-speech": tuple(n for n, s in SOURCES.items() if not s.held_out),
-    "held-out-speech": tuple(n for n, s in SOURCES.items() if s.held_out),
+    HELD_OUT_POOL: tuple(n for n, s in SOURCES.items() if s.held_out),
     **{name: (name,) for name in SOURCES},
 }
 # Real speech without keywords, for false accepts per hour: no English (asterisk's prompts say "no",
@@ -143,7 +144,7 @@ POOLS: dict[str, tuple[str, ...]] = {
 # per-keyword counts show.
 NEGATIVE_SOURCES = ("fillets-cs", "fillets-nl", "tuxpaint-desc")
 # Spanish, French, Italian and Russian prompts ("no", "non", "si" are words there): for wake words only
-HELD_OUT_SOURCES = POOLS["held-out-speech"]
+HELD_OUT_SOURCES = POOLS[HELD_OUT_POOL]
 NEGATIVE_EXCLUDE = ("*_desc.ogg", "*_desc.wav")
 
 

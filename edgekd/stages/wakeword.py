@@ -36,7 +36,7 @@ from edgekd.audio.frontend import MICRO_FEATURE_SCALE, MicroFrontend
 from edgekd.audio.io import SAMPLE_RATE, from_pcm16, read_wav
 from edgekd.config import BuildConfig
 from edgekd.data.corpus import Corpus, keyword_clips
-from edgekd.data.real_pool import negative_recordings, pool_fingerprint
+from edgekd.data.real_pool import HELD_OUT_POOL, negative_recordings, pool_fingerprint
 from edgekd.data.views import background_speech, make_views
 from edgekd.esphome import contract
 from edgekd.esphome.engine import WakeWordEngine
@@ -416,7 +416,7 @@ def stage_calibrate(
         **w.model_dump(mode="json", include={"calibration_minutes", "cutoffs", "windows", "positives"}),
         "seed": cfg.seed,
         "pool": pool_fingerprint("debian-speech"),
-        "held_out": pool_fingerprint("held-out-speech"),
+        "held_out": pool_fingerprint(HELD_OUT_POOL),
     }
     return stages.run("wake_calibrate", key, produce)
 
@@ -542,7 +542,7 @@ def stage_wake_verify(
         "holdout": folder_fingerprint(Path(cfg.verify.holdout)) if cfg.verify.holdout else None,
         "seed": cfg.seed,
         "pool": pool_fingerprint("debian-speech"),
-        "held_out": pool_fingerprint("held-out-speech"),
+        "held_out": pool_fingerprint(HELD_OUT_POOL),
     }
     return stages.run("wake_verify", key, produce)
 
