@@ -415,6 +415,9 @@ class WakeWordConfig(SpecAugmentFields):
     near_misses: Annotated[int, Field(ge=0, le=200)] = 24
     # real speech of the built-in pool's `fit` part, cut into 1 s negatives (all-zero targets)
     real_negatives_minutes: Annotated[float, Field(ge=0.0)] = 200.0
+    # share of those windows heard through a telephone channel (`audio.channel.codec`: 8 kHz, mu-law) before
+    # levelling: telephone prompts made `computer` fire ~5x as often as wideband speech (docs/DESIGN.md)
+    real_negatives_codec: Fraction = 0.0
     # of the pools' `calibration` parts (never trained on: debian-speech's and half of held-out-speech) on
     # which (cutoff, window) is chosen; 0 = all (~127 min): with ~76 min one false accept was 0.79/h, so only
     # silent points could be within 0.5 FA/h, and snowboy had to take its strictest (docs/DESIGN.md)

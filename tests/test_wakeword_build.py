@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgekd.artifacts import sha256_file
@@ -23,7 +24,7 @@ from edgekd.config import load_config
 from edgekd.errors import ConfigError
 from edgekd.esphome import contract
 from edgekd.esphome.engine import WakeWordEngine
-from edgekd.stages.wakeword import train_config
+from edgekd.stages.wakeword import real_windows, train_config
 from edgekd.train.spec_augment import SpecAugment
 from edgekd.words import DICTIONARY
 
@@ -179,6 +180,20 @@ def test_mining_through_the_telephone_codec_mines_each_source_twice(
     assert mined["hours"] == pytest.approx(2 * plain["hours"], rel=1e-3)
     for source, found in plain["per_source"].items():  # the wideband streams mine what they mined before
         assert mined["per_source"][source]["windows"] == found["windows"]
+
+
+def test_a_share_of_the_real_negatives_is_heard_through_a_telephone(fake_pool: Path) -> None:
+    """`wakeword.real_negatives_codec`: the chosen windows lose what an 8-11 kHz channel cannot carry, the
+    others are the wideband windows of the same seed, and a share of 0 leaves every window as it was."""
+    plain = real_windows(1.0, (-6.0, 0.0), seed=3)
+    phone = real_windows(1.0, (-6.0, 0.0), seed=3, codec_share=0.5)
+    assert phone.shape == plain.shape and len(plain) > 20
+    coded = ~np.isclose(phone, plain, atol=1e-6).all(axis=1)
+    assert 0.25 * len(plain) <= coded.sum() <= 0.75 * len(plain)  # about half, chosen by the seed
+    spectrum = np.abs(np.fft.rfft(np.concatenate([plain[coded], phone[coded]]).reshape(2, -1), axis=1)) ** 2
+    above = spectrum[:, int(0.72 * spectrum.shape[1]) :].sum(1) / spectrum.sum(1)  # > 5.76 kHz
+    assert above[0] > 0.1 and above[1] < 0.01 * above[0]
+    np.testing.assert_array_equal(real_windows(1.0, (-6.0, 0.0), seed=3, codec_share=0.0), plain)
 
 
 def test_real_recordings_of_the_phrase_are_scored_and_can_be_gated(

@@ -97,15 +97,22 @@ def from_u16(u16: np.ndarray) -> np.ndarray:
     return u16.astype(np.float32) * np.float32(MICRO_FEATURE_SCALE)
 
 
-def real_windows(minutes: float, gain_db: tuple[float, float], seed: int) -> np.ndarray:
-    """1 s windows of the pool's `fit` part (each source an equal share), levelled with a random gain in
-    `gain_db` (the augmentation's range)."""
+def real_windows(
+    minutes: float, gain_db: tuple[float, float], seed: int, codec_share: float = 0.0
+) -> np.ndarray:
+    """1 s windows of the pool's `fit` part (each source an equal share), a random `codec_share` of them
+    heard through a telephone channel, levelled with a random gain in `gain_db` (the augmentation's range)."""
     if not minutes:
         return np.zeros((0, SAMPLE_RATE), np.float32)
     real = np.concatenate([r.audio for r in negative_recordings("fit", minutes, seed + 7)])
     n = len(real) // SAMPLE_RATE
     windows = real[: n * SAMPLE_RATE].reshape(n, SAMPLE_RATE)
-    gain = 10 ** (np.random.default_rng(seed).uniform(*gain_db, (n, 1)) / 20)
+    rng = np.random.default_rng(seed)
+    gain = 10 ** (rng.uniform(*gain_db, (n, 1)) / 20)
+    phone = np.flatnonzero(rng.random(n) < codec_share)
+    if len(phone):
+        windows = windows.copy()
+        windows[phone] = [codec(windows[i], rng) for i in phone]
     peak = np.abs(windows).max(1, keepdims=True) + 1e-6
     return (windows * gain * CONTEXT_GAIN / peak).astype(np.float32)
 
@@ -124,7 +131,9 @@ def stage_examples(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progre
             speech=speech,
         )  # fmt: skip
         positive = clips.labels[clip_idx] == clips.classes.index(cfg.labels[0])
-        real = real_windows(w.real_negatives_minutes, cfg.data.augment.gain_db, cfg.seed)
+        real = real_windows(
+            w.real_negatives_minutes, cfg.data.augment.gain_db, cfg.seed, w.real_negatives_codec
+        )
         talk = []  # real talk as context too: the phrase often follows other speech
         if speech is not None:
             starts = range(0, len(speech) - SAMPLE_RATE, 7 * SAMPLE_RATE)
@@ -158,6 +167,7 @@ def stage_examples(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progre
         "corpus": corpus.key,
         "augment": cfg.data.augment.model_dump(mode="json"),
         "real_negatives_minutes": w.real_negatives_minutes,
+        **({"real_negatives_codec": w.real_negatives_codec} if w.real_negatives_codec else {}),
         "positive_steps": w.positive_steps,
         "embeddings": w.alpha > 0 or w.feature_weight > 0,
         "seed": cfg.seed,
