@@ -59,7 +59,7 @@ from edgekd.stats import clopper_pearson, poisson_rate_interval  # noqa: E402
 from edgekd.stream import BUILTIN, audio_files  # noqa: E402
 from edgekd.words import slug  # noqa: E402
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data"
+REAL = Path(os.environ.get("EDGEKD_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 ENGLISH_NEGATIVES = ("real-wakewords-dev", "real-commands-dev")
 TTS_ENGINES = ("piper", "kokoro", "espeak", "flite", "festival")
 SNR_DB = (5.0, 15.0)

@@ -44,6 +44,7 @@ TINY = [
     "wakeword.quantize_epoch=1",
     "wakeword.freeze_epoch=2",
     "wakeword.teacher_epochs=2",
+    "wakeword.mining_rounds=1",
     "wakeword.mining_minutes=2",
     "wakeword.mining_cutoff=0.1",
     "wakeword.mining_epochs=1",
