@@ -110,8 +110,7 @@ def real_windows(
     rng = np.random.default_rng(seed)
     gain = 10 ** (rng.uniform(*gain_db, (n, 1)) / 20)
     phone = np.flatnonzero(rng.random(n) < codec_share)
-    if len(phone):
-        windows = windows.copy()
+    if len(phone):  # `windows` views `real`, a fresh array of this call: coded in place, no copy of the hours
         windows[phone] = [codec(windows[i], rng) for i in phone]
     peak = np.abs(windows).max(1, keepdims=True) + 1e-6
     return (windows * gain * CONTEXT_GAIN / peak).astype(np.float32)
