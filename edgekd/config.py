@@ -91,12 +91,14 @@ MaskWidth = Annotated[int, Field(ge=0, le=100)]
 class SpecAugmentFields(Section):
     """SpecAugment on a student's features (`edgekd.train.spec_augment`): per example, up to `freq_masks`
     bands of up to `freq_mask_width` of the 40 channels and up to `time_masks` spans of up to
-    `time_mask_width` frames (10 ms each). Zero masks: off."""
+    `time_mask_width` frames (10 ms each). Zero masks: off. `freq_warp`: every frequency scaled by a
+    factor drawn from 1 +- freq_warp per example (a vocal tract's length; 0: off)."""
 
     freq_masks: MaskCount = 0
     freq_mask_width: MaskWidth = 0
     time_masks: MaskCount = 0
     time_mask_width: MaskWidth = 0
+    freq_warp: Annotated[float, Field(ge=0.0, le=0.3)] = 0.0
 
     @model_validator(mode="after")
     def _masks(self) -> SpecAugmentFields:
@@ -425,6 +427,9 @@ class WakeWordConfig(SpecAugmentFields):
     calibration_minutes: Annotated[float, Field(ge=0.0)] = 0.0
     # of the pools' `check` parts on which FA/h is reported; 0 = all (~127 min)
     report_minutes: Annotated[float, Field(ge=0.0)] = 0.0
+    # the streaming student's width (`StreamingSpec.channels`): flash, arena and MAC/s grow with it, and the
+    # verify stage gates them against the target's budget
+    channels: Annotated[int, Field(ge=4, le=256)] = 48
     epochs: Annotated[int, Field(ge=1, le=1000)] = 30
     quantize_epoch: NonNegInt = 15  # fake-quant on from this epoch
     freeze_epoch: NonNegInt = 25  # activation ranges frozen from this epoch

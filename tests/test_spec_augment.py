@@ -9,7 +9,8 @@ import torch
 from edgekd.config import load_config
 from edgekd.errors import ConfigError
 from edgekd.stages.distill import float_spec
-from edgekd.train.spec_augment import SpecAugment
+from edgekd.stages.wakeword import train_config
+from edgekd.train.spec_augment import LOWER_HZ, UPPER_HZ, SpecAugment, freq_warp, mel
 
 
 @pytest.mark.parametrize("fill", ["mean", "min"])
@@ -68,3 +69,45 @@ def test_config_fields_reach_both_students() -> None:
     assert not float_spec(off, True).spec_augment.on
     with pytest.raises(ConfigError, match="time_masks 2 with time_mask_width 0 masks nothing"):
         load_config("esp32s3", overrides=["train.time_masks=2", "train.time_mask_width=0"])
+
+
+def test_frequency_warp_moves_a_formant_by_the_factor_on_the_mel_axis() -> None:
+    """A factor of 1 keeps the channels; a peak at 1 kHz moves to the channel of 1.1 kHz under 1.1 and of
+    0.9 kHz under 0.9 (every frequency scaled, read through the frontend's mel-spaced filterbank)."""
+    lo, hi = mel(LOWER_HZ), mel(UPPER_HZ)
+
+    def channel(hz: float) -> float:
+        return float((mel(hz) - lo) / ((hi - lo) / 41) - 1)
+
+    x = torch.exp(-0.5 * (torch.arange(40.0) - channel(1000.0)) ** 2).view(1, 1, 40).repeat(3, 5, 1)
+    y = freq_warp(x, torch.tensor([1.0, 1.1, 0.9]))
+    assert torch.allclose(y[0], x[0])
+    peaks = [float((y[i, 0] * torch.arange(40.0)).sum() / y[i, 0].sum()) for i in range(3)]
+    assert peaks[0] == pytest.approx(channel(1000.0), abs=0.05)
+    assert peaks[1] == pytest.approx(channel(1100.0), abs=0.15)
+    assert peaks[2] == pytest.approx(channel(900.0), abs=0.15)
+
+
+def test_the_warp_is_seeded_bounded_and_composes_with_the_masks() -> None:
+    """Warped values stay within each example's range (interpolation, edge channels repeated); the seed
+    decides the factors; with masks on, the masked cells still take the warped example's fill."""
+    x = torch.rand(16, 50, 40)
+    warp = SpecAugment(freq_warp=0.15)
+    assert warp.on
+    y = warp(x, torch.Generator().manual_seed(4))
+    assert torch.equal(y, warp(x, torch.Generator().manual_seed(4)))
+    assert not torch.equal(y, warp(x, torch.Generator().manual_seed(5)))
+    assert (y.amax(dim=(1, 2)) <= x.amax(dim=(1, 2)) + 1e-6).all()
+    assert (y.amin(dim=(1, 2)) >= x.amin(dim=(1, 2)) - 1e-6).all()
+    both = SpecAugment(freq_masks=1, freq_width=8, freq_warp=0.15)(x, torch.Generator().manual_seed(4))
+    assert ((both == y) | (both == y.mean(dim=(1, 2), keepdim=True))).all()
+    assert (both != y).any()
+
+
+def test_the_warp_is_a_config_field_of_both_students_within_its_range() -> None:
+    cfg = load_config("esp32s3", overrides=["train.freq_warp=0.1"])
+    assert float_spec(cfg, True).spec_augment == SpecAugment(1, 5, 1, 10, fill="min", freq_warp=0.1)
+    wake = train_config(load_config("esphome", None, ["wakeword.freq_warp=0.1"]))
+    assert wake.spec_augment.freq_warp == 0.1
+    with pytest.raises(ConfigError, match="freq_warp"):
+        load_config("esphome", None, ["wakeword.freq_warp=0.5"])

@@ -162,6 +162,26 @@ def test_hard_negative_mining_fine_tunes_the_trained_student(
     assert sha256_file(final / "hey_edge.tflite") != sha256_file(built[0] / "hey_edge.tflite")
 
 
+def test_a_student_too_wide_for_the_device_is_refused_by_its_arena_gate(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`wakeword.channels` widens the student: the examples and the teacher are reused, the student is
+    trained anew, and at 64 channels TFLite Micro's arena plus headroom is over ESPHome's 24 KB, so the
+    build goes to `rejected/` with that gate failed (flash still fits)."""
+    out = tmp_path / "out"
+    assert _build(out, built[1], "wakeword.channels=64") == 1
+    manifest = json.loads((out / "rejected" / "manifest.json").read_text())
+    ran = {t["name"] for t in manifest["timings"] if not t["cached"]}
+    assert "wake_student" in ran and not ran & {"corpus", "wake_examples", "wake_teacher"}
+    parity = json.loads((out / "rejected" / "parity.json").read_text())
+    gates = {g["name"]: g for g in parity["gates"]}
+    assert not gates["arena_bytes_with_headroom"]["passed"] and gates["model_bytes"]["passed"]
+    narrow = json.loads((built[0] / "parity.json").read_text())["contract"]
+    assert parity["contract"]["flash_bytes"] > narrow["flash_bytes"]
+    assert parity["contract"]["macs_per_second"] > narrow["macs_per_second"]
+    assert not (out / "hey_edge.tflite").exists()
+
+
 def test_mining_through_the_telephone_codec_mines_each_source_twice(
     built: tuple[Path, Path], tmp_path: Path
 ) -> None:

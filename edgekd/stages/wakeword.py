@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -221,6 +222,14 @@ def training_data(examples: StageOutput, teacher: StageOutput | None) -> Example
     return data
 
 
+def student_spec(cfg: BuildConfig) -> Any:
+    """The streaming student's shape: the default `StreamingSpec` at the recipe's width."""
+    from edgekd.models.streaming import StreamingSpec
+
+    assert cfg.wakeword is not None
+    return StreamingSpec(channels=cfg.wakeword.channels)
+
+
 def stage_wake_student(
     cfg: BuildConfig, examples: StageOutput, teacher: StageOutput | None, stages: Stages, progress: bool
 ) -> StageOutput:
@@ -228,10 +237,12 @@ def stage_wake_student(
 
     tc = train_config(cfg)
 
+    spec = student_spec(cfg)
+
     def produce(d: Path) -> dict[str, Any]:
         data = training_data(examples, teacher)
         torch.manual_seed(cfg.seed)
-        model = StreamingStudent()
+        model = StreamingStudent(spec)
         train(model, data, tc, progress)
         torch.save(model.state_dict(), d / STUDENT)
         return {
@@ -242,7 +253,8 @@ def stage_wake_student(
 
     # the fine-tuning settings belong to `wake_finetune`: changing them does not train the student again
     train_key = {k: v for k, v in tc.__dict__.items() if not k.startswith("mining_")}
-    key = {"examples": examples.key, "teacher": teacher and teacher.key, "train": train_key}
+    key = {"examples": examples.key, "teacher": teacher and teacher.key, "train": train_key,
+           "spec": dataclasses.asdict(spec)}  # fmt: skip
     return stages.run("wake_student", key, produce)
 
 
@@ -256,7 +268,7 @@ def stage_mine(
     assert w is not None
 
     def produce(d: Path) -> dict[str, Any]:
-        model, frontend = load_student(student), MicroFrontend()
+        model, frontend = load_student(cfg, student), MicroFrontend()
         found, per_source = [], {}
         recordings = negative_recordings("fit", w.mining_minutes, cfg.seed + 7)
         rng = np.random.default_rng(cfg.seed)
@@ -300,7 +312,7 @@ def stage_fine_tune(
 
     def produce(d: Path) -> dict[str, Any]:
         windows = np.concatenate([from_u16(np.load(m.dir / MINED)["features_u16"]) for m in mined])
-        model = fine_tune(load_student(student), training_data(examples, teacher), windows, tc, progress)
+        model = fine_tune(load_student(cfg, student), training_data(examples, teacher), windows, tc, progress)
         torch.save(model.state_dict(), d / STUDENT)
         return {"mined_windows": len(windows), "epochs": tc.mining_epochs}
 
@@ -312,11 +324,11 @@ def stage_fine_tune(
     return stages.run("wake_finetune", key, produce)
 
 
-def load_student(student: StageOutput) -> Any:
+def load_student(cfg: BuildConfig, student: StageOutput) -> Any:
     """The trained student, fake-quant on and frozen, as it was exported."""
     from edgekd.models.streaming import StreamingStudent
 
-    model = StreamingStudent().quantize().freeze()
+    model = StreamingStudent(student_spec(cfg)).quantize().freeze()
     model.load_state_dict(torch.load(student.dir / STUDENT, weights_only=True))
     return model.eval()
 
@@ -327,7 +339,7 @@ def stage_wake_export(cfg: BuildConfig, student: StageOutput, stages: Stages) ->
     from edgekd.export.streaming import write_step_model
 
     def produce(d: Path) -> dict[str, Any]:
-        model = write_step_model(load_student(student), d / f"{slug(cfg.labels[0])}.tflite")
+        model = write_step_model(load_student(cfg, student), d / f"{slug(cfg.labels[0])}.tflite")
         report = contract.check(model)
         arena = 16 * math.ceil(report.arena_bytes * (1 + cfg.budget.arena_headroom) / 16)
         return {"model": model.name, "contract": report.record(), "tensor_arena_size": arena}
