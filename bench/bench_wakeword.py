@@ -67,7 +67,7 @@ SNR_DB = (5.0, 15.0)
 # point replays ESPHome's rule over every stream (~1 s per point and model)
 DET_PROBABILITIES = (0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995)
 DET_CUTOFFS = tuple(contract.cutoff_u8(c) for c in DET_PROBABILITIES)
-DET_WINDOWS = (1, 3, 5, 8, 12)
+DET_WINDOWS = (1, 3, 5, 8, 12, 16, 20)  # the recipe calibrates up to 20 steps (0.6 s)
 MATCHED_FA = (0.5, 1.0, 2.0)
 
 
