@@ -93,6 +93,8 @@ class SpecAugment:
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """`x` warped, then masked, with the draws from `gen` (the input is not modified; the same draws
         give the same output, so a seeded build reproduces)."""
+        if not self.on:
+            return x
         n, t, c = x.shape
         if self.freq_warp > 0:
             x = freq_warp(x, 1 + self.freq_warp * (2 * torch.rand(n, generator=gen) - 1))
