@@ -235,9 +235,7 @@ def stage_wake_student(
 ) -> StageOutput:
     from edgekd.models.streaming import StreamingStudent
 
-    tc = train_config(cfg)
-
-    spec = student_spec(cfg)
+    tc, spec = train_config(cfg), student_spec(cfg)
 
     def produce(d: Path) -> dict[str, Any]:
         data = training_data(examples, teacher)

@@ -11,8 +11,8 @@ Frequency warping (`freq_warp`, vocal-tract-length perturbation after Jaitly & H
 features): each example's channel axis is resampled as if every frequency were scaled by a factor drawn
 from `1 +- freq_warp`. A longer or shorter vocal tract moves every formant by about that factor; the
 synthetic corpus has a few hundred vocal tracts, people have as many as there are people. The channels are
-assumed mel-spaced over the micro frontend's 125-7500 Hz (its filterbank); bands warped past either edge
-repeat the edge channel.
+assumed HTK-mel-spaced over the micro frontend's 125-7500 Hz (the log-mel frontend's 20-7600 Hz is close
+enough for a factor of a few per cent); bands warped past either edge repeat the edge channel.
 """
 
 from __future__ import annotations
