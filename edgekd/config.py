@@ -442,7 +442,9 @@ class WakeWordConfig(SpecAugmentFields):
     temperature: Annotated[float, Field(gt=0.0, le=20.0)] = 2.0
     # anneal the temperature from this down to `temperature` over the float epochs; None = constant
     temperature_start: Annotated[float, Field(gt=0.0, le=20.0)] | None = None
-    # frame-level feature matching: a projection of the student's state regresses the teacher's embedding
+    # frame-level feature matching: a projection of the student's state regresses the teacher's embedding.
+    # Off: on the recipe it helped `snowboy` everywhere and cost `computer` 5-7 points of people in speech,
+    # one run each (docs/DESIGN.md)
     feature_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
     # SpecAugment (`SpecAugmentFields`, masked cells set to the example's mean) is off unless the recipe asks
     teacher_epochs: Annotated[int, Field(ge=1, le=1000)] = 30
