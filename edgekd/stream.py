@@ -47,6 +47,7 @@ from edgekd.detect import (
 )
 from edgekd.errors import EdgekdError
 from edgekd.export.firmware import SETTINGS_HEADER
+from edgekd.stats import MEDIAN, within_fa_budget
 from edgekd.verify import runtime_worker
 from edgekd.verify.runners import TFLMRunner
 
@@ -478,7 +479,8 @@ def sweep(
             row: dict[str, Any] = {"window": window, "threshold": threshold}
             if negatives:
                 decided = [replace(r, detections=decide(point, r.file, r.due, r.logits)) for r in negatives]
-                row["fa_per_hour"] = false_accepts(decided, keywords)["fa_per_hour"]
+                fa = false_accepts(decided, keywords)
+                row.update({k: fa[k] for k in ("false_accepts", "hours", "fa_per_hour")})
             if positives is not None:
                 run = positives.result
                 row["recall"] = positives.score(decide(point, run.file, run.due, run.logits))["recall"]
@@ -486,10 +488,18 @@ def sweep(
     return points
 
 
-def best_point(points: list[dict[str, Any]], max_fa_per_hour: float) -> dict[str, Any] | None:
-    """The point with the best recall whose FA/h is within `max_fa_per_hour` (ties: fewer false
-    accepts, then the higher threshold); None when no point is."""
-    ok = [p for p in points if p["fa_per_hour"] <= max_fa_per_hour]
+def within(point: dict[str, Any], max_fa_per_hour: float, confidence: float) -> bool:
+    """Whether a sweep point fits the budget: its FA/h bound at `confidence`, not its raw rate, does
+    (`stats.within_fa_budget`: one false accept in ~2 h is no evidence of 0.5/h)."""
+    return within_fa_budget(point["false_accepts"], point["hours"], max_fa_per_hour, confidence)
+
+
+def best_point(
+    points: list[dict[str, Any]], max_fa_per_hour: float, confidence: float = MEDIAN
+) -> dict[str, Any] | None:
+    """The point with the best recall within `max_fa_per_hour` (`within`; ties: fewer false accepts,
+    then the higher threshold); None when no point is."""
+    ok = [p for p in points if within(p, max_fa_per_hour, confidence)]
     if not ok:
         return None
     return max(ok, key=lambda p: (p.get("recall") or 0.0, -p["fa_per_hour"], p["threshold"], -p["window"]))
@@ -500,15 +510,16 @@ def calibrate(
     negatives: list[FileResult],
     positives: PositiveRun | None,
     max_fa_per_hour: float,
+    confidence: float = MEDIAN,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The operating point for a false-accept budget: the DET point with the best recall within
-    `max_fa_per_hour` on `negatives`; when none is, the one with the fewest false accepts (then the best
-    recall). Returns it (with `met`: whether it is within the budget here) and the whole sweep.
+    `max_fa_per_hour` on `negatives` at `confidence`; when none is, the one with the fewest false accepts
+    (then the best recall). Returns it (with `met`: whether it is within the budget here) and the sweep.
 
     Pass calibration audio only: a point chosen on the audio it is then reported on flatters it.
     """
     points = sweep(settings, negatives, positives)
-    chosen = best_point(points, max_fa_per_hour)
+    chosen = best_point(points, max_fa_per_hour, confidence)
     if chosen is None:
         chosen = min(points, key=lambda p: (p["fa_per_hour"], -(p.get("recall") or 0.0), -p["threshold"]))
-    return {**chosen, "met": chosen["fa_per_hour"] <= max_fa_per_hour}, points
+    return {**chosen, "met": within(chosen, max_fa_per_hour, confidence)}, points

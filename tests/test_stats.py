@@ -12,7 +12,9 @@ from edgekd.stats import (
     mean_class_interval,
     paired_drop,
     poisson_rate_interval,
+    poisson_rate_upper,
     wilson,
+    within_fa_budget,
 )
 
 
@@ -61,6 +63,34 @@ def test_poisson_rate_interval_covers_the_true_rate_at_least_95_percent_of_the_t
         for lo, hi in (poisson_rate_interval(int(k), hours) for k in rng.poisson(rate * hours, 4000))
     ]
     assert 0.95 <= np.mean(hits) < 0.995  # exact intervals are conservative
+
+
+def test_poisson_rate_upper_is_the_median_unbiased_rate_at_half_and_the_interval_end_at_975() -> None:
+    assert poisson_rate_upper(0, 1.0, 0.5) == pytest.approx(np.log(2))  # P(0 events | ln 2) = 1/2
+    assert poisson_rate_upper(1, 2.0, 0.5) == pytest.approx(1.6783 / 2, abs=1e-4)
+    assert poisson_rate_upper(3, 1.5, 0.975) == pytest.approx(poisson_rate_interval(3, 1.5)[1])
+    with pytest.raises(ValueError, match="positive amount of audio"):
+        poisson_rate_upper(0, 0.0, 0.5)
+
+
+def test_one_false_accept_in_two_hours_is_no_evidence_of_half_a_false_accept_per_hour() -> None:
+    hours = 2.11  # a wake-word build's calibration speech
+    assert 1 / hours <= 0.5 and not within_fa_budget(1, hours, 0.5, 0.5)
+    assert within_fa_budget(0, hours, 0.5, 0.5) and not within_fa_budget(0, hours, 0.5, 0.95)
+    assert within_fa_budget(2, 6.0, 0.5, 0.5)  # more hours: more false accepts can be seen within it
+
+
+def test_a_point_at_the_budget_passes_the_median_rule_at_most_half_the_time() -> None:
+    """Why 0.5: at a true rate equal to the budget, the raw rate k/h lets most draws through; the
+    median-unbiased bound lets through at most half, and a point beyond the budget fewer still."""
+    rng = np.random.default_rng(0)
+    hours, budget = 2.11, 0.5
+    counts = rng.poisson(budget * hours, 4000)
+    raw = np.mean(counts / hours <= budget)
+    median = np.mean([within_fa_budget(int(k), hours, budget, 0.5) for k in counts])
+    assert raw > 0.65 and median <= 0.5
+    over = rng.poisson(3 * budget * hours, 4000)  # 1.5/h, what alexa's first point turned out to run at
+    assert np.mean([within_fa_budget(int(k), hours, budget, 0.5) for k in over]) < 0.1
 
 
 def test_clopper_pearson_matches_reference_values() -> None:

@@ -21,12 +21,14 @@ from edgekd.detect import (
     window_schedule,
 )
 from edgekd.export.firmware import SETTINGS_HEADER
+from edgekd.stats import MEDIAN, within_fa_budget
 from edgekd.stream import (
     BACKGROUND_DBFS,
     Detection,
     FileResult,
     Inserted,
     active_rms,
+    best_point,
     false_accepts,
     insert_clips,
     load_settings,
@@ -251,12 +253,22 @@ def test_sweep_decides_again_from_the_same_logits_and_picks_a_point(
     assert own["fa_per_hour"] == pytest.approx(data["negatives"]["fa_per_hour"])
     assert own["recall"] == data["positives"]["recall"]
     chosen = data["sweep"]["chosen"]
-    meeting = [p for p in points if p["fa_per_hour"] <= 2000]
+    meeting = [p for p in points if within_fa_budget(p["false_accepts"], p["hours"], 2000, MEDIAN)]
     if chosen is None:
         assert not meeting
     else:
-        assert chosen["fa_per_hour"] <= 2000 and chosen["recall"] == max(p["recall"] for p in meeting)
+        assert chosen in meeting and chosen["recall"] == max(p["recall"] for p in meeting)
     assert "FA/h" in capsys.readouterr().out
+
+
+def test_best_point_reads_a_lone_false_accept_as_evidence_not_as_its_raw_rate() -> None:
+    """1 false accept in 2.1 h is 0.47/h raw but no evidence of <= 0.5/h: the silent point ships."""
+    lenient = {"threshold": 0.9, "window": 3, "false_accepts": 1, "hours": 2.1, "fa_per_hour": 1 / 2.1,
+               "recall": 1.0}  # fmt: skip
+    silent = {**lenient, "threshold": 0.95, "false_accepts": 0, "fa_per_hour": 0.0, "recall": 0.98}
+    assert best_point([lenient, silent], 0.5) == silent
+    assert best_point([lenient], 0.5) is None
+    assert best_point([lenient, silent], 1.0) == lenient  # 1 in 2.1 h fits 1 FA/h (bound 0.80)
 
 
 @pytest.mark.parametrize(

@@ -145,7 +145,9 @@ def stage_stream(
             seconds = positives_seconds(positives)
             cal = run_streams(settings, runner, "train", s.calibration_minutes, positives, about, snr,
                               cfg.seed, progress, seconds)  # fmt: skip
-            chosen, points = calibrate(settings, cal.negatives, cal.positives, limit)
+            chosen, points = calibrate(
+                settings, cal.negatives, cal.positives, limit, cfg.gates.fa_calibration_confidence
+            )
             settings = replace(
                 settings,
                 threshold=chosen["threshold"] if cfg.firmware.threshold == "auto" else settings.threshold,

@@ -43,7 +43,7 @@ from edgekd.esphome import contract
 from edgekd.esphome.engine import WakeWordEngine
 from edgekd.esphome.measure import NegativeRuns, PositiveRun
 from edgekd.pipeline import StageOutput, Stages, folder_fingerprint
-from edgekd.stats import clopper_pearson, poisson_rate_interval
+from edgekd.stats import clopper_pearson, poisson_rate_interval, poisson_rate_upper
 from edgekd.stream import BUILTIN, audio_files
 from edgekd.train.spec_augment import SpecAugment
 from edgekd.train.wakeword import (
@@ -383,11 +383,12 @@ def stage_calibrate(
     cfg: BuildConfig, corpus: StageOutput, export: StageOutput, stages: Stages, progress: bool
 ) -> StageOutput:
     """Every (cutoff, window) of `wakeword.cutoffs` x `windows`: FA/h on calibration speech and recall of
-    the validation clips in quiet noise; the chosen point is the best recall within the FA/h budget
-    (the fewest false accepts when no point is within it), ties to the stricter cutoff."""
+    the validation clips in quiet noise; the chosen point is the best recall within the FA/h budget at
+    `gates.fa_calibration_confidence` (the fewest false accepts when no point is within it), ties to the
+    stricter cutoff."""
     w = cfg.wakeword
     assert w is not None
-    budget = cfg.gates.fa_budget
+    budget, confidence = cfg.gates.fa_budget, cfg.gates.fa_calibration_confidence
 
     def produce(d: Path) -> dict[str, Any]:
         phrase = cfg.labels[0]
@@ -410,9 +411,11 @@ def stage_calibrate(
                 hits, total = positives.hits(k, window)
                 points.append(
                     {"cutoff": cutoff, "window": window, "false_accepts": fa,
-                     "fa_per_hour": fa / negatives.total_hours, "recall": hits / total}
+                     "fa_per_hour": fa / negatives.total_hours,
+                     "fa_per_hour_bound": poisson_rate_upper(fa, negatives.total_hours, confidence),
+                     "recall": hits / total}
                 )  # fmt: skip
-        within = [p for p in points if p["fa_per_hour"] <= budget]
+        within = [p for p in points if p["fa_per_hour_bound"] <= budget]
         chosen = (
             max(within, key=lambda p: (p["recall"], p["cutoff"], p["window"]))
             if within
@@ -422,6 +425,7 @@ def stage_calibrate(
             "chosen": chosen,
             "within_budget": bool(within),
             "fa_budget": budget,
+            "fa_confidence": confidence,
             "hours": negatives.total_hours,
             "validation_clips": len(clips),
             "points": points,
@@ -432,6 +436,7 @@ def stage_calibrate(
         "export": export.key,
         "corpus": corpus.key,
         "budget": budget,
+        "confidence": confidence,
         **w.model_dump(mode="json", include={"calibration_minutes", "cutoffs", "windows", "positives"}),
         "seed": cfg.seed,
         "pool": pool_fingerprint("debian-speech"),
@@ -543,7 +548,9 @@ def stage_wake_verify(
             },  # fmt: skip
             "negatives": negatives,
             "recall": recall,
-            "calibration": {k_: calibration.info[k_] for k_ in ("points", "hours", "fa_budget")},
+            "calibration": {
+                k_: calibration.info[k_] for k_ in ("points", "hours", "fa_budget", "fa_confidence")
+            },
         }
         write_json(d / "parity.json", parity)
         return {"passed": parity["passed"]}
