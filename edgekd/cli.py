@@ -507,7 +507,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[Arg]]] 
                 {
                     "type": float,
                     "metavar": "X",
-                    "help": "the threshold and window with the best recall at <= X FA/h",
+                    "help": "the threshold and window with the best recall at <= X FA/h, a point's "
+                    "false accepts read as their median-unbiased rate (1 in 2 h: 0.84/h, not 0.5/h)",
                 },
             ),
             (("--threshold",), {"type": float, "help": "mean probability that fires (default: the build's)"}),

@@ -72,7 +72,7 @@ def sweep_text(points: list[dict[str, Any]], chosen: dict[str, Any] | None, targ
             f"({chosen['fa_per_hour']:.2f} FA/h"
             + (f", recall {pct(chosen.get('recall'), 1)})" if has_recall else ")")
             if chosen
-            else f"\nno threshold and window meet {target:g} FA/h on this audio"
+            else f"\nno threshold and window meet {target:g} FA/h on this audio (median-unbiased rate)"
         )
     return text
 
