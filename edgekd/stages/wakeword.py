@@ -43,7 +43,7 @@ from edgekd.esphome import contract
 from edgekd.esphome.engine import WakeWordEngine
 from edgekd.esphome.measure import NegativeRuns, PositiveRun
 from edgekd.pipeline import StageOutput, Stages, folder_fingerprint
-from edgekd.stats import clopper_pearson, poisson_rate_interval, poisson_rate_upper
+from edgekd.stats import clopper_pearson, poisson_rate_interval, poisson_rate_upper, within_fa_budget
 from edgekd.stream import BUILTIN, audio_files
 from edgekd.train.spec_augment import SpecAugment
 from edgekd.train.wakeword import (
@@ -415,7 +415,8 @@ def stage_calibrate(
                      "fa_per_hour_bound": poisson_rate_upper(fa, negatives.total_hours, confidence),
                      "recall": hits / total}
                 )  # fmt: skip
-        within = [p for p in points if p["fa_per_hour_bound"] <= budget]
+        hours = negatives.total_hours
+        within = [p for p in points if within_fa_budget(p["false_accepts"], hours, budget, confidence)]
         chosen = (
             max(within, key=lambda p: (p["recall"], p["cutoff"], p["window"]))
             if within
