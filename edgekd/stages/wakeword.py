@@ -396,6 +396,7 @@ def stage_calibrate(
         engine = engine_for(export, manifest, d / "engine")
         recordings = negative_recordings("calibration", w.calibration_minutes, cfg.seed, held_out=True)
         negatives = NegativeRuns.of(engine, [(r.source, r.audio) for r in recordings], progress)
+        hours = negatives.total_hours
         clips = [
             a
             for _, a in keyword_clips(
@@ -411,11 +412,9 @@ def stage_calibrate(
                 hits, total = positives.hits(k, window)
                 points.append(
                     {"cutoff": cutoff, "window": window, "false_accepts": fa,
-                     "fa_per_hour": fa / negatives.total_hours,
-                     "fa_per_hour_bound": poisson_rate_upper(fa, negatives.total_hours, confidence),
-                     "recall": hits / total}
+                     "fa_per_hour": fa / hours, "recall": hits / total,
+                     "fa_per_hour_bound": poisson_rate_upper(fa, hours, confidence)}
                 )  # fmt: skip
-        hours = negatives.total_hours
         within = [p for p in points if within_fa_budget(p["false_accepts"], hours, budget, confidence)]
         chosen = (
             max(within, key=lambda p: (p["recall"], p["cutoff"], p["window"]))
@@ -427,7 +426,7 @@ def stage_calibrate(
             "within_budget": bool(within),
             "fa_budget": budget,
             "fa_confidence": confidence,
-            "hours": negatives.total_hours,
+            "hours": hours,
             "validation_clips": len(clips),
             "points": points,
             "audio": f"builtin speech, calibration parts ({', '.join(negatives.hours)}), no English",
