@@ -4,12 +4,18 @@
     python bench/bench_real.py --target esp32s3 --recipe digits      # digits on real-digits-fsdd
     python bench/bench_real.py --build build/esp32s3                 # score an existing build only
     python bench/bench_real.py --target esp32s3 --set data.synth.kokoro_voices=60 --json out.json
+    python bench/bench_real.py --build build/esp32s3 --telephone     # + each folder through an 8 kHz band
 
 Every runtime of the build (teacher, float students, fake-quant, INT8 ONNX / LiteRT / TFLite Micro)
 on the real folder, with 95 % intervals: "keywords" is the mean of the per-keyword accuracies (Wilson
 intervals per class, combined), "all" the accuracy over every clip including `_unknown_` words. The
 synthetic test split's figures are printed beside them. The real folders are for measuring only
 (`../shared/data/README.md`): nothing here trains, calibrates or picks a threshold on them.
+
+`--telephone` also scores each folder as an 8 kHz channel delivers it (telephony, Bluetooth
+hands-free, many web recordings): every clip resampled to 8 kHz, a copy in a temporary folder deleted
+afterwards. `real-digits-fsdd` is recorded at 8 kHz already; the other folders are wideband, so the
+pair of tables says how much of a build's real-speech figure depends on the band above 4 kHz.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from edgekd.audio.io import read_wav, resample, write_wav  # noqa: E402
 from edgekd.build import run_build  # noqa: E402
 from edgekd.build_dir import BuildDir  # noqa: E402
 from edgekd.config import load_config  # noqa: E402
@@ -40,6 +47,15 @@ REAL_SETS = {"kws12": ["real-commands-dev"], "digits": ["real-digits-fsdd"]}
 
 def ci(mean: float, lo: float, hi: float) -> str:
     return f"{100 * mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def telephone_copy(folder: Path, dest: Path) -> Path:
+    """`folder`'s layout with every WAV resampled to 8 kHz (what a narrow-band channel keeps)."""
+    for wav in sorted(folder.rglob("*.wav")):
+        out = dest / wav.relative_to(folder)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(out, resample(read_wav(wav, allow_clipped=True, allow_silent=True), 16000, 8000), 8000)
+    return dest
 
 
 def figures(parity: dict[str, Any], labels: list[str]) -> dict[str, dict[str, Any]]:
@@ -85,6 +101,7 @@ def main() -> int:
     ap.add_argument("--build", help="score this finished build instead of building")
     ap.add_argument("--real", nargs="+", help="real folders (default: by recipe, under ../shared/data)")
     ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--telephone", action="store_true", help="also score each folder resampled to 8 kHz")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,13 +127,17 @@ def main() -> int:
         print(f"### synthetic test split ({parity['n_clips']} clips, voices never heard in training)\n")
         print(figures_table(synth, parity["primary"]), "\n")
         names = args.real or REAL_SETS.get(cfg.recipe, [])
-        for folder in [Path(n) if Path(n).is_dir() else REAL_DATA / n for n in names]:
+        folders = {f.name: f for f in (Path(n) if Path(n).is_dir() else REAL_DATA / n for n in names)}
+        if args.telephone:
+            narrow = {f"{k} @ 8 kHz": telephone_copy(f, Path(tmp) / f"{k}-8k") for k, f in folders.items()}
+            folders |= narrow
+        for name, folder in folders.items():
             t0 = time.perf_counter()
             report = evaluate(build, folder, progress=False)
             real = figures(report, cfg.labels)
-            record[folder.name] = real
+            record[name] = real
             took = time.perf_counter() - t0
-            print(f"### real: {folder.name} ({report['n_clips']} clips; scored in {took:.0f} s)\n")
+            print(f"### real: {name} ({report['n_clips']} clips; scored in {took:.0f} s)\n")
             print(figures_table(real, report["primary"]), "\n")
         if args.json:
             Path(args.json).write_text(json.dumps(record, indent=1))
