@@ -31,7 +31,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from edgekd.audio.io import read_wav, resample, write_wav  # noqa: E402
+from edgekd.audio.io import SAMPLE_RATE, read_wav, resample, write_wav  # noqa: E402
 from edgekd.build import run_build  # noqa: E402
 from edgekd.build_dir import BuildDir  # noqa: E402
 from edgekd.config import load_config  # noqa: E402
@@ -54,7 +54,7 @@ def telephone_copy(folder: Path, dest: Path) -> Path:
     for wav in sorted(folder.rglob("*.wav")):
         out = dest / wav.relative_to(folder)
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_wav(out, resample(read_wav(wav, allow_clipped=True, allow_silent=True), 16000, 8000), 8000)
+        write_wav(out, resample(read_wav(wav, allow_clipped=True, allow_silent=True), SAMPLE_RATE, 8000), 8000)
     return dest
 
 
