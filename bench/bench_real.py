@@ -54,7 +54,8 @@ def telephone_copy(folder: Path, dest: Path) -> Path:
     for wav in sorted(folder.rglob("*.wav")):
         out = dest / wav.relative_to(folder)
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_wav(out, resample(read_wav(wav, allow_clipped=True, allow_silent=True), SAMPLE_RATE, 8000), 8000)
+        clip = read_wav(wav, allow_clipped=True, allow_silent=True)
+        write_wav(out, resample(clip, SAMPLE_RATE, 8000), 8000)
     return dest
 
 
