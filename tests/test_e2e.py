@@ -140,6 +140,9 @@ def test_parity_json_schema(built: tuple[Path, Path]) -> None:
     )
     # the INT8 TFLite on TFLite Micro reproduces the float32 run of the very weights it ships
     assert parity["rows"]["student_int8_tflm"]["agreement_with_student_fp32"] >= 0.97
+    # and so does every other artifact the target ships, each on the same clips and views
+    for runtime in ("litert", "onnx"):
+        assert gates[f"agreement_{runtime}_vs_student_fp32"]["all_inputs"]["n"] == ev["inputs"]
     assert {"accuracy_drop_pts_tflm", "accuracy_drop_pts_tflm_vs_pre_qat"} <= {
         g["name"] for g in parity["gates"]
     }
@@ -287,8 +290,11 @@ def test_real_unlabeled_agreement_is_measured_and_gated(built: tuple[Path, Path]
         assert np.isclose(
             (logits[runtime].argmax(1) == ref).mean(), r["agreement_with_student_fp32"][runtime]
         )
+    assert [g["name"] for g in r["gates"]] == [
+        f"real_unlabeled_agreement_{runtime}_vs_student_fp32" for runtime in ("tflm", "litert", "onnx")
+    ]
     gate = r["gates"][0]
-    assert gate["name"] == "real_unlabeled_agreement_tflm_vs_student_fp32" and gate in parity["gates"]
+    assert all(g in parity["gates"] for g in r["gates"])
     everything = gate["all_inputs"]  # raw agreement over every window; the gate decides on decisive ones
     assert (
         everything["n"] == 200
@@ -337,8 +343,10 @@ def test_holdout_is_scored_gated_and_matches_eval(
         row = h["rows"][runtime]
         assert np.isclose((logits[runtime].argmax(1) == logits["y"]).mean(), row["accuracy"])
         assert 0.0 <= row["keyword_accuracy"] <= 1.0
-    assert [g["name"] for g in h["gates"]] == ["holdout_agreement_tflm_vs_student_fp32"]
-    assert h["gates"][0] in parity["gates"]
+    assert [g["name"] for g in h["gates"]] == [
+        f"holdout_agreement_{runtime}_vs_student_fp32" for runtime in ("tflm", "litert", "onnx")
+    ]
+    assert all(g in parity["gates"] for g in h["gates"])
     assert "## Real holdout" in (out / "report.md").read_text()
     assert "Real holdout" in capsys.readouterr().out
     # `edgekd eval` on the same folder is the same code path: the same figures

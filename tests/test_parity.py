@@ -95,6 +95,30 @@ def test_gates_fail_and_name_what_failed() -> None:
     assert "20 of 200 inputs differ" in text
 
 
+def test_every_shipped_runtime_is_gated_not_only_the_device() -> None:
+    """An INT8 ONNX that disagrees with its own weights fails the build even when TFLite Micro is faithful
+    (it happened: 90 % agreement on real clips, reported and not gated); a runtime the target does not
+    ship gets no gate."""
+    cfg = load_config("esp32s3")
+    y = np.arange(400) % 12
+    good = _onehot(list(y))
+    onnx = list(y)
+    onnx[:40] = [(p + 1) % 12 for p in onnx[:40]]
+    logits = {n: good for n in ("teacher_fp32", "student_fp32", "student_qat", "student_int8_tflm")}
+    logits |= {"student_int8_litert": good, "student_int8_onnx": _onehot(onnx)}
+    budget = Budget(30_000, 30_000, ["CONV_2D"], 1000, True, [], 1.0, "estimate")
+    rep = parity_report(cfg, logits, y, budget)
+    verdicts = {g["name"]: g["passed"] for g in rep["gates"] if "agreement" in g["name"]}
+    assert verdicts == {
+        "agreement_tflm_vs_student_fp32": True,
+        "agreement_litert_vs_student_fp32": True,
+        "agreement_onnx_vs_student_fp32": False,
+    }
+    assert not rep["passed"] and "FAIL: agreement_onnx_vs_student_fp32" in summary(rep)
+    tflm_only = cfg.model_copy(update={"verify": cfg.verify.model_copy(update={"runtimes": ["tflm"]})})
+    assert parity_report(tflm_only, logits, y, budget)["passed"]
+
+
 def test_one_flip_in_91_cannot_fail_a_gate_and_the_report_says_why() -> None:
     pred = list(np.arange(91) % 12)
     pred[5] = 0  # one clip of 91: 98.9 % agreement and a 1.1-point "drop", both below the fixed bars

@@ -4,7 +4,7 @@ The parity gate on the synthetic test split is blind off that distribution: a bu
 TFLM-vs-float agreement there and 97.2 % on real recordings. Agreement is a property of two runtimes on
 the same input, so any real audio measures it: this stage runs `verify.pool_windows` one-second windows
 of the built-in pool of real speech (`edgekd.data.real_pool`, unpacked by scripts/setup.sh) through the
-float students and every INT8 runtime and gates the device runtime on it.
+float students and every INT8 runtime and gates each of them on it.
 """
 
 from __future__ import annotations
@@ -24,21 +24,16 @@ POOL = "debian-speech"
 
 
 def agreement_section(cfg: BuildConfig, logits: dict[str, np.ndarray], step: float | None) -> dict[str, Any]:
-    """Every row's argmax agreement with the shipped float weights, and the gate on the device's
-    (decided on its interval, like the build's own agreement gate)."""
-    from edgekd.verify.parity import RUNTIME_ROWS, Evidence, agreement_gate
+    """Every row's argmax agreement with the shipped float weights, and a gate on each shipped runtime's
+    (decided on its interval, like the build's own agreement gates)."""
+    from edgekd.verify.parity import Evidence, agreement_gates
 
     ref = logits["student_fp32"].argmax(1)
     agreement = {k: float((v.argmax(1) == ref).mean()) for k, v in logits.items() if k != "student_fp32"}
-    name, g = cfg.verify.primary, cfg.gates
+    g = cfg.gates
     ev = Evidence.of(logits, np.zeros(len(ref), np.int64), step, "one-second windows of real speech")
-    gate = f"real_unlabeled_agreement_{name}_vs_student_fp32"
     limit = g.min_agreement if g.pool_min_agreement is None else g.pool_min_agreement
-    gates = (
-        [agreement_gate(gate, ev, RUNTIME_ROWS[name], "student_fp32", limit, g.tie_steps, g.confidence)]
-        if limit
-        else []
-    )
+    gates = agreement_gates(cfg, "real_unlabeled_", ev, limit) if limit else []
     return {
         "source": f"builtin:{POOL}",
         "n_windows": len(ref),

@@ -53,8 +53,8 @@ def stage_verify(
     stages: Stages,
     progress: bool,
 ) -> StageOutput:
-    """The test split through the cached torch rows and every exported runtime, and augmented views of
-    it through the students and the device runtime (the gates' evidence); `parity.json`."""
+    """The test split and augmented views of it through the cached torch rows (views: the students) and
+    every exported runtime: the gates' evidence; `parity.json`."""
     from edgekd.verify.budget import measure_budget
     from edgekd.verify.parity import Evidence, parity_report
     from edgekd.verify.scoring import output_step, runtime_logits, student_logits
@@ -77,9 +77,8 @@ def stage_verify(
         evidence = Evidence.of(logits, y[:n], output_step(export.dir))
         if cfg.verify.test_views:
             xv, yv = view_features(cfg, corpus, n, progress)
-            device_only = cfg.verify.model_copy(update={"runtimes": [cfg.verify.primary]})
-            views = runtime_logits(
-                cfg.model_copy(update={"verify": device_only}),
+            views = runtime_logits(  # every shipped runtime: each has its agreement gate
+                cfg,
                 xv,
                 lambda: student_logits(cfg, student.dir, xv),
                 export.dir,

@@ -15,7 +15,8 @@ student_fp32 (the shipped weights in float32: the QAT graph with quantizers off 
 must reproduce, so the agreement and drop gates measure conversion); student_qat (fake-quant torch);
 student_int8_onnx, student_int8_litert (reference kernels) and student_int8_tflm (TFLite Micro on the
 host). A second drop gate compares the device runtime with the pre-QAT float student, so QAT + INT8
-together cannot cost accuracy unnoticed.
+together cannot cost accuracy unnoticed. Every runtime a target ships (`verify.runtimes`) has its own
+agreement gate: the primary one alone once let an INT8 ONNX that agreed on 90 % of real clips ship.
 `max_abs_logit_diff` of an INT8 runtime is measured against the fake-quant model it was converted from.
 
 Statistical gates (agreement, accuracy drops, accuracy floors; issue 13) carry their sample size `n`, a
@@ -215,23 +216,36 @@ def accuracy_gate(name: str, cm: list[list[int]], limit: float, confidence: floa
     )
 
 
+def agreement_gates(
+    cfg: BuildConfig, prefix: str, ev: Evidence, limit: float
+) -> list[dict[str, Any]]:
+    """`{prefix}agreement_<runtime>_vs_student_fp32` for every runtime the target ships (`verify.runtimes`,
+    the primary first) that `ev` holds: each artifact a user may run must reproduce the shipped weights."""
+    g, primary = cfg.gates, cfg.verify.primary
+    shipped = [primary] + [r for r in cfg.verify.runtimes if r != primary]
+    return [
+        agreement_gate(
+            f"{prefix}agreement_{name}_vs_student_fp32",
+            ev,
+            RUNTIME_ROWS[name],
+            "student_fp32",
+            limit,
+            g.tie_steps,
+            g.confidence,
+        )
+        for name in shipped
+        if RUNTIME_ROWS[name] in ev.pred
+    ]
+
+
 def gates(
     cfg: BuildConfig, rows: dict[str, dict[str, Any]], ev: Evidence, budget: Budget
 ) -> list[dict[str, Any]]:
     """The target's gates, each with its value, limit, sample size, interval and verdict."""
     name, g = cfg.verify.primary, cfg.gates
     device = RUNTIME_ROWS[name]
-    agree = agreement_gate(
-        f"agreement_{name}_vs_student_fp32",
-        ev,
-        device,
-        "student_fp32",
-        g.min_agreement,
-        g.tie_steps,
-        g.confidence,
-    )
     out = [
-        agree,
+        *agreement_gates(cfg, "", ev, g.min_agreement),
         drop_gate(f"accuracy_drop_pts_{name}", ev, "student_fp32", device, g.max_accuracy_drop, g.confidence),
     ]
     if "student_fp32_pre_qat" in ev.pred:  # QAT fine-tuning + INT8 together must not cost accuracy either
@@ -251,23 +265,11 @@ def gates(
 
 
 def holdout_gates(cfg: BuildConfig, rows: dict[str, dict[str, Any]], ev: Evidence) -> list[dict[str, Any]]:
-    """Gates on the real holdout: device-vs-float agreement (no labels involved) and, when set, the
-    device's mean per-keyword accuracy, each decided on its interval."""
-    name, g = cfg.verify.primary, cfg.gates
-    device = RUNTIME_ROWS[name]
+    """Gates on the real holdout: every shipped runtime's agreement with the float student (no labels
+    involved) and, when set, the device's mean per-keyword accuracy, each decided on its interval."""
+    g = cfg.gates
     agreement = g.min_agreement if g.holdout_min_agreement is None else g.holdout_min_agreement
-    out = [
-        agreement_gate(
-            f"holdout_agreement_{name}_vs_student_fp32",
-            ev,
-            device,
-            "student_fp32",
-            agreement,
-            g.tie_steps,
-            g.confidence,
-        )
-    ]
-    return out + real_floor_gates(cfg, rows)
+    return agreement_gates(cfg, "holdout_", ev, agreement) + real_floor_gates(cfg, rows)
 
 
 def real_floor_gates(cfg: BuildConfig, rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
