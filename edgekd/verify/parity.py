@@ -216,9 +216,7 @@ def accuracy_gate(name: str, cm: list[list[int]], limit: float, confidence: floa
     )
 
 
-def agreement_gates(
-    cfg: BuildConfig, prefix: str, ev: Evidence, limit: float
-) -> list[dict[str, Any]]:
+def agreement_gates(cfg: BuildConfig, prefix: str, ev: Evidence, limit: float) -> list[dict[str, Any]]:
     """`{prefix}agreement_<runtime>_vs_student_fp32` for every runtime the target ships (`verify.runtimes`,
     the primary first) that `ev` holds: each artifact a user may run must reproduce the shipped weights."""
     g, primary = cfg.gates, cfg.verify.primary
