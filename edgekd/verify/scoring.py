@@ -122,25 +122,23 @@ def read_folder(cfg: BuildConfig, data: Path, progress: bool, max_clips: int = 0
     return load_speech_commands(cfg.model_copy(update={"data": data_cfg}), data, progress, held_out=True)
 
 
-def score_folder(
+def score_clips(
     cfg: BuildConfig,
-    data: Path,
+    clips: np.ndarray,
     teacher_dir: Path,
     student_dir: Path,
     model_dir: Path,
     features_shape: tuple[int, ...],
     progress: bool = True,
-    max_clips: int = 0,
-) -> Scored:
-    """Run a folder through every parity row, rebuilt from the build's own weights and artifacts.
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Float clips through every parity row, rebuilt from the build's own weights and artifacts: the
+    student features and each row's logits.
 
     `teacher_dir` holds the fitted teacher (`teacher_head.pt` or `teacher_hf/`), `student_dir` the float
     and QAT student weights (`float.pt`, `qat.pt`), `model_dir` the exported models.
     """
     from edgekd.models.teachers import build_teacher
 
-    corpus = read_folder(cfg, data, progress, max_clips)
-    clips = corpus.float_clips(np.arange(len(corpus.labels)))
     x = compute_features(make_frontend(cfg.frontend.name), clips, progress=progress)
     # the reference row is the fp32 teacher, on the CPU, whatever precision the build trained it in
     teacher_cfg = cfg.teacher.model_copy(update={"precision": "fp32", "device": "cpu"})
@@ -153,7 +151,23 @@ def score_folder(
             **student_logits(cfg, student_dir, x),
         }
 
-    logits = runtime_logits(cfg, x, reference, model_dir, progress)
+    return x, runtime_logits(cfg, x, reference, model_dir, progress)
+
+
+def score_folder(
+    cfg: BuildConfig,
+    data: Path,
+    teacher_dir: Path,
+    student_dir: Path,
+    model_dir: Path,
+    features_shape: tuple[int, ...],
+    progress: bool = True,
+    max_clips: int = 0,
+) -> Scored:
+    """Run a labelled folder through every parity row (`score_clips`)."""
+    corpus = read_folder(cfg, data, progress, max_clips)
+    clips = corpus.float_clips(np.arange(len(corpus.labels)))
+    x, logits = score_clips(cfg, clips, teacher_dir, student_dir, model_dir, features_shape, progress)
     return Scored(x, corpus.labels, logits, corpus.skipped, corpus.skipped_files, output_step(model_dir))
 
 
