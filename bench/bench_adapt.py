@@ -29,8 +29,7 @@ import edgekd.runtime_env  # noqa: E402,F401  (thread settings before torch)
 from edgekd.audio.frontend import compute_features, make_frontend  # noqa: E402
 from edgekd.audio.io import from_pcm16  # noqa: E402
 from edgekd.build_dir import BuildDir  # noqa: E402
-from edgekd.data.real_pool import SPEECH_FLOOR_DBFS, windows  # noqa: E402
-from edgekd.data.unlabeled import load_unlabeled  # noqa: E402
+from edgekd.data.real_pool import windows  # noqa: E402
 from edgekd.fmt import table  # noqa: E402
 from edgekd.models.restore import make_student  # noqa: E402
 from edgekd.stages.real_agreement import POOL  # noqa: E402
@@ -65,16 +64,7 @@ def main() -> None:
     folder = Path(args.real) if Path(args.real).is_dir() else REAL_DATA / args.real
     real = read_folder(cfg, folder, progress=False)
     x_real = compute_features(fe, real.float_clips(np.arange(len(real.labels))))
-    pool = load_unlabeled(
-        f"builtin:{POOL}",
-        16000,
-        args.pool_windows,
-        cfg.seed + 1,
-        progress=False,
-        min_dbfs=SPEECH_FLOOR_DBFS,
-        part="train",
-    )
-    x_pool = compute_features(fe, from_pcm16(pool.clips))
+    x_pool = compute_features(fe, from_pcm16(windows(POOL, args.pool_windows, cfg.seed + 1, "train")))
     x_check = compute_features(fe, from_pcm16(windows(POOL, args.check_windows, cfg.seed)))
     unknown = cfg.classes.index("_unknown_")
     keywords = [cfg.classes.index(w) for w in cfg.labels]

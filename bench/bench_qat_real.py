@@ -30,10 +30,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from edgekd.audio.frontend import compute_features, make_frontend  # noqa: E402
+from edgekd.audio.io import from_pcm16  # noqa: E402
 from edgekd.build_dir import BuildDir  # noqa: E402
 from edgekd.config import BuildConfig, dump_config, parse_override  # noqa: E402
-from edgekd.data.real_pool import SPEECH_FLOOR_DBFS  # noqa: E402
-from edgekd.data.unlabeled import load_unlabeled  # noqa: E402
+from edgekd.data.real_pool import windows  # noqa: E402
 from edgekd.models.restore import (  # noqa: E402
     example_batch,
     load_qat_student,
@@ -41,6 +41,7 @@ from edgekd.models.restore import (  # noqa: E402
     predict_float_twin,
 )
 from edgekd.stages.distill import load_train_data  # noqa: E402
+from edgekd.stages.real_agreement import POOL  # noqa: E402
 from edgekd.train.losses import UNLABELED  # noqa: E402
 from edgekd.train.trainer import (
     TrainData,  # noqa: E402
@@ -55,11 +56,8 @@ CPU = torch.device("cpu")
 
 
 def pool_features(cfg: BuildConfig, check: bool, n: int, seed: int) -> np.ndarray:
-    part = "check" if check else "train"
-    pool = load_unlabeled(
-        "builtin:debian-speech", 16000, n, seed, progress=False, min_dbfs=SPEECH_FLOOR_DBFS, part=part
-    )
-    return compute_features(make_frontend(cfg.frontend.name), pool.clips.astype(np.float32) / 32768.0)
+    clips = from_pcm16(windows(POOL, n, seed, "check" if check else "train"))
+    return compute_features(make_frontend(cfg.frontend.name), clips)
 
 
 def rerun_qat(

@@ -272,6 +272,8 @@ def test_real_windows_are_16khz_int16_seeded_and_speech() -> None:
     assert not np.array_equal(w, windows("debian-speech", 8, seed=1))
     assert (_rms_dbfs(w) >= SPEECH_FLOOR_DBFS).all()
     assert np.median(_rms_dbfs(w)) > -35  # loud enough to be speech, not just above the floor
+    train = windows("debian-speech", 8, seed=0, part="train")  # other files: never a check window
+    assert train.shape == w.shape and not (train[:, None] == w[None]).all(-1).any()
 
 
 def test_real_pool_flows_through_load_unlabeled() -> None:

@@ -247,9 +247,9 @@ def pool_fingerprint(name: str) -> dict[str, str]:
     return {"builtin": name, "files": stable_hash(listing)}
 
 
-def windows(name: str, n: int, seed: int) -> np.ndarray:
-    """`n` one-second 16 kHz int16 windows of real speech from the check part of the pool (never
-    trained on by `data.unlabeled`), an even seeded share from each source.
+def windows(name: str, n: int, seed: int, part: Part = "check") -> np.ndarray:
+    """`n` one-second 16 kHz int16 windows of real speech from one part of the pool (by default the check
+    part, never trained on by `data.unlabeled`), an even seeded share from each source.
 
     Windows whose RMS is below SPEECH_FLOOR_DBFS are skipped, so nearly every window holds speech:
     an agreement check or BN statistics measured on pauses would say little about speech.
@@ -259,7 +259,7 @@ def windows(name: str, n: int, seed: int) -> np.ndarray:
     if n < 1:
         raise ValueError(f"n={n}: ask for at least one window")
     pool = load_unlabeled(
-        f"{PREFIX}{name}", SAMPLE_RATE, n, seed, progress=False, min_dbfs=SPEECH_FLOOR_DBFS, part="check"
+        f"{PREFIX}{name}", SAMPLE_RATE, n, seed, progress=False, min_dbfs=SPEECH_FLOOR_DBFS, part=part
     )
     if len(pool.clips) < n:
         raise DataError(
