@@ -146,6 +146,19 @@ def held_rate_table(
     return table(heads, rows), record
 
 
+def fire_rate_arg(value: str) -> float | str:
+    """`--fire-rate`: a share of the pool's windows in [0, 1], or `teacher`."""
+    if value == "teacher":
+        return value
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = -1.0
+    if not 0.0 <= rate <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a share between 0 and 1 (e.g. 0.1) or 'teacher'")
+    return rate
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", default="esp32s3")
@@ -158,7 +171,7 @@ def main() -> int:
     ap.add_argument("--telephone", action="store_true", help="also score each folder resampled to 8 kHz")
     ap.add_argument(
         "--fire-rate",
-        type=lambda v: v if v == "teacher" else float(v),
+        type=fire_rate_arg,
         help="also score at the bias firing on this share of the pool ('teacher': the teacher's share)",
     )
     ap.add_argument("--pool-windows", type=int, default=1500, help="pool windows for --fire-rate")

@@ -40,7 +40,6 @@ class Adaptation:
     target_rows: int
     unknown_bias: float
     fire_rate_before: float  # share of target windows the student calls a keyword, before adapting
-    fire_rate_adapted: float  # the same after re-normalising, before the bias
     fire_rate_after: float  # with the bias: equal to `fire_rate_before` up to the bisection's tolerance
 
 
@@ -131,6 +130,5 @@ def adapt_to_real(
         target_rows=len(tgt),
         unknown_bias=bias,
         fire_rate_before=before,
-        fire_rate_adapted=fire_rate(logits, keywords, unknown),
         fire_rate_after=fire_rate(logits, keywords, unknown, bias),
     )
