@@ -29,11 +29,11 @@ import edgekd.runtime_env  # noqa: E402,F401  (thread settings before torch)
 from edgekd.audio.frontend import compute_features, make_frontend  # noqa: E402
 from edgekd.audio.io import from_pcm16  # noqa: E402
 from edgekd.build_dir import BuildDir  # noqa: E402
-from edgekd.data.real_pool import windows  # noqa: E402
+from edgekd.data.real_pool import BUILD_POOL, windows  # noqa: E402
 from edgekd.fmt import table  # noqa: E402
 from edgekd.models.restore import make_student  # noqa: E402
-from edgekd.stages.real_agreement import POOL  # noqa: E402
-from edgekd.train.adapt import adapt_to_real, fire_rate, reestimate_batch_norm  # noqa: E402
+from edgekd.train.adapt import adapt_to_real, reestimate_batch_norm  # noqa: E402
+from edgekd.train.operating_point import fire_rate  # noqa: E402
 from edgekd.train.trainer import predict  # noqa: E402
 from edgekd.verify.scoring import read_folder  # noqa: E402
 
@@ -64,8 +64,8 @@ def main() -> None:
     folder = Path(args.real) if Path(args.real).is_dir() else REAL_DATA / args.real
     real = read_folder(cfg, folder, progress=False)
     x_real = compute_features(fe, real.float_clips(np.arange(len(real.labels))))
-    x_pool = compute_features(fe, from_pcm16(windows(POOL, args.pool_windows, cfg.seed + 1, "train")))
-    x_check = compute_features(fe, from_pcm16(windows(POOL, args.check_windows, cfg.seed)))
+    x_pool = compute_features(fe, from_pcm16(windows(BUILD_POOL, args.pool_windows, cfg.seed + 1, "train")))
+    x_check = compute_features(fe, from_pcm16(windows(BUILD_POOL, args.check_windows, cfg.seed)))
     unknown = cfg.classes.index("_unknown_")
     keywords = [cfg.classes.index(w) for w in cfg.labels]
     present = [c for c in keywords if (real.labels == c).any()]

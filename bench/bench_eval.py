@@ -26,17 +26,16 @@ runtime_env.apply()
 
 from edgekd.audio.io import from_pcm16, write_wav  # noqa: E402
 from edgekd.build_dir import BuildDir  # noqa: E402
-from edgekd.data.real_pool import windows  # noqa: E402
+from edgekd.data.real_pool import BUILD_POOL, windows  # noqa: E402
 from edgekd.evaluate import evaluate  # noqa: E402
 from edgekd.fmt import table  # noqa: E402
 from edgekd.pipeline import PeakRSS  # noqa: E402
-from edgekd.stages.real_agreement import POOL  # noqa: E402
 from edgekd.verify import scoring  # noqa: E402
 
 
 def write_folder(build: Path, root: Path, n: int) -> None:
     classes = BuildDir(build).config().classes
-    for i, clip in enumerate(windows(POOL, n, seed=0)):
+    for i, clip in enumerate(windows(BUILD_POOL, n, seed=0)):
         write_wav(root / classes[i % len(classes)] / f"pool{i % 50}_nohash_{i}.wav", from_pcm16(clip))
 
 

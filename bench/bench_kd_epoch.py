@@ -61,7 +61,7 @@ def main() -> int:
             soft = None
             if name != "plain":
                 cpu = torch.device("cpu")
-                teacher = stage_teacher(cfg, corpus, views, None, stages, cpu, False)
+                teacher = stage_teacher(cfg, corpus, views, None, None, stages, cpu, False)
                 soft = load_soft_labels(cfg, teacher.dir)
                 assert isinstance(soft.logits, np.memmap)
             _, result = fit_float_student(cfg, data, soft, torch.device("cpu"), cfg.seed, False)

@@ -33,7 +33,7 @@ from edgekd.audio.frontend import compute_features, make_frontend  # noqa: E402
 from edgekd.audio.io import from_pcm16  # noqa: E402
 from edgekd.build_dir import BuildDir  # noqa: E402
 from edgekd.config import BuildConfig, dump_config, parse_override  # noqa: E402
-from edgekd.data.real_pool import windows  # noqa: E402
+from edgekd.data.real_pool import BUILD_POOL, windows  # noqa: E402
 from edgekd.models.restore import (  # noqa: E402
     example_batch,
     load_qat_student,
@@ -41,7 +41,6 @@ from edgekd.models.restore import (  # noqa: E402
     predict_float_twin,
 )
 from edgekd.stages.distill import load_train_data  # noqa: E402
-from edgekd.stages.real_agreement import POOL  # noqa: E402
 from edgekd.train.losses import UNLABELED  # noqa: E402
 from edgekd.train.trainer import (
     TrainData,  # noqa: E402
@@ -56,7 +55,7 @@ CPU = torch.device("cpu")
 
 
 def pool_features(cfg: BuildConfig, check: bool, n: int, seed: int) -> np.ndarray:
-    clips = from_pcm16(windows(POOL, n, seed, "check" if check else "train"))
+    clips = from_pcm16(windows(BUILD_POOL, n, seed, "check" if check else "train"))
     return compute_features(make_frontend(cfg.frontend.name), clips)
 
 

@@ -49,7 +49,7 @@ from edgekd.evaluate import evaluate  # noqa: E402
 from edgekd.fmt import table  # noqa: E402
 from edgekd.report.markdown import ROW_ORDER, STAGE_HEADERS, stage_rows  # noqa: E402
 from edgekd.stats import mean_class_interval, wilson  # noqa: E402
-from edgekd.train.adapt import fire_rate, hold_fire_rate  # noqa: E402
+from edgekd.train.operating_point import fire_rate, hold_fire_rate  # noqa: E402
 
 REAL_DATA = Path(os.environ.get("EDGEKD_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 # the real folder each recipe is scored on by default
@@ -109,8 +109,8 @@ def held_rate_table(
 ) -> tuple[str, dict]:
     """Per runtime and folder: keyword accuracy with the `_unknown_` bias that makes the runtime fire on
     `rate` of `windows` windows of the pool's check part (None: as often as the teacher does there)."""
+    from edgekd.data.real_pool import BUILD_POOL
     from edgekd.data.real_pool import windows as pool_windows
-    from edgekd.stages.real_agreement import POOL
     from edgekd.verify.scoring import score_clips, score_folder
 
     b = BuildDir(build)
@@ -120,7 +120,7 @@ def held_rate_table(
     def scored(folder: Path) -> Any:
         return score_folder(cfg, folder, b.weights, b.weights, b.path, b.features_shape(), progress=False)
 
-    clips = from_pcm16(pool_windows(POOL, windows, cfg.seed))
+    clips = from_pcm16(pool_windows(BUILD_POOL, windows, cfg.seed))
     _, on_pool = score_clips(cfg, clips, b.weights, b.weights, b.path, b.features_shape(), progress=False)
     real = {name: scored(f) for name, f in folders.items()}
     if rate is None:

@@ -24,11 +24,11 @@ from edgekd.export.firmware import write_firmware_package
 from edgekd.export.manifest import build_manifest, file_hashes
 from edgekd.pipeline import StageOutput, Stages
 from edgekd.report.markdown import summary
-from edgekd.stages.data import stage_corpus, stage_features, stage_unlabeled, stage_views
+from edgekd.stages.data import stage_calibration, stage_corpus, stage_features, stage_unlabeled, stage_views
 from edgekd.stages.distill import distills, stage_baseline, stage_student
 from edgekd.stages.export import stage_export
 from edgekd.stages.holdout import stage_holdout
-from edgekd.stages.real_agreement import POOL, stage_real_agreement
+from edgekd.stages.real_agreement import stage_real_agreement
 from edgekd.stages.stream import SECTION as STREAM_SECTION
 from edgekd.stages.stream import stage_stream
 from edgekd.stages.teacher import stage_teacher
@@ -132,13 +132,14 @@ def check_teacher(
 
 
 def missing_pool() -> str | None:
-    """Why the built-in real-speech pool cannot be read here, or None. A default build does not need
-    it to exist (setup fetches it where it can); the agreement it measures is then reported missing."""
-    from edgekd.data.real_pool import resolve_pool
+    """Why the built-in real-speech pool cannot be read here, or None. The checks that only measure on
+    it (real-speech agreement, the streaming check) are then reported missing; a build that learns or
+    calibrates on it (`data.unlabeled: builtin:...`, `distill.fire_rate: teacher`) fails in `check_inputs`."""
+    from edgekd.data.real_pool import BUILD_POOL, resolve_pool
     from edgekd.errors import DataError
 
     try:
-        resolve_pool(POOL)
+        resolve_pool(BUILD_POOL)
     except DataError as err:
         return str(err)
     return None
@@ -153,6 +154,11 @@ def check_inputs(cfg: BuildConfig) -> None:
         raise DataError(
             f"data.path {cfg.data.path!r} is not a directory; pass --data a folder in the Speech "
             "Commands layout (one folder per label with .wav files)"
+        )
+    if cfg.distill.fire_rate == "teacher" and (why := missing_pool()):
+        raise DataError(
+            f"distill.fire_rate=teacher chooses the student's operating point on the built-in speech pool: "
+            f"{why}. Or build at the student's own operating point: --set distill.fire_rate=argmax"
         )
     pool = builtin_name(cfg.data.unlabeled)
     if pool is not None:
@@ -195,14 +201,15 @@ def run_build(
     views = stage_views(cfg, corpus, stages, progress)
     unlabeled = stage_unlabeled(cfg, corpus, stages, progress) if cfg.data.unlabeled else None
     features = stage_features(cfg, corpus, views, unlabeled, stages, progress)
-    teacher = stage_teacher(cfg, corpus, views, unlabeled, stages, device, progress)
+    calibration = stage_calibration(cfg, stages, progress) if cfg.distill.fire_rate == "teacher" else None
+    teacher = stage_teacher(cfg, corpus, views, unlabeled, calibration, stages, device, progress)
     info = teacher.info
     log(f"teacher: {info['name']} ({info['why']}); held-out accuracy {100 * info['accuracy']['test']:.1f}%")
     baseline, gate = None, None
     if distills(cfg) and cfg.distill.teacher_gate != "off":
-        baseline = stage_baseline(cfg, features, stages, device, progress)
+        baseline = stage_baseline(cfg, views, features, stages, device, progress)
         gate = check_teacher(cfg, teacher, baseline, features, log)
-    student = stage_student(cfg, features, teacher, stages, device, progress)
+    student = stage_student(cfg, features, teacher, calibration, stages, device, progress)
     export = stage_export(cfg, student, features, stages)
     verify = stage_verify(cfg, corpus, export, features, student, teacher, baseline, stages, progress)
     sections = {}  # parity sections measured on other audio, each with its own logits
@@ -251,6 +258,7 @@ def run_build(
         "views": views,
         "features": features,
         "unlabeled": unlabeled,
+        "calibration": calibration,
         "teacher": teacher,
         "baseline": baseline,
         "student": student,

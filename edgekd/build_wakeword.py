@@ -21,7 +21,7 @@ import torch
 from edgekd import __version__
 from edgekd.artifacts import sha256_file, write_json, write_text
 from edgekd.config import BuildConfig
-from edgekd.data.real_pool import HELD_OUT_POOL, pool_licences, resolve_pool
+from edgekd.data.real_pool import BUILD_POOL, HELD_OUT_POOL, pool_licences, resolve_pool
 from edgekd.export.manifest import SCHEMA, file_hashes, versions
 from edgekd.pipeline import StageOutput, Stages, StageTiming
 from edgekd.stages.data import stage_corpus
@@ -42,8 +42,6 @@ from edgekd.words import slug
 
 if TYPE_CHECKING:
     from edgekd.build import BuildResult
-
-POOL = "debian-speech"
 
 
 def wakeword_manifest(
@@ -78,7 +76,7 @@ def wakeword_manifest(
             "real_speech": "builtin:debian-speech: fit part trained on; its calibration part and half of "
             "builtin:held-out-speech (never trained on) chose the operating point; the check parts of both "
             "reported (disjoint by file)",
-            "real_speech_licences": {**pool_licences(POOL), **pool_licences(HELD_OUT_POOL)},
+            "real_speech_licences": {**pool_licences(BUILD_POOL), **pool_licences(HELD_OUT_POOL)},
         },
         "timings": [t.__dict__ for t in timings],
         "cache_keys": {k: v and v.key for k, v in outputs.items()},
@@ -94,7 +92,10 @@ def run_wakeword_build(
     from edgekd.build import BuildResult, promote  # build.py dispatches here: imported when called
     from edgekd.report.wakeword import report_html, report_md, summary
 
-    for pool in (POOL, HELD_OUT_POOL):  # negatives, calibration and FA/h need them: fail before any stage
+    for pool in (
+        BUILD_POOL,
+        HELD_OUT_POOL,
+    ):  # negatives, calibration and FA/h need them: fail before any stage
         resolve_pool(pool)
     if cfg.verify.holdout:  # a folder without recordings fails now, not after an hour of training
         audio_files([Path(cfg.verify.holdout)])

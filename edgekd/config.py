@@ -169,6 +169,11 @@ class DistillConfig(Section):
     # errors of the difference on a few hundred clips): a validation split the plain student saturates
     # (mobile: 100%) cannot show the teacher to be better, only whether it is clearly worse
     teacher_gate_margin: Annotated[float, Field(ge=-100.0, le=100.0)] = -1.5
+    # the student's operating point. "argmax": as trained. "teacher": one bias on its `_unknown_` logit,
+    # folded in before QAT, makes it call a keyword on as many windows of unlabelled real speech (the
+    # built-in pool's calibration part, never trained on) as its teacher does (edgekd.train.operating_point)
+    fire_rate: Literal["argmax", "teacher"] = "argmax"
+    calibration_windows: Annotated[int, Field(ge=100, le=20000)] = 1500
 
 
 class AugmentConfig(Section):
@@ -552,6 +557,11 @@ class BuildConfig(Section):
             )
         if (self.budget.clock_mhz is None) != (self.budget.macs_per_cycle is None):
             raise ValueError("budget.clock_mhz and budget.macs_per_cycle go together (latency estimate)")
+        if self.distill.fire_rate == "teacher" and UNKNOWN not in self.classes:
+            raise ValueError(
+                "distill.fire_rate=teacher moves the `_unknown_` logit, and these classes have none: "
+                "give unknown_words, or set distill.fire_rate=argmax"
+            )
         if self.wakeword is not None:
             if len(self.labels) != 1:
                 raise ValueError(

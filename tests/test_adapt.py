@@ -1,4 +1,4 @@
-"""Batch-norm adaptation to unlabelled audio and the `_unknown_` bias that holds a fire rate."""
+"""Batch-norm adaptation to unlabelled audio, with the `_unknown_` bias that holds its fire rate."""
 
 from __future__ import annotations
 
@@ -7,15 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgekd.models.students import build_student
-from edgekd.train.adapt import (
-    adapt_to_real,
-    add_logit_bias,
-    fire_rate,
-    hold_fire_rate,
-    mix_rows,
-    reestimate_batch_norm,
-)
+from edgekd.train.adapt import adapt_to_real, mix_rows, reestimate_batch_norm
+from edgekd.train.operating_point import fire_rate
 from edgekd.train.trainer import predict
 
 KEYWORDS, UNKNOWN = [0, 1], 2
@@ -58,27 +51,6 @@ def test_batch_norm_statistics_are_the_moments_of_the_new_rows() -> None:
     assert torch.equal(model[2].running_mean, torch.zeros(4))
     with pytest.raises(ValueError, match="no batch norm"):
         reestimate_batch_norm(nn.Linear(6, 3), x.reshape(1000, 6))
-
-
-def test_the_held_fire_rate_bias_is_the_smallest_that_reaches_the_target() -> None:
-    logits = np.random.default_rng(1).normal(size=(2000, 3))
-    assert fire_rate(logits, KEYWORDS, UNKNOWN) == pytest.approx(np.isin(logits.argmax(1), KEYWORDS).mean())
-    bias = hold_fire_rate(logits, KEYWORDS, UNKNOWN, 0.25)
-    assert (
-        fire_rate(logits, KEYWORDS, UNKNOWN, bias) <= 0.25 < fire_rate(logits, KEYWORDS, UNKNOWN, bias - 1e-3)
-    )
-    assert hold_fire_rate(logits, KEYWORDS, UNKNOWN, 0.9) < 0  # firing more asks for a negative bias
-    with pytest.raises(ValueError, match="no _unknown_ bias"):
-        hold_fire_rate(logits * 100, KEYWORDS, UNKNOWN, 0.0)
-
-
-def test_the_bias_lands_in_the_last_linear_layer() -> None:
-    model = build_student("ds_cnn", 3, (49, 40))
-    x = torch.randn(4, 49, 40)
-    model.eval()
-    before = model(x).detach()
-    add_logit_bias(model, UNKNOWN, 1.5)
-    assert torch.allclose(model(x).detach() - before, torch.tensor([0.0, 0.0, 1.5]), atol=1e-5)
 
 
 def test_adaptation_holds_the_fire_rate_on_the_target_rows() -> None:

@@ -111,3 +111,10 @@ def test_yaml_errors_name_the_file(tmp_path: Path) -> None:
 def test_runtimes_need_their_export_format() -> None:
     with pytest.raises(ConfigError, match="need export.formats to include"):
         load_config("esp32s3", overrides=["export.formats=[onnx]"])
+
+
+def test_the_teachers_operating_point_needs_an_unknown_class() -> None:
+    with pytest.raises(ConfigError, match="distill.fire_rate=argmax"):
+        load_config("esp32s3", overrides=["distill.fire_rate=teacher", "unknown_words=[]"])
+    cfg = load_config("esp32s3", overrides=["distill.fire_rate=argmax", "unknown_words=[]"])
+    assert "_unknown_" not in cfg.classes

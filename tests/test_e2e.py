@@ -41,6 +41,8 @@ SMALL = [
     # a 3-epoch toy teacher need not beat the plain student; the gate has its own test below
     "distill.teacher_gate=warn",
     "verify.pool_windows=200",
+    "data.unlabeled_max_clips=60",  # the recipe's real pool as a KD source, a little of it
+    "distill.calibration_windows=200",
     "gates.pool_min_agreement=0.01",  # a 3-epoch toy has few decisive windows; the gate is still there
     "verify.stream.calibration_minutes=1",
     "verify.stream.report_minutes=1",
@@ -102,6 +104,36 @@ def test_build_writes_every_artifact(built: tuple[Path, Path]) -> None:
     parity = json.loads((out / "parity.json").read_text())
     for runtime, row in parity["rows"].items():  # every reported figure is backed by per-clip logits
         assert np.isclose((logits[runtime].argmax(1) == logits["y"]).mean(), row["accuracy"])
+
+
+def test_the_student_ships_at_its_teachers_operating_point(built: tuple[Path, Path]) -> None:
+    """`distill.fire_rate: teacher`: the shipped weights fire on the pool's calibration windows as often
+    as the teacher, and the build says so (manifest, report, the licences of the speech it used)."""
+    from edgekd.build_dir import BuildDir
+    from edgekd.train.operating_point import fire_rate
+    from edgekd.verify.scoring import student_logits
+
+    out, cache = built
+    manifest = json.loads((out / "manifest.json").read_text())
+    point = manifest["student"]["operating_point"]
+    assert point["windows"] == 200 and point["source"] == "builtin:debian-speech, calibration part"
+    assert (
+        point["teacher_fire_rate"] - 1 / 200 - 1e-9
+        <= point["matched_fire_rate"]
+        <= point["teacher_fire_rate"]
+    )
+    cfg = BuildDir(out).config()
+    x = np.load(next(cache.glob("calibration/*/calibration.npz")))["features"]
+    keywords, unknown = [cfg.classes.index(w) for w in cfg.labels], cfg.classes.index("_unknown_")
+    logits = student_logits(cfg, out / "weights", x)  # the biases are in float.pt and qat.pt
+    assert fire_rate(logits["student_fp32_pre_qat"], keywords, unknown) == point["matched_fire_rate"]
+    # the QAT graph rebuilt from qat.pt (fake-quant ties may fall the other way on one window)
+    assert fire_rate(logits["student_qat"], keywords, unknown) == pytest.approx(
+        point["qat_fire_rate"], abs=0.006
+    )
+    assert "operating point" in (out / "report.md").read_text()
+    assert manifest["data"]["real_speech_licences"]["fillets-cs"] == "GPL-2.0-only"
+    assert manifest["student"]["unlabeled_rows"] == 60 * 2  # each window clean + 1 augmented view
 
 
 def test_parity_json_schema(built: tuple[Path, Path]) -> None:

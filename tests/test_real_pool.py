@@ -119,6 +119,18 @@ def test_a_build_naming_a_missing_pool_fails_before_any_stage(fake_root: Path, t
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_build_calibrating_on_a_missing_pool_fails_before_any_stage(
+    fake_root: Path, tmp_path: Path
+) -> None:
+    from edgekd.build import run_build
+
+    cfg = load_config("esp32s3", overrides=["distill.fire_rate=teacher", "data.unlabeled=null"])
+    with pytest.raises(DataError, match="distill.fire_rate=argmax") as err:  # says how to build without
+        run_build(cfg, tmp_path / "out", tmp_path / "cache", progress=False)
+    assert SOURCES["fillets-cs"].package in str(err.value) and SETUP in str(err.value)
+    assert not (tmp_path / "cache").exists()
+
+
 def test_resolve_keeps_the_globbed_files_minus_excludes(fake_root: Path) -> None:
     _fake_pool(fake_root, {name: 2 for name in SOURCES})
     silence = fake_root / SOURCES["asterisk-en"].package / "usr/share/asterisk/sounds/en_US_f_Allison/silence"

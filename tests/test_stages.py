@@ -9,14 +9,16 @@ import pytest
 import torch
 from conftest import save_tiny
 
+from edgekd.build import missing_pool
 from edgekd.config import load_config
 from edgekd.data.corpus import Corpus
+from edgekd.data.real_pool import BUILD_POOL, windows
 from edgekd.models.teachers import build_teacher
 from edgekd.pipeline import StageOutput, Stages
-from edgekd.stages.data import stage_features, stage_views
+from edgekd.stages.data import stage_calibration, stage_features, stage_views
 from edgekd.stages.teacher import stage_teacher
 
-CLASSES_CFG = ['labels=["yes", "no"]', "unknown_words=[]", "silence=false"]
+CLASSES_CFG = ['labels=["yes", "no"]', "unknown_words=[]", "silence=false", "distill.fire_rate=argmax"]
 
 pytestmark = pytest.mark.slow  # trains and converts real models: `pytest -m 'not slow'` skips them
 
@@ -94,6 +96,20 @@ def test_features_follow_the_target_frontend(tmp_path: Path, target: str, fronte
     assert is_micro == (frontend == "micro")
 
 
+def test_calibration_windows_are_unseen_real_speech_through_the_student_frontend(tmp_path: Path) -> None:
+    """The operating point is chosen on the pool's calibration part: never a window `data.unlabeled`
+    trains on (its `fit` part) or the build's checks measure on (`check`)."""
+    if why := missing_pool():
+        pytest.skip(why)
+    cfg = load_config("esp32s3", overrides=["distill.fire_rate=teacher", "distill.calibration_windows=100"])
+    z = np.load(stage_calibration(cfg, _stages(tmp_path), progress=False).dir / "calibration.npz")
+    assert z["audio"].shape == (100, 16000) and z["features"].shape == (100, 98, 40)
+    np.testing.assert_array_equal(z["audio"], windows(BUILD_POOL, 100, cfg.seed, "calibration"))
+    for part in ("fit", "check"):
+        other = windows(BUILD_POOL, 100, cfg.seed, part)
+        assert not (z["audio"][:, None] == other[None]).all(-1).any(), part
+
+
 def test_wav2vec2_teacher_stage_fine_tunes_caches_logits_and_restores(tmp_path: Path) -> None:
     ckpt = save_tiny(tmp_path / "w2v", "wav2vec2")
     cfg = load_config(
@@ -112,7 +128,7 @@ def test_wav2vec2_teacher_stage_fine_tunes_caches_logits_and_restores(tmp_path: 
     stages = _stages(tmp_path)
     corpus = StageOutput(corpus_dir, "c")
     views = stage_views(cfg, corpus, stages, progress=False)
-    teacher = stage_teacher(cfg, corpus, views, None, stages, torch.device("cpu"), progress=False)
+    teacher = stage_teacher(cfg, corpus, views, None, None, stages, torch.device("cpu"), progress=False)
     out = teacher.dir
     logits = np.load(teacher.logits)
     soft = np.load(out / "train_logits.npy", mmap_mode="r")  # the soft-label cache, memory-mapped

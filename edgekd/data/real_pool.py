@@ -130,11 +130,13 @@ SOURCES: dict[str, Source] = {
         _asterisk("ru", "ru_RU_f_IvrvoiceRU", 23.9, "one Russian speaker"),
     )
 }
-# `debian-speech` is what builds may train on (`data.unlabeled`, a wake word's fit part); HELD_OUT_POOL
-# only calibrates and checks wake words (`negative_recordings(..., held_out=True)`)
+# `debian-speech` (BUILD_POOL) is what builds may train on (`data.unlabeled`, a wake word's fit part),
+# calibrate on and check on; HELD_OUT_POOL only calibrates and checks wake words
+# (`negative_recordings(..., held_out=True)`)
+BUILD_POOL = "debian-speech"
 HELD_OUT_POOL = "held-out-speech"
 POOLS: dict[str, tuple[str, ...]] = {
-    "debian-speech": tuple(n for n, s in SOURCES.items() if not s.held_out),
+    BUILD_POOL: tuple(n for n, s in SOURCES.items() if not s.held_out),
     HELD_OUT_POOL: tuple(n for n, s in SOURCES.items() if s.held_out),
     **{name: (name,) for name in SOURCES},
 }
@@ -247,9 +249,9 @@ def pool_fingerprint(name: str) -> dict[str, str]:
     return {"builtin": name, "files": stable_hash(listing)}
 
 
-def windows(name: str, n: int, seed: int, part: Part = "check") -> np.ndarray:
-    """`n` one-second 16 kHz int16 windows of real speech from one part of the pool (by default the check
-    part, never trained on by `data.unlabeled`), an even seeded share from each source.
+def windows(name: str, n: int, seed: int, part: Part = "check", samples: int = SAMPLE_RATE) -> np.ndarray:
+    """`n` int16 windows of real speech, `samples` long (one second by default), from one part of the pool
+    (by default the check part, never trained on by `data.unlabeled`), an even seeded share per source.
 
     Windows whose RMS is below SPEECH_FLOOR_DBFS are skipped, so nearly every window holds speech:
     an agreement check or BN statistics measured on pauses would say little about speech.
@@ -259,7 +261,7 @@ def windows(name: str, n: int, seed: int, part: Part = "check") -> np.ndarray:
     if n < 1:
         raise ValueError(f"n={n}: ask for at least one window")
     pool = load_unlabeled(
-        f"{PREFIX}{name}", SAMPLE_RATE, n, seed, progress=False, min_dbfs=SPEECH_FLOOR_DBFS, part=part
+        f"{PREFIX}{name}", samples, n, seed, progress=False, min_dbfs=SPEECH_FLOOR_DBFS, part=part
     )
     if len(pool.clips) < n:
         raise DataError(

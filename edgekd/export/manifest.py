@@ -101,7 +101,7 @@ def build_manifest(
     features, teacher, baseline, student, export — None where a stage did not run), the operating point
     the firmware ships (`firmware`: threshold, window, stride, refractory and who chose them) and the
     artifacts in `build` with their hashes."""
-    from edgekd.data.real_pool import builtin_name, pool_licences
+    from edgekd.data.real_pool import BUILD_POOL, builtin_name, pool_licences
 
     corpus, features = outputs["corpus"], outputs["features"]
     teacher, student = outputs["teacher"], outputs["student"]
@@ -113,7 +113,11 @@ def build_manifest(
         student.info,
     )
     float_fit = student_info["float"]
-    pool = builtin_name(cfg.data.unlabeled)
+    # real speech the student learnt from (`data.unlabeled`) or was calibrated on (`distill.fire_rate`)
+    pools = [
+        p for p in (builtin_name(cfg.data.unlabeled), BUILD_POOL if outputs.get("calibration") else None) if p
+    ]
+    licences = {k: v for name in pools for k, v in pool_licences(name).items()}
     return {
         "schema": SCHEMA,
         "edgekd_version": __version__,
@@ -132,6 +136,7 @@ def build_manifest(
             "params": student_info["params"],
             "used_teacher": student_info["used_teacher"],
             "unlabeled_rows": student_info.get("unlabeled_rows", 0),
+            "operating_point": student_info.get("operating_point"),  # distill.fire_rate: teacher
             "distill": cfg.distill.model_dump(mode="json"),
             "float_fit": {
                 **{k: v for k, v in float_fit.items() if k != "history"},
@@ -144,7 +149,7 @@ def build_manifest(
             "corpus_sha256": sha256_file(corpus.dir / "corpus.npz"),
             "source": cfg.data.path or f"synthetic ({', '.join(corpus_info.get('voices') or {})})",
             "voices": corpus_info.get("voices"),  # per engine: voices, speakers, licence
-            **({"real_speech_licences": pool_licences(pool)} if pool else {}),
+            **({"real_speech_licences": licences} if licences else {}),
             "summary": corpus_info["summary"],
             "skipped": corpus_info["skipped"],
             "groups": corpus_info["groups"],

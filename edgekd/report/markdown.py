@@ -289,6 +289,17 @@ def distill_summary(parity: dict[str, Any], manifest: dict[str, Any]) -> list[tu
         if student.get("unlabeled_rows"):
             recipe.append(f"{student['unlabeled_rows']} unlabeled rows (weight {d['unlabeled_weight']:g})")
         rows.append(("recipe", ", ".join(recipe)))
+    point = student.get("operating_point")
+    if point:  # distill.fire_rate: teacher
+        rows.append(
+            (
+                "operating point",
+                f"`_unknown_` bias {point['unknown_bias']:+.2f} before QAT, {point['qat_unknown_bias']:+.2f} "
+                f"after: the shipped student calls a keyword on {pct(point['qat_fire_rate'])} of "
+                f"{point['windows']} windows of unlabelled real speech ({point['source']}), its teacher on "
+                f"{pct(point['teacher_fire_rate'])}; as trained {pct(point['student_fire_rate'])}",
+            )
+        )
     fit = student.get("float_fit")
     if fit:
         last = fit.get("last_epoch", {})

@@ -1,4 +1,5 @@
-"""Data stages: the corpus, its augmented training views, and the target frontend's features."""
+"""Data stages: the corpus, its augmented training views, unlabelled real speech (to learn from and to
+calibrate on), and the target frontend's features."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import numpy as np
 
 from edgekd.artifacts import write_npz
 from edgekd.audio.frontend import compute_features, make_frontend
-from edgekd.audio.io import from_pcm16
+from edgekd.audio.io import SAMPLE_RATE, from_pcm16
 from edgekd.config import BuildConfig
 from edgekd.data.corpus import Corpus, build_corpus, voice_summary
-from edgekd.data.real_pool import NEGATIVE_SOURCES, pool_fingerprint
+from edgekd.data.real_pool import BUILD_POOL, NEGATIVE_SOURCES, pool_fingerprint, windows
 from edgekd.data.views import augment_key, background_speech, make_views
 from edgekd.pipeline import StageOutput, Stages, corpus_fingerprint, folder_fingerprint
 
@@ -69,14 +70,16 @@ def stage_unlabeled(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progr
     def produce(d: Path) -> dict[str, Any]:
         labelled = Corpus.load(corpus.dir / "corpus.npz")
         n = labelled.clips.shape[1]
-        pool = load_unlabeled(  # a built-in pool's check files stay out: the build measures on them
+        # a built-in pool's check files stay out (the build measures on them), and so do its calibration
+        # files (the student's operating point is chosen on them: stage_calibration)
+        pool = load_unlabeled(
             cfg.data.unlabeled,
             n,
             cfg.data.unlabeled_max_clips,
             cfg.seed,
             cfg.data.strict,
             progress,
-            part="train",
+            part="fit",
         )
         # a seed of its own so that pool views never repeat the labelled clips' augmentations
         audio, clip_idx, view_idx = make_views(
@@ -101,7 +104,7 @@ def stage_unlabeled(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progr
     if name is None:
         source = folder_fingerprint(Path(cfg.data.unlabeled).expanduser())
     else:
-        source = {**pool_fingerprint(name), "part": "train"}
+        source = {**pool_fingerprint(name), "part": "fit"}
     key = {
         **source,
         "max_clips": cfg.data.unlabeled_max_clips,
@@ -110,6 +113,31 @@ def stage_unlabeled(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progr
         "seed": cfg.seed,
     }
     return stages.run("unlabeled", key, produce)
+
+
+CALIBRATION_SOURCE = f"builtin:{BUILD_POOL}, calibration part"
+
+
+def stage_calibration(cfg: BuildConfig, stages: Stages, progress: bool) -> StageOutput:
+    """Windows of real speech the student's operating point is chosen on (`distill.fire_rate: teacher`),
+    with their student features: the built-in pool's calibration part, which no build trains on, so the
+    rate the student fires at there is the rate it fires at on speech it has never met."""
+
+    def produce(d: Path) -> dict[str, Any]:
+        samples = cfg.frontend.clip_ms * SAMPLE_RATE // 1000
+        pcm = windows(BUILD_POOL, cfg.distill.calibration_windows, cfg.seed, "calibration", samples)
+        features = compute_features(make_frontend(cfg.frontend.name), from_pcm16(pcm), progress=progress)
+        write_npz(d / "calibration.npz", audio=pcm, features=features)
+        return {"source": CALIBRATION_SOURCE, "windows": len(pcm)}
+
+    key = {
+        **pool_fingerprint(BUILD_POOL),
+        "part": "calibration",
+        "windows": cfg.distill.calibration_windows,
+        "frontend": cfg.frontend.model_dump(mode="json"),
+        "seed": cfg.seed,
+    }
+    return stages.run("calibration", key, produce)
 
 
 def stage_features(
@@ -140,9 +168,11 @@ def stage_features(
         write_npz(d / "features.npz", **arrays)
         return {"shape": list(arrays["train"].shape[1:]), "frontend": fe.params()}
 
-    key = {
-        "views": views.key,
-        "unlabeled": unlabeled and unlabeled.key,
-        "frontend": cfg.frontend.model_dump(mode="json"),
-    }
+    key = {**labelled_features_key(cfg, views), "unlabeled": unlabeled and unlabeled.key}
     return stages.run("features", key, produce)
+
+
+def labelled_features_key(cfg: BuildConfig, views: StageOutput) -> dict[str, Any]:
+    """What the labelled rows of `stage_features` depend on: a stage that reads only them (the plain
+    student) keys on this, so a change of unlabelled audio does not retrain it."""
+    return {"views": views.key, "frontend": cfg.frontend.model_dump(mode="json")}

@@ -18,9 +18,8 @@ from edgekd.artifacts import write_json, write_npz
 from edgekd.audio.frontend import compute_features, make_frontend
 from edgekd.audio.io import from_pcm16
 from edgekd.config import BuildConfig
+from edgekd.data.real_pool import BUILD_POOL, pool_fingerprint, windows
 from edgekd.pipeline import LOGITS, StageOutput, Stages
-
-POOL = "debian-speech"
 
 
 def agreement_section(cfg: BuildConfig, logits: dict[str, np.ndarray], step: float | None) -> dict[str, Any]:
@@ -35,7 +34,7 @@ def agreement_section(cfg: BuildConfig, logits: dict[str, np.ndarray], step: flo
     limit = g.min_agreement if g.pool_min_agreement is None else g.pool_min_agreement
     gates = agreement_gates(cfg, "real_unlabeled_", ev, limit) if limit else []
     return {
-        "source": f"builtin:{POOL}",
+        "source": f"builtin:{BUILD_POOL}",
         "n_windows": len(ref),
         "agreement_with_student_fp32": agreement,
         "gates": gates,
@@ -45,11 +44,10 @@ def agreement_section(cfg: BuildConfig, logits: dict[str, np.ndarray], step: flo
 def stage_real_agreement(
     cfg: BuildConfig, student: StageOutput, export: StageOutput, stages: Stages, progress: bool
 ) -> StageOutput:
-    from edgekd.data.real_pool import pool_fingerprint, windows
     from edgekd.verify.scoring import output_step, runtime_logits, student_logits
 
     def produce(d: Path) -> dict[str, Any]:
-        clips = from_pcm16(windows(POOL, cfg.verify.pool_windows, cfg.seed))
+        clips = from_pcm16(windows(BUILD_POOL, cfg.verify.pool_windows, cfg.seed))
         x = compute_features(make_frontend(cfg.frontend.name), clips, progress=progress)
         logits = runtime_logits(cfg, x, lambda: student_logits(cfg, student.dir, x), export.dir, progress)
         write_npz(d / LOGITS, **logits)
@@ -57,7 +55,7 @@ def stage_real_agreement(
         return {"windows": len(x)}
 
     key = {
-        **pool_fingerprint(POOL),
+        **pool_fingerprint(BUILD_POOL),
         "windows": cfg.verify.pool_windows,
         "student": student.key,
         "export": export.key,

@@ -3,8 +3,10 @@
 The cache (see `edgekd.train.soft_labels`) holds the teacher's logits — and pooled embeddings when
 feature matching is on — for every augmented view of every training clip and every unlabeled
 window, as memory-mappable `.npy`; validation and test logits go to `logits.npz` (`LOGITS`) for the parity
-report. The stage key hashes the views, the unlabeled pool and the teacher config, so the cache is
-content-addressed: it is recomputed exactly when one of them changes.
+report, and its logits on the calibration windows (`stage_calibration`) to `CALIBRATION_LOGITS`: the
+operating point the student is moved to. The stage key hashes the views, the unlabeled pool, the
+calibration windows and the teacher config, so the cache is content-addressed: it is recomputed
+exactly when one of them changes.
 """
 
 from __future__ import annotations
@@ -22,17 +24,21 @@ from edgekd.data.corpus import Corpus
 from edgekd.pipeline import LOGITS, StageOutput, Stages
 from edgekd.train.soft_labels import SoftLabels, standardise
 
+CALIBRATION_LOGITS = "calibration_logits.npy"
+
 
 def stage_teacher(
     cfg: BuildConfig,
     corpus: StageOutput,
     views: StageOutput,
     unlabeled: StageOutput | None,
+    calibration: StageOutput | None,
     stages: Stages,
     device: torch.device,
     progress: bool,
 ) -> StageOutput:
-    """Fit the teacher on the train views; cache its outputs for every view, unlabeled clip and split."""
+    """Fit the teacher on the train views; cache its outputs for every view, unlabeled clip, split and
+    calibration window."""
     from edgekd.models.teachers import build_teacher
 
     with_embeddings = cfg.distill.feature_weight > 0
@@ -49,6 +55,9 @@ def stage_teacher(
         result = teacher.fit(f_train, y_train, f_val, clips.labels[val], progress=progress)
         logits = {"validation": teacher.logits(f_val), "test": teacher.logits(f_test)}
         write_npz(d / LOGITS, **logits)
+        if calibration is not None:
+            audio = np.load(calibration.dir / "calibration.npz")["audio"]
+            np.save(d / CALIBRATION_LOGITS, teacher.logits(teacher.features(from_pcm16(audio))))
         rows = {"train": f_train}
         if unlabeled is not None:
             rows["unlabeled"] = teacher.features(
@@ -82,6 +91,7 @@ def stage_teacher(
         {
             "views": views.key,
             "unlabeled": unlabeled and unlabeled.key,
+            "calibration": calibration and calibration.key,
             "teacher": cfg.teacher.model_dump(mode="json"),
             "top_k": cfg.distill.top_k,
             "embeddings": with_embeddings,

@@ -13,8 +13,8 @@ keeps the rejection of other speech where it was; what is left is the gain in di
 windows are the only audio involved: no real labelled recording chooses anything here.
 
 Measured (`bench/bench_adapt.py`, docs/DESIGN.md): no gain on 3,240 real digits at a held fire rate, 2-5
-points on kws12's 77 real commands within their interval; the build does not adapt. `fire_rate` and
-`hold_fire_rate` also put builds at one operating point in `bench/bench_real.py --fire-rate`.
+points on kws12's 77 real commands within their interval; the build does not adapt. The bias comes from
+`edgekd.train.operating_point`, which also puts every build at its teacher's operating point.
 """
 
 from __future__ import annotations
@@ -26,10 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-BIAS_RANGE = 10.0  # logits; a bias outside it means the adaptation broke the model, not a calibration
-# Added to the bisection's bias, which sits on a row's decision boundary to 1e-11: float32 weights
-# would round that row back across it. 1e-4 logits is far below one int8 output step (~0.07).
-BIAS_MARGIN = 1e-4
+from edgekd.train.operating_point import add_logit_bias, fire_rate, hold_fire_rate
 
 
 @dataclass(frozen=True)
@@ -76,33 +73,6 @@ def reestimate_batch_norm(model: nn.Module, x: np.ndarray, batch_size: int = 256
         for i in range(0, len(x), batch_size):
             adapted(torch.as_tensor(x[order[i : i + batch_size]], dtype=torch.float32))
     return adapted.eval()
-
-
-def fire_rate(logits: np.ndarray, keywords: list[int], unknown: int, bias: float = 0.0) -> float:
-    """Share of rows whose top class is a keyword once `bias` is added to the `_unknown_` logit."""
-    shifted = logits.copy()
-    shifted[:, unknown] += bias
-    return float(np.isin(shifted.argmax(1), keywords).mean())
-
-
-def hold_fire_rate(logits: np.ndarray, keywords: list[int], unknown: int, target: float) -> float:
-    """The smallest `_unknown_` bias at which the model fires on at most `target` of these rows
-    (the rate falls as the bias rises: bisection)."""
-    lo, hi = -BIAS_RANGE, BIAS_RANGE
-    if fire_rate(logits, keywords, unknown, hi) > target:
-        raise ValueError(f"no _unknown_ bias within ±{BIAS_RANGE} holds the fire rate at {target:.3f}")
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if fire_rate(logits, keywords, unknown, mid) <= target else (mid, hi)
-    return hi + BIAS_MARGIN
-
-
-def add_logit_bias(model: nn.Module, index: int, bias: float) -> None:
-    """Add `bias` to one output of the model's last linear layer (folded into its bias: the int8
-    graph carries it for free)."""
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    with torch.no_grad():
-        last.bias[index] += bias
 
 
 def adapt_to_real(
