@@ -41,7 +41,11 @@ SMALL = [
     # a 3-epoch toy teacher need not beat the plain student; the gate has its own test below
     "distill.teacher_gate=warn",
     "verify.pool_windows=200",
-    "data.unlabeled_max_clips=60",  # the recipe's real pool as a KD source, a little of it
+    # the opt-in real-speech route (docs/DESIGN.md, stop 38), a little of it: the pool as a KD source and
+    # the teacher's operating point
+    "data.unlabeled=builtin:debian-speech",
+    "data.unlabeled_max_clips=60",
+    "distill.fire_rate=teacher",
     "distill.calibration_windows=200",
     "gates.pool_min_agreement=0.01",  # a 3-epoch toy has few decisive windows; the gate is still there
     "verify.stream.calibration_minutes=1",
