@@ -92,10 +92,8 @@ def run_wakeword_build(
     from edgekd.build import BuildResult, promote  # build.py dispatches here: imported when called
     from edgekd.report.wakeword import report_html, report_md, summary
 
-    for pool in (
-        BUILD_POOL,
-        HELD_OUT_POOL,
-    ):  # negatives, calibration and FA/h need them: fail before any stage
+    # negatives, calibration and FA/h need both pools: fail before any stage
+    for pool in (BUILD_POOL, HELD_OUT_POOL):
         resolve_pool(pool)
     if cfg.verify.holdout:  # a folder without recordings fails now, not after an hour of training
         audio_files([Path(cfg.verify.holdout)])
