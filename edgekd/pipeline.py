@@ -31,6 +31,8 @@ from edgekd.config import BuildConfig
 
 DONE = "_done.json"
 LOGITS = "logits.npz"  # a stage's per-clip logits (teacher, students, verify, holdout, real agreement)
+# the teacher's logits on the calibration stage's windows: the operating point the student is moved to
+CALIBRATION_LOGITS = "calibration_logits.npy"
 
 
 def default_cache_root() -> Path:
@@ -162,6 +164,12 @@ def folder_fingerprint(root: Path) -> dict[str, str]:
         if p.is_file()
     )
     return {"files": stable_hash(listing), "root": str(root.resolve())}
+
+
+def labelled_features_key(cfg: BuildConfig, views_key: str) -> dict[str, Any]:
+    """What the labelled rows of the features stage depend on: a stage that reads only them (the plain
+    student) keys on this, so a change of unlabelled audio does not retrain it."""
+    return {"views": views_key, "frontend": cfg.frontend.model_dump(mode="json")}
 
 
 def corpus_fingerprint(cfg: BuildConfig) -> dict[str, Any]:

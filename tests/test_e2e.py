@@ -41,12 +41,6 @@ SMALL = [
     # a 3-epoch toy teacher need not beat the plain student; the gate has its own test below
     "distill.teacher_gate=warn",
     "verify.pool_windows=200",
-    # the opt-in real-speech route (docs/DESIGN.md, stop 38), a little of it: the pool as a KD source and
-    # the teacher's operating point
-    "data.unlabeled=builtin:debian-speech",
-    "data.unlabeled_max_clips=60",
-    "distill.fire_rate=teacher",
-    "distill.calibration_windows=200",
     "gates.pool_min_agreement=0.01",  # a 3-epoch toy has few decisive windows; the gate is still there
     "verify.stream.calibration_minutes=1",
     "verify.stream.report_minutes=1",
@@ -110,14 +104,22 @@ def test_build_writes_every_artifact(built: tuple[Path, Path]) -> None:
         assert np.isclose((logits[runtime].argmax(1) == logits["y"]).mean(), row["accuracy"])
 
 
-def test_the_student_ships_at_its_teachers_operating_point(built: tuple[Path, Path]) -> None:
-    """`distill.fire_rate: teacher`: the shipped weights fire on the pool's calibration windows as often
-    as the teacher, and the build says so (manifest, report, the licences of the speech it used)."""
+def test_the_student_ships_at_its_teachers_operating_point(tmp_path: Path) -> None:
+    """`distill.fire_rate: teacher` (opt-in, with the pool as a KD source): the shipped weights fire on the
+    pool's calibration windows as often as the teacher, and the build says so (manifest, report, the
+    licences of the speech it used)."""
     from edgekd.build_dir import BuildDir
     from edgekd.train.operating_point import fire_rate
     from edgekd.verify.scoring import student_logits
 
-    out, cache = built
+    out, cache = tmp_path / "build", tmp_path / "cache"
+    opt_in = [
+        "data.unlabeled=builtin:debian-speech",
+        "data.unlabeled_max_clips=60",
+        "distill.fire_rate=teacher",
+    ]
+    sets = ["distill.calibration_windows=200", "verify.stream.enabled=false", "verify.pool_windows=0"]
+    assert main(_args(out, cache, *opt_in, *sets)) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     point = manifest["student"]["operating_point"]
     assert point["windows"] == 200 and point["source"] == "builtin:debian-speech, calibration part"
@@ -129,7 +131,7 @@ def test_the_student_ships_at_its_teachers_operating_point(built: tuple[Path, Pa
     cfg = BuildDir(out).config()
     x = np.load(next(cache.glob("calibration/*/calibration.npz")))["features"]
     keywords, unknown = [cfg.classes.index(w) for w in cfg.labels], cfg.classes.index("_unknown_")
-    logits = student_logits(cfg, out / "weights", x)  # the biases are in float.pt and qat.pt
+    logits = student_logits(cfg, out / "weights", x)  # the bias is in float.pt, and QAT starts from it
     assert fire_rate(logits["student_fp32_pre_qat"], keywords, unknown) == point["matched_fire_rate"]
     # the QAT graph rebuilt from qat.pt (fake-quant ties may fall the other way on one window)
     assert fire_rate(logits["student_qat"], keywords, unknown) == pytest.approx(

@@ -294,8 +294,8 @@ def distill_summary(parity: dict[str, Any], manifest: dict[str, Any]) -> list[tu
         rows.append(
             (
                 "operating point",
-                f"`_unknown_` bias {point['unknown_bias']:+.2f} before QAT, {point['qat_unknown_bias']:+.2f} "
-                f"after: the shipped student calls a keyword on {pct(point['qat_fire_rate'])} of "
+                f"`_unknown_` bias {point['unknown_bias']:+.2f}: the shipped student calls a keyword on "
+                f"{pct(point['qat_fire_rate'])} of "
                 f"{point['windows']} windows of unlabelled real speech ({point['source']}), its teacher on "
                 f"{pct(point['teacher_fire_rate'])}; as trained {pct(point['student_fire_rate'])}",
             )

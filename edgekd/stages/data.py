@@ -15,7 +15,7 @@ from edgekd.config import BuildConfig
 from edgekd.data.corpus import Corpus, build_corpus, voice_summary
 from edgekd.data.real_pool import BUILD_POOL, NEGATIVE_SOURCES, pool_fingerprint, windows
 from edgekd.data.views import augment_key, background_speech, make_views
-from edgekd.pipeline import StageOutput, Stages, corpus_fingerprint, folder_fingerprint
+from edgekd.pipeline import StageOutput, Stages, corpus_fingerprint, folder_fingerprint, labelled_features_key
 
 
 def stage_corpus(cfg: BuildConfig, stages: Stages, progress: bool) -> StageOutput:
@@ -115,9 +115,6 @@ def stage_unlabeled(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progr
     return stages.run("unlabeled", key, produce)
 
 
-CALIBRATION_SOURCE = f"builtin:{BUILD_POOL}, calibration part"
-
-
 def stage_calibration(cfg: BuildConfig, stages: Stages, progress: bool) -> StageOutput:
     """Windows of real speech the student's operating point is chosen on (`distill.fire_rate: teacher`),
     with their student features: the built-in pool's calibration part, which no build trains on, so the
@@ -128,7 +125,7 @@ def stage_calibration(cfg: BuildConfig, stages: Stages, progress: bool) -> Stage
         pcm = windows(BUILD_POOL, cfg.distill.calibration_windows, cfg.seed, "calibration", samples)
         features = compute_features(make_frontend(cfg.frontend.name), from_pcm16(pcm), progress=progress)
         write_npz(d / "calibration.npz", audio=pcm, features=features)
-        return {"source": CALIBRATION_SOURCE, "windows": len(pcm)}
+        return {"source": f"builtin:{BUILD_POOL}, calibration part", "windows": len(pcm)}
 
     key = {
         **pool_fingerprint(BUILD_POOL),
@@ -168,11 +165,5 @@ def stage_features(
         write_npz(d / "features.npz", **arrays)
         return {"shape": list(arrays["train"].shape[1:]), "frontend": fe.params()}
 
-    key = {**labelled_features_key(cfg, views), "unlabeled": unlabeled and unlabeled.key}
+    key = {**labelled_features_key(cfg, views.key), "unlabeled": unlabeled and unlabeled.key}
     return stages.run("features", key, produce)
-
-
-def labelled_features_key(cfg: BuildConfig, views: StageOutput) -> dict[str, Any]:
-    """What the labelled rows of `stage_features` depend on: a stage that reads only them (the plain
-    student) keys on this, so a change of unlabelled audio does not retrain it."""
-    return {"views": views.key, "frontend": cfg.frontend.model_dump(mode="json")}

@@ -21,10 +21,8 @@ from edgekd.artifacts import write_npz
 from edgekd.audio.io import from_pcm16
 from edgekd.config import BuildConfig
 from edgekd.data.corpus import Corpus
-from edgekd.pipeline import LOGITS, StageOutput, Stages
+from edgekd.pipeline import CALIBRATION_LOGITS, LOGITS, StageOutput, Stages
 from edgekd.train.soft_labels import SoftLabels, standardise
-
-CALIBRATION_LOGITS = "calibration_logits.npy"
 
 
 def stage_teacher(

@@ -11,15 +11,13 @@ more real digits `_unknown_`, although at one shared fire rate it hears them 8-9
 `match_teacher` moves the student to its teacher's operating point: the bias at which the student fires
 on as many windows of unlabelled real speech as the teacher does. Only the pool's `calibration` part is
 involved (never trained on), no label and no evaluation recording; the bias is folded into the last
-linear layer before QAT and corrected once more after it (QAT, which sees no real speech, drifts), so
-the int8 graph carries it for free. `bench/bench_real.py --fire-rate` and
+linear layer before QAT, so the int8 graph carries it for free. `bench/bench_real.py --fire-rate` and
 `edgekd.train.adapt` use the same functions to compare models at one operating point.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -53,23 +51,12 @@ def hold_fire_rate(logits: np.ndarray, keywords: list[int], unknown: int, target
 
 def add_logit_bias(model: nn.Module, index: int, bias: float) -> None:
     """Add `bias` to one output of the model's last linear layer (folded into its bias: the int8
-    graph carries it for free). On a PT2E graph (the QAT student) that is the bias of its last linear
-    op, which QAT leaves in float: the conversion quantizes it with the rest."""
-    with torch.no_grad():
-        _last_linear_bias(model)[index] += bias
-
-
-def _last_linear_bias(model: nn.Module) -> torch.Tensor:
-    if isinstance(model, torch.fx.GraphModule):
-        ops = [n for n in model.graph.nodes if n.target is torch.ops.aten.linear.default]
-        bias = ops[-1].args[2] if ops and len(ops[-1].args) > 2 else None
-        if not isinstance(bias, torch.fx.Node) or bias.op != "get_attr":
-            raise ValueError("the graph's last linear op has no bias parameter to move")
-        return attrgetter(str(bias.target))(model)
+    graph carries it for free)."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears or linears[-1].bias is None:
         raise ValueError("the model has no linear layer with a bias to move")
-    return linears[-1].bias
+    with torch.no_grad():
+        linears[-1].bias[index] += bias
 
 
 @dataclass(frozen=True)
