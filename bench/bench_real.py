@@ -6,6 +6,7 @@
     python bench/bench_real.py --target esp32s3 --set data.synth.kokoro_voices=60 --json out.json
     python bench/bench_real.py --build build/esp32s3 --telephone     # + each folder through an 8 kHz band
     python bench/bench_real.py --build build/esp32s3 --fire-rate 0.1 # + keywords at a held false-fire rate
+    python bench/bench_real.py --build build/esp32s3 --curve         # + keywords vs all clips, 1-20 % fires
 
 Every runtime of the build (teacher, float students, fake-quant, INT8 ONNX / LiteRT / TFLite Micro)
 on the real folder, with 95 % intervals: "keywords" is the mean of the per-keyword accuracies (Wilson
@@ -24,6 +25,9 @@ Windows of the built-in pool's check part (real speech in five languages, mostly
 trained on) say how often a model fires on other speech: per runtime, the `_unknown_` logit gets the bias
 at which it fires on exactly R of those windows (a share, or `teacher`: as often as the teacher does), and
 the table gives keyword accuracy there. Only the pool chooses the bias; the real folder is scored, as ever.
+`--curve` does the same at rates from 1 to 20 % and adds accuracy over all clips: on `real-commands-dev`
+(172 of 249 clips are other words) the pair traces what a bias trades, keywords heard against other words
+called keywords, so two builds compare along the whole curve instead of at the one point each was built at.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,45 +109,104 @@ def figures_table(figs: dict[str, dict[str, Any]], primary: str) -> str:
     return table(["runtime", "keywords % [95% CI]", "all clips % [95% CI]", "agree fp32 %"], rows)
 
 
-def held_rate_table(
-    build: Path, folders: dict[str, Path], windows: int, rate: float | None
-) -> tuple[str, dict]:
-    """Per runtime and folder: keyword accuracy with the `_unknown_` bias that makes the runtime fire on
-    `rate` of `windows` windows of the pool's check part (None: as often as the teacher does there)."""
+@dataclass
+class HeldScores:
+    """Every runtime's logits on windows of the pool's check part and on each real folder."""
+
+    cfg: Any
+    on_pool: dict[str, np.ndarray]
+    real: dict[str, Any]  # folder name -> edgekd.verify.scoring.Scored
+
+    @property
+    def unknown(self) -> int:
+        return self.cfg.classes.index("_unknown_")
+
+    @property
+    def keywords(self) -> list[int]:
+        return [self.cfg.classes.index(w) for w in self.cfg.labels]
+
+    def runtimes(self) -> list[str]:
+        return [r for r in ROW_ORDER if r in self.on_pool]
+
+    def bias_for(self, runtime: str, rate: float) -> float:
+        """The `_unknown_` bias at which `runtime` fires on `rate` of the pool's windows."""
+        return hold_fire_rate(self.on_pool[runtime], self.keywords, self.unknown, rate)
+
+    def confusion(self, folder: str, runtime: str, bias: float) -> np.ndarray:
+        """`runtime`'s confusion matrix on `folder` with `bias` added to its `_unknown_` logit."""
+        s = self.real[folder]
+        logits = s.logits[runtime].copy()
+        logits[:, self.unknown] += bias
+        cm = np.zeros((len(self.cfg.classes),) * 2, np.int64)
+        np.add.at(cm, (s.y, logits.argmax(1)), 1)
+        return cm
+
+
+def held_scores(build: Path, folders: dict[str, Path], windows: int) -> HeldScores:
+    """Score `windows` windows of the pool's check part (real speech, never trained on) and `folders`."""
     from edgekd.data.real_pool import BUILD_POOL
     from edgekd.data.real_pool import windows as pool_windows
     from edgekd.verify.scoring import score_clips, score_folder
 
     b = BuildDir(build)
     cfg = b.config()
-    unknown, keywords = cfg.classes.index("_unknown_"), [cfg.classes.index(w) for w in cfg.labels]
-
-    def scored(folder: Path) -> Any:
-        return score_folder(cfg, folder, b.weights, b.weights, b.path, b.features_shape(), progress=False)
-
     clips = from_pcm16(pool_windows(BUILD_POOL, windows, cfg.seed))
     _, on_pool = score_clips(cfg, clips, b.weights, b.weights, b.path, b.features_shape(), progress=False)
-    real = {name: scored(f) for name, f in folders.items()}
+    real = {
+        name: score_folder(cfg, f, b.weights, b.weights, b.path, b.features_shape(), progress=False)
+        for name, f in folders.items()
+    }
+    return HeldScores(cfg, on_pool, real)
+
+
+def held_rate_table(h: HeldScores, rate: float | None) -> tuple[str, dict]:
+    """Per runtime and folder: keyword accuracy with the `_unknown_` bias that makes the runtime fire on
+    `rate` of the pool's windows (None: as often as the teacher does there)."""
     if rate is None:
-        rate = fire_rate(on_pool["teacher_fp32"], keywords, unknown)
+        rate = fire_rate(h.on_pool["teacher_fp32"], h.keywords, h.unknown)
     rows, record = [], {"rate": rate}
-    for rt in [r for r in ROW_ORDER if r in on_pool]:
-        bias, as_built = (
-            hold_fire_rate(on_pool[rt], keywords, unknown, rate),
-            fire_rate(on_pool[rt], keywords, unknown),
-        )
+    for rt in h.runtimes():
+        bias = h.bias_for(rt, rate)
+        as_built = fire_rate(h.on_pool[rt], h.keywords, h.unknown)
         cells = [rt, f"{100 * as_built:.1f}", f"{bias:+.2f}"]
         record[rt] = {"fire_rate": as_built, "bias": bias}
-        for name, s in real.items():
-            logits = s.logits[rt].copy()
-            logits[:, unknown] += bias
-            cm = np.zeros((len(cfg.classes),) * 2, np.int64)
-            np.add.at(cm, (s.y, logits.argmax(1)), 1)
-            kw = mean_class_interval(cm, cfg.classes, cfg.labels)
+        for name in h.real:
+            kw = mean_class_interval(h.confusion(name, rt, bias), h.cfg.classes, h.cfg.labels)
             cells.append("—" if kw is None else ci(*kw))
             record[rt][name] = kw
         rows.append(cells)
-    heads = ["runtime", "pool fire % as built", "_unknown_ bias", *(f"{n} keywords %" for n in real)]
+    heads = ["runtime", "pool fire % as built", "_unknown_ bias", *(f"{n} keywords %" for n in h.real)]
+    return table(heads, rows), record
+
+
+# pool fire rates the --curve table holds each runtime at
+CURVE_RATES = (0.01, 0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.15, 0.20)
+CURVE_RUNTIMES = ("teacher_fp32", "student_fp32", "student_int8_tflm")
+
+
+def curve_table(h: HeldScores) -> tuple[str, dict]:
+    """Keywords against everything else: per runtime and pool fire rate, keyword accuracy and accuracy
+    over all clips of each real folder. One bias moves a model along this curve (more keywords heard,
+    more other words called keywords); a better model lies above another's at every rate, which no single
+    operating point shows."""
+    heads = ["runtime", "pool fire %", "_unknown_ bias"]
+    for name in h.real:
+        heads += [f"{name} keywords %", f"{name} all clips %"]
+    rows, record = [], {}
+    for rt in [r for r in CURVE_RUNTIMES if r in h.on_pool]:
+        record[rt] = []
+        for rate in CURVE_RATES:
+            bias = h.bias_for(rt, rate)
+            cells, point = [rt, f"{100 * rate:.0f}", f"{bias:+.2f}"], {"rate": rate, "bias": bias}
+            for name in h.real:
+                cm = h.confusion(name, rt, bias)
+                kw = mean_class_interval(cm, h.cfg.classes, h.cfg.labels)
+                right, n = int(np.trace(cm)), int(cm.sum())
+                everything = (right / n, *wilson(right, n))
+                cells += ["—" if kw is None else f"{100 * kw[0]:.1f}", f"{100 * everything[0]:.1f}"]
+                point[name] = {"keywords": kw, "all": everything}
+            rows.append(cells)
+            record[rt].append(point)
     return table(heads, rows), record
 
 
@@ -174,7 +238,12 @@ def main() -> int:
         type=fire_rate_arg,
         help="also score at the bias firing on this share of the pool ('teacher': the teacher's share)",
     )
-    ap.add_argument("--pool-windows", type=int, default=1500, help="pool windows for --fire-rate")
+    ap.add_argument(
+        "--curve",
+        action="store_true",
+        help="also tabulate keywords and all clips at a range of pool fire rates",
+    )
+    ap.add_argument("--pool-windows", type=int, default=1500, help="pool windows for --fire-rate and --curve")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -212,11 +281,20 @@ def main() -> int:
             took = time.perf_counter() - t0
             print(f"### real: {name} ({report['n_clips']} clips; scored in {took:.0f} s)\n")
             print(figures_table(real, report["primary"]), "\n")
-        if args.fire_rate is not None:
+        held = (
+            held_scores(build, folders, args.pool_windows)
+            if args.fire_rate is not None or args.curve
+            else None
+        )
+        if held is not None and args.fire_rate is not None:
             rate = None if args.fire_rate == "teacher" else args.fire_rate
-            text, record["held_fire_rate"] = held_rate_table(build, folders, args.pool_windows, rate)
+            text, record["held_fire_rate"] = held_rate_table(held, rate)
             rate = f"{100 * record['held_fire_rate']['rate']:.1f} %"
             print(f"### keywords at a {rate} fire rate on {args.pool_windows} pool windows\n")
+            print(text, "\n")
+        if held is not None and args.curve:
+            text, record["curve"] = curve_table(held)
+            print(f"### keywords against all clips, at pool fire rates ({args.pool_windows} pool windows)\n")
             print(text, "\n")
         if args.json:
             Path(args.json).write_text(json.dumps(record, indent=1))
