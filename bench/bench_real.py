@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 from edgekd.audio.io import SAMPLE_RATE, from_pcm16, read_wav, resample, write_wav  # noqa: E402
 from edgekd.build import run_build  # noqa: E402
 from edgekd.build_dir import BuildDir  # noqa: E402
-from edgekd.config import load_config  # noqa: E402
+from edgekd.config import BuildConfig, load_config  # noqa: E402
 from edgekd.evaluate import evaluate  # noqa: E402
 from edgekd.fmt import table  # noqa: E402
 from edgekd.report.markdown import ROW_ORDER, STAGE_HEADERS, stage_rows  # noqa: E402
@@ -113,7 +113,7 @@ def figures_table(figs: dict[str, dict[str, Any]], primary: str) -> str:
 class HeldScores:
     """Every runtime's logits on windows of the pool's check part and on each real folder."""
 
-    cfg: Any
+    cfg: BuildConfig
     on_pool: dict[str, np.ndarray]
     real: dict[str, Any]  # folder name -> edgekd.verify.scoring.Scored
 
@@ -245,14 +245,17 @@ def main() -> int:
     )
     ap.add_argument("--pool-windows", type=int, default=1500, help="pool windows for --fire-rate and --curve")
     args = ap.parse_args()
+    cfg = (
+        BuildDir(Path(args.build)).config() if args.build else load_config(args.target, args.recipe, args.set)
+    )
+    if (args.fire_rate is not None or args.curve) and "_unknown_" not in cfg.classes:
+        ap.error("--fire-rate and --curve bias the `_unknown_` logit; this build has none: leave them out")
 
     with tempfile.TemporaryDirectory() as tmp:
         record: dict[str, Any] = {"overrides": args.set}
         if args.build:
             build = Path(args.build)
-            cfg = BuildDir(build).config()
         else:
-            cfg = load_config(args.target, args.recipe, args.set)
             cache = Path(args.cache) if args.cache else Path(tmp) / "cache"
             t0 = time.perf_counter()
             result = run_build(cfg, Path(tmp) / "build", cache, progress=False, log=lambda _m: None)
