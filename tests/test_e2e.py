@@ -109,7 +109,7 @@ def test_the_student_ships_at_its_teachers_operating_point(tmp_path: Path) -> No
     pool's calibration windows as often as the teacher, and the build says so (manifest, report, the
     licences of the speech it used)."""
     from edgekd.build_dir import BuildDir
-    from edgekd.train.operating_point import fire_rate
+    from edgekd.train.operating_point import BIAS_MARGIN, fire_rate
     from edgekd.verify.scoring import student_logits
 
     out, cache = tmp_path / "build", tmp_path / "cache"
@@ -123,16 +123,16 @@ def test_the_student_ships_at_its_teachers_operating_point(tmp_path: Path) -> No
     manifest = json.loads((out / "manifest.json").read_text())
     point = manifest["student"]["operating_point"]
     assert point["windows"] == 200 and point["source"] == "builtin:debian-speech, calibration part"
-    assert (
-        point["teacher_fire_rate"] - 1 / 200 - 1e-9
-        <= point["matched_fire_rate"]
-        <= point["teacher_fire_rate"]
-    )
+    assert point["matched_fire_rate"] <= point["teacher_fire_rate"]  # never more eager than its teacher
     cfg = BuildDir(out).config()
     x = np.load(next(cache.glob("calibration/*/calibration.npz")))["features"]
     keywords, unknown = [cfg.classes.index(w) for w in cfg.labels], cfg.classes.index("_unknown_")
     logits = student_logits(cfg, out / "weights", x)  # the bias is in float.pt, and QAT starts from it
     assert fire_rate(logits["student_fp32_pre_qat"], keywords, unknown) == point["matched_fire_rate"]
+    # and no more cautious than it must be: a hair less bias fires more often than the teacher (by one
+    # window, or by a group of windows with tied logits: a toy build fell two windows short that way)
+    hair = -2 * BIAS_MARGIN
+    assert fire_rate(logits["student_fp32_pre_qat"], keywords, unknown, hair) > point["teacher_fire_rate"]
     # the QAT graph rebuilt from qat.pt (fake-quant ties may fall the other way on one window)
     assert fire_rate(logits["student_qat"], keywords, unknown) == pytest.approx(
         point["qat_fire_rate"], abs=0.006
