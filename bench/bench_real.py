@@ -50,6 +50,7 @@ from edgekd.audio.io import SAMPLE_RATE, from_pcm16, read_wav, resample, write_w
 from edgekd.build import run_build  # noqa: E402
 from edgekd.build_dir import BuildDir  # noqa: E402
 from edgekd.config import BuildConfig, load_config  # noqa: E402
+from edgekd.errors import EdgekdError  # noqa: E402
 from edgekd.evaluate import evaluate  # noqa: E402
 from edgekd.fmt import table  # noqa: E402
 from edgekd.report.markdown import ROW_ORDER, STAGE_HEADERS, stage_rows  # noqa: E402
@@ -245,9 +246,14 @@ def main() -> int:
     )
     ap.add_argument("--pool-windows", type=int, default=1500, help="pool windows for --fire-rate and --curve")
     args = ap.parse_args()
-    cfg = (
-        BuildDir(Path(args.build)).config() if args.build else load_config(args.target, args.recipe, args.set)
-    )
+    try:
+        cfg = (
+            BuildDir(Path(args.build)).config()
+            if args.build
+            else load_config(args.target, args.recipe, args.set)
+        )
+    except EdgekdError as e:  # a wrong folder or recipe: say so, no traceback
+        ap.error(str(e))
     if (args.fire_rate is not None or args.curve) and "_unknown_" not in cfg.classes:
         ap.error("--fire-rate and --curve bias the `_unknown_` logit; this build has none: leave them out")
 
