@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from edgekd.audio.frontend import compute_features, make_frontend  # noqa: E402
 from edgekd.audio.io import from_pcm16  # noqa: E402
 from edgekd.build_dir import BuildDir  # noqa: E402
-from edgekd.config import BuildConfig, dump_config, parse_override  # noqa: E402
+from edgekd.config import BuildConfig, with_overrides  # noqa: E402
 from edgekd.data.real_pool import BUILD_POOL, windows  # noqa: E402
 from edgekd.models.restore import (  # noqa: E402
     example_batch,
@@ -99,18 +99,6 @@ def row(
 
         out.update(keywords_pre_qat=kw(pre), keywords_tflm=kw(dev))
     return out
-
-
-def with_overrides(cfg: BuildConfig, overrides: list[str]) -> BuildConfig:
-    """The build's config with `--set` overrides, validated like any config."""
-    merged = dump_config(cfg)
-    for text in overrides:
-        layer, node = parse_override(text), merged
-        while isinstance(next(iter(layer.values())), dict):
-            key = next(iter(layer))
-            node, layer = node.setdefault(key, {}), layer[key]
-        node.update(layer)
-    return BuildConfig.model_validate(merged)
 
 
 def main() -> None:

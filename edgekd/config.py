@@ -164,6 +164,9 @@ class DistillConfig(Section):
     skip_wrong_teacher: bool = False  # labelled clips the teacher misclassifies get no KD term
     top_k: NonNegInt = 0  # soft labels kept per example (the rest share the remaining mass); 0 = all
     unlabeled_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0  # KD weight of unlabeled clips
+    # domain-adversarial training (edgekd.train.domain): a critic on the student's pooled features tells
+    # the labelled (synthetic) rows from the unlabeled (real) ones through a reversed gradient; peak scale
+    domain_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
     teacher_gate: Literal["refuse", "warn", "off"] = "refuse"  # what a teacher that fails the gate gets
     # points on validation: distil when teacher - plain student > margin. Default -1.5 (about two standard
     # errors of the difference on a few hundred clips): a validation split the plain student saturates
@@ -562,6 +565,11 @@ class BuildConfig(Section):
                 "distill.fire_rate=teacher moves the `_unknown_` logit, and these classes have none: "
                 "give unknown_words, or set distill.fire_rate=argmax"
             )
+        if self.distill.domain_weight > 0 and self.data.unlabeled is None:
+            raise ValueError(
+                "distill.domain_weight tells synthetic from real speech and needs real unlabelled audio: "
+                "set data.unlabeled (e.g. builtin:debian-speech) or distill.domain_weight=0"
+            )
         if self.wakeword is not None:
             if len(self.labels) != 1:
                 raise ValueError(
@@ -648,6 +656,22 @@ def parse_override(text: str) -> dict[str, Any]:
     for part in reversed(key.split(".")):
         value = {part: value}
     return value
+
+
+def with_overrides(cfg: BuildConfig, overrides: list[str]) -> BuildConfig:
+    """A finished build's config with `--set` overrides, validated like any config (the benches that
+    re-run one stage of a build with a change)."""
+    merged = dump_config(cfg)
+    for text in overrides:
+        layer, node = parse_override(text), merged
+        while isinstance(next(iter(layer.values())), dict):
+            key = next(iter(layer))
+            node, layer = node.setdefault(key, {}), layer[key]
+        node.update(layer)
+    try:
+        return BuildConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"--set {' '.join(overrides)}: {exc.errors()[0]['msg']}") from None
 
 
 def _origin(origins: dict[str, str], dotted: str) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekd.config import SILENCE, UNKNOWN, load_config, parse_override
+from edgekd.config import SILENCE, UNKNOWN, load_config, parse_override, with_overrides
 from edgekd.errors import ConfigError
 
 
@@ -118,3 +118,21 @@ def test_the_teachers_operating_point_needs_an_unknown_class() -> None:
         load_config("esp32s3", overrides=["distill.fire_rate=teacher", "unknown_words=[]"])
     cfg = load_config("esp32s3", overrides=["distill.fire_rate=argmax", "unknown_words=[]"])
     assert "_unknown_" not in cfg.classes
+
+
+def test_domain_adversarial_training_needs_real_unlabelled_audio() -> None:
+    with pytest.raises(ConfigError, match="set data.unlabeled"):
+        load_config("esp32s3", overrides=["distill.domain_weight=0.3", "data.unlabeled=null"])
+    cfg = load_config(
+        "esp32s3", overrides=["distill.domain_weight=0.3", "data.unlabeled=builtin:debian-speech"]
+    )
+    assert cfg.distill.domain_weight == 0.3
+
+
+def test_with_overrides_changes_a_finished_builds_config_and_validates_it() -> None:
+    base = load_config("esp32s3")
+    cfg = with_overrides(base, ["distill.alpha=0.9", "data.augment.views=4"])
+    assert (cfg.distill.alpha, cfg.data.augment.views) == (0.9, 4)
+    assert cfg.distill.temperature == base.distill.temperature and base.distill.alpha != 0.9
+    with pytest.raises(ConfigError, match="distill.alpha=7"):
+        with_overrides(base, ["distill.alpha=7"])

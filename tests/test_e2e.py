@@ -107,7 +107,8 @@ def test_build_writes_every_artifact(built: tuple[Path, Path]) -> None:
 def test_the_student_ships_at_its_teachers_operating_point(tmp_path: Path) -> None:
     """`distill.fire_rate: teacher` (opt-in, with the pool as a KD source): the shipped weights fire on the
     pool's calibration windows as often as the teacher, and the build says so (manifest, report, the
-    licences of the speech it used)."""
+    licences of the speech it used). The same build carries the other opt-in that needs the pool, the
+    domain critic (`distill.domain_weight`): its loss is logged and the report names it."""
     from edgekd.build_dir import BuildDir
     from edgekd.train.operating_point import BIAS_MARGIN, fire_rate
     from edgekd.verify.scoring import student_logits
@@ -117,6 +118,7 @@ def test_the_student_ships_at_its_teachers_operating_point(tmp_path: Path) -> No
         "data.unlabeled=builtin:debian-speech",
         "data.unlabeled_max_clips=60",
         "distill.fire_rate=teacher",
+        "distill.domain_weight=0.3",
     ]
     sets = ["distill.calibration_windows=200", "verify.stream.enabled=false", "verify.pool_windows=0"]
     assert main(_args(out, cache, *opt_in, *sets)) == 0
@@ -137,7 +139,9 @@ def test_the_student_ships_at_its_teachers_operating_point(tmp_path: Path) -> No
     assert fire_rate(logits["student_qat"], keywords, unknown) == pytest.approx(
         point["qat_fire_rate"], abs=0.006
     )
-    assert "operating point" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "operating point" in report and "domain-adversarial against them (reversal 0.3)" in report
+    assert manifest["student"]["float_fit"]["last_epoch"]["domain"] > 0  # the critic's loss, logged
     assert manifest["data"]["real_speech_licences"]["fillets-cs"] == "GPL-2.0-only"
     assert manifest["student"]["unlabeled_rows"] == 60 * 2  # each window clean + 1 augmented view
 

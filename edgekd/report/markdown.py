@@ -288,6 +288,8 @@ def distill_summary(parity: dict[str, Any], manifest: dict[str, Any]) -> list[tu
             recipe.append(f"top-{d['top_k']} soft labels")
         if student.get("unlabeled_rows"):
             recipe.append(f"{student['unlabeled_rows']} unlabeled rows (weight {d['unlabeled_weight']:g})")
+            if d.get("domain_weight"):
+                recipe.append(f"domain-adversarial against them (reversal {d['domain_weight']:g})")
         rows.append(("recipe", ", ".join(recipe)))
     point = student.get("operating_point")
     if point:  # distill.fire_rate: teacher

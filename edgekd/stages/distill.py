@@ -40,6 +40,7 @@ def float_spec(cfg: BuildConfig, use_teacher: bool) -> FitSpec:
         if use_teacher
         else Schedule(0.0),
         unlabeled_weight=d.unlabeled_weight,
+        domain_weight=d.domain_weight if use_teacher else 0.0,
         trust_wrong_teacher=not d.skip_wrong_teacher,
         label_smoothing=t.label_smoothing,
         spec_augment=SpecAugment.of(t, fill="min"),

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from edgekd.errors import EdgekdError
+from edgekd.train.domain import DomainCritic, class_weights
 from edgekd.train.losses import UNLABELED, LossWeights, distill_loss, teacher_log_probs
 from edgekd.train.schedules import Schedule
 from edgekd.train.soft_labels import SoftLabels
@@ -48,6 +49,7 @@ class FitSpec:
     ema_decay: float = 0.0
     patience: int = 0  # epochs without a better validation accuracy before stopping; 0 = never
     warmup_epochs: float = 1.0
+    domain_weight: float = 0.0  # DANN between labelled (synthetic) and unlabelled (real) rows; 0 = off
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,10 @@ def fit(
     # 1.38 s/step NCHW vs 0.14 s channels_last); the layout is restored before returning.
     model.to(memory_format=torch.channels_last)
     feature_on = max(spec.feature_weight.start, spec.feature_weight.end or 0.0) > 0
-    tap = _FeatureTap(model) if feature_on and soft is not None else None
+    domain_on = spec.domain_weight > 0
+    if domain_on and not bool((np.asarray(y_train) == UNLABELED).any()):
+        raise ValueError("domain-adversarial training needs unlabeled (real) rows beside the labelled ones")
+    tap = _FeatureTap(model) if (feature_on and soft is not None) or domain_on else None
     projection = None
     if tap is not None and soft is not None and soft.embeddings is not None:
         projection = nn.Linear(tap.width, soft.embeddings.shape[1]).to(device)
@@ -199,6 +204,11 @@ def fit(
     ]
     if projection is not None:
         groups = [*groups, {"params": list(projection.parameters()), "lr_scale": 1.0}]
+    critic = None
+    if domain_on and tap is not None:
+        per_class = class_weights(np.asarray(y_train), soft, n_classes)
+        critic = DomainCritic(tap.width, spec.domain_weight, per_class).to(device)
+        groups = [*groups, {"params": list(critic.parameters()), "lr_scale": 1.0}]
     opt = torch.optim.AdamW(
         [{"params": g["params"], "lr": spec.lr * g["lr_scale"]} for g in groups],
         lr=spec.lr,
@@ -230,6 +240,8 @@ def fit(
         model.train()
         order = torch.randperm(len(x_all), generator=gen)
         sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "feature": 0.0, "grad_norm": 0.0}
+        if critic is not None:
+            sums["domain"] = 0.0
         n_ok, t0 = 0, time.perf_counter()
         for i in range(steps_per_epoch):
             progress_frac = step / max(1, total - 1)
@@ -269,6 +281,10 @@ def fit(
                 err = ((projection(tap.value.float().flatten(1)) - torch.nan_to_num(emb)) ** 2).mean(-1)
                 feature_error = torch.where(ok, err, torch.full_like(err, float("nan")))
             loss, parts = distill_loss(logits, targets, t_logp, w, feature_error)
+            if critic is not None and tap is not None and tap.value is not None:
+                domain_loss = critic.loss(tap.value, yb, progress_frac)
+                loss = loss + domain_loss
+                parts["domain"] = float(domain_loss.detach())
             opt.zero_grad(set_to_none=True)
             if not (torch.isfinite(loss) and bool(torch.isfinite(logits).all())):
                 with torch.no_grad():
