@@ -114,6 +114,8 @@ def main() -> int:
         ap.error("--no-control needs at least one --variant")
     if "_unknown_" not in base.classes:
         ap.error("the curve biases the `_unknown_` logit; this build has none")
+    if not keys.get("teacher"):
+        ap.error(f"{build} was built without a teacher (distillation off): no soft labels to re-train from")
     features = Path(args.cache) / "features" / keys["features"]
     teacher = Path(args.cache) / "teacher" / keys["teacher"]
     if not (features / "features.npz").is_file() or not teacher.is_dir():
