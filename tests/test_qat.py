@@ -10,6 +10,7 @@ import torch
 from _models import TinyDsCnn, realistic_features, train_steps
 
 from edgekd.errors import EdgekdError
+from edgekd.train import qat
 from edgekd.train.qat import copy_prepared, freeze_observers, prepare_qat, trained_weight_scales
 
 
@@ -93,6 +94,32 @@ def test_copies_keep_train_eval_switching(prepared: torch.fx.GraphModule) -> Non
     clone.eval()
     with torch.no_grad():
         torch.testing.assert_close(clone(x), prepared(x))
+
+
+def test_train_eval_switches_trace_their_patterns_once(
+    prepared: torch.fx.GraphModule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchao traces six batch-norm/dropout patterns on every mode switch (~1 s); after the first
+    switch each pattern comes from the per-process cache, and the switches still rewrite the graph."""
+    train_steps(prepared, steps=1, seed=11)
+    freeze_observers(prepared)
+    x = realistic_features(4, seed=12)
+    prepared.eval()
+    prepared.train()
+    traced = []
+    trace = qat.torchao_pt2e_utils._get_aten_graph_module_for_pattern
+    monkeypatch.setattr(
+        qat.torchao_pt2e_utils,
+        "_get_aten_graph_module_for_pattern",
+        lambda *a, **k: traced.append(1) or trace(*a, **k),
+    )
+    with torch.no_grad():
+        for _ in range(3):
+            prepared.eval()  # running statistics: an example's output does not depend on its batch
+            torch.testing.assert_close(prepared(x[:1]), prepared(x)[:1], rtol=1e-5, atol=1e-5)
+            prepared.train()
+            assert not torch.allclose(prepared(x[:2])[:1], prepared(x)[:1], atol=1e-3)
+    assert not traced
 
 
 class _FixedBatch(torch.nn.Module):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,11 +30,12 @@ from torchao.quantization.pt2e import (
     FakeQuantize,
     MovingAveragePerChannelMinMaxObserver,
     WrapperModule,
-    allow_exported_model_train_eval,
     disable_observer,
     move_exported_model_to_eval,
+    move_exported_model_to_train,
     qat_utils,
 )
+from torchao.quantization.pt2e import utils as torchao_pt2e_utils
 from torchao.quantization.pt2e.constant_fold import constant_fold
 from torchao.quantization.pt2e.export_utils import _EXPORTED_TRAINING_ATTR
 from torchao.quantization.pt2e.quantize_pt2e import _quant_node_constraint, convert_pt2e, prepare_qat_pt2e
@@ -118,10 +120,11 @@ _PATTERN_CACHE: dict[tuple[Any, ...], torch.fx.GraphModule] = {}
 def _pattern_key(pattern: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple | None:
     """What a traced pattern depends on: its code, its closure's values, the inputs' shapes and dtypes
     (tensors are traced as placeholders) and any other argument; None where that cannot be told."""
-    code = getattr(pattern, "__code__", None)
+    code = getattr(pattern.fn if isinstance(pattern, WrapperModule) else pattern, "__code__", None)
     if code is None:
         return None
-    cells = tuple(c.cell_contents for c in pattern.__closure__ or ())
+    fn = pattern.fn if isinstance(pattern, WrapperModule) else pattern
+    cells = tuple(c.cell_contents for c in fn.__closure__ or ())
     inputs = tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else a for a in args[0])
     key = (code, cells, inputs, args[1:], tuple(sorted(kwargs.items())))
     try:
@@ -132,12 +135,13 @@ def _pattern_key(pattern: Callable[..., Any], args: tuple[Any, ...], kwargs: dic
 
 
 @contextlib.contextmanager
-def _patterns_wrapped_in_modules() -> Iterator[None]:
-    """Work around defect A: torch.export only accepts modules, litert-torch passes functions.
-    Each traced pattern is kept (`_PATTERN_CACHE`) and handed out as a copy."""
-    original = pt2e_quantizer_utils._get_aten_graph_module_for_pattern
+def _cached_patterns(utils: Any) -> Iterator[None]:
+    """Trace each pattern of `utils._get_aten_graph_module_for_pattern` once per process (`_PATTERN_CACHE`)
+    and hand out copies. Patterns given as functions are wrapped in modules first: litert-torch passes
+    functions, which torch.export does not accept (defect A)."""
+    original = utils._get_aten_graph_module_for_pattern
 
-    def wrapped(pattern: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.fx.GraphModule:
+    def cached(pattern: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.fx.GraphModule:
         key = _pattern_key(pattern, args, kwargs) if args else None
         if key is not None and key in _PATTERN_CACHE:
             return copy.deepcopy(_PATTERN_CACHE[key])
@@ -148,11 +152,30 @@ def _patterns_wrapped_in_modules() -> Iterator[None]:
             _PATTERN_CACHE[key] = copy.deepcopy(traced)
         return traced
 
-    pt2e_quantizer_utils._get_aten_graph_module_for_pattern = wrapped
+    utils._get_aten_graph_module_for_pattern = cached
     try:
         yield
     finally:
-        pt2e_quantizer_utils._get_aten_graph_module_for_pattern = original
+        utils._get_aten_graph_module_for_pattern = original
+
+
+def _trainable(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """`.train()`/`.eval()` on the exported graph, as torchao's `allow_exported_model_train_eval` gives,
+    with the switches' batch-norm and dropout patterns traced once per process: torchao traces six of them
+    on every switch (~1 s each time, and a build switches a few dozen times). Bound methods, so that
+    `copy.deepcopy` rebinds them to the copy."""
+
+    def train(self: torch.fx.GraphModule, mode: bool = True) -> torch.fx.GraphModule:
+        with _cached_patterns(torchao_pt2e_utils):
+            (move_exported_model_to_train if mode else move_exported_model_to_eval)(self)
+        return self
+
+    def eval_(self: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        return self.train(False)
+
+    prepared.train = types.MethodType(train, prepared)  # type: ignore[method-assign]
+    prepared.eval = types.MethodType(eval_, prepared)  # type: ignore[method-assign]
+    return prepared
 
 
 def prepare_qat(model: torch.nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
@@ -172,9 +195,9 @@ def prepare_qat(model: torch.nn.Module, example: torch.Tensor) -> torch.fx.Graph
         exported = torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
     except torch._dynamo.exc.UserError as exc:
         raise EdgekdError(f"model cannot be exported with a dynamic batch dimension for QAT: {exc}") from exc
-    with _patterns_wrapped_in_modules():
+    with _cached_patterns(pt2e_quantizer_utils):
         prepared = prepare_qat_pt2e(exported, make_quantizer())
-    return allow_exported_model_train_eval(prepared)
+    return _trainable(prepared)
 
 
 def _weight_fake_quants(prepared: torch.fx.GraphModule) -> Iterator[FakeQuantize]:
@@ -206,12 +229,12 @@ def freeze_observers(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 def copy_prepared(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """A deep copy that keeps working `.train()`/`.eval()`: `copy.deepcopy` of a GraphModule drops
-    the methods and the train/eval flag `allow_exported_model_train_eval` attached, so `.eval()` on a
+    the methods and the train/eval flag `_trainable` attached, so `.eval()` on a
     plain copy silently leaves batch norm in training form."""
     clone = copy.deepcopy(prepared)
     if hasattr(prepared, _EXPORTED_TRAINING_ATTR):
         setattr(clone, _EXPORTED_TRAINING_ATTR, getattr(prepared, _EXPORTED_TRAINING_ATTR))
-    return allow_exported_model_train_eval(clone)
+    return _trainable(clone)
 
 
 def convert_qat(prepared: torch.fx.GraphModule) -> QatArtifacts:
@@ -222,7 +245,8 @@ def convert_qat(prepared: torch.fx.GraphModule) -> QatArtifacts:
     """
     with _fold_only_convs_present():
         for_tflite = convert_pt2e(copy_prepared(prepared), fold_quantize=False)
-    move_exported_model_to_eval(for_tflite)
+    with _cached_patterns(torchao_pt2e_utils):
+        move_exported_model_to_eval(for_tflite)
     # Only the flags: the graph is already in eval form, and exporters warn on training-mode modules.
     torch.nn.Module.train(for_tflite, False)
     for_onnx = copy.deepcopy(for_tflite)
