@@ -120,10 +120,10 @@ _PATTERN_CACHE: dict[tuple[Any, ...], torch.fx.GraphModule] = {}
 def _pattern_key(pattern: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple | None:
     """What a traced pattern depends on: its code, its closure's values, the inputs' shapes and dtypes
     (tensors are traced as placeholders) and any other argument; None where that cannot be told."""
-    code = getattr(pattern.fn if isinstance(pattern, WrapperModule) else pattern, "__code__", None)
+    fn = pattern.fn if isinstance(pattern, WrapperModule) else pattern  # torchao wraps its functions
+    code = getattr(fn, "__code__", None)
     if code is None:
         return None
-    fn = pattern.fn if isinstance(pattern, WrapperModule) else pattern
     cells = tuple(c.cell_contents for c in fn.__closure__ or ())
     inputs = tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else a for a in args[0])
     key = (code, cells, inputs, args[1:], tuple(sorted(kwargs.items())))
@@ -162,8 +162,7 @@ def _cached_patterns(utils: Any) -> Iterator[None]:
 def _trainable(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """`.train()`/`.eval()` on the exported graph, as torchao's `allow_exported_model_train_eval` gives,
     with the switches' batch-norm and dropout patterns traced once per process: torchao traces six of them
-    on every switch (~1 s each time, and a build switches a few dozen times). Bound methods, so that
-    `copy.deepcopy` rebinds them to the copy."""
+    on every switch (~1 s each time, and a build switches a few dozen times)."""
 
     def train(self: torch.fx.GraphModule, mode: bool = True) -> torch.fx.GraphModule:
         with _cached_patterns(torchao_pt2e_utils):
@@ -229,8 +228,8 @@ def freeze_observers(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 def copy_prepared(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """A deep copy that keeps working `.train()`/`.eval()`: `copy.deepcopy` of a GraphModule drops
-    the methods and the train/eval flag `_trainable` attached, so `.eval()` on a
-    plain copy silently leaves batch norm in training form."""
+    the methods and the train/eval flag `_trainable` attached, so `.eval()` on a plain copy silently
+    leaves batch norm in training form."""
     clone = copy.deepcopy(prepared)
     if hasattr(prepared, _EXPORTED_TRAINING_ATTR):
         setattr(clone, _EXPORTED_TRAINING_ATTR, getattr(prepared, _EXPORTED_TRAINING_ATTR))
