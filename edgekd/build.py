@@ -162,7 +162,13 @@ def check_inputs(cfg: BuildConfig) -> None:
         )
     pool = builtin_name(cfg.data.unlabeled)
     if pool is not None:
-        resolve_pool(pool)  # a pool not unpacked fails here, naming its packages and the setup command
+        try:  # a pool not unpacked fails here, naming its packages and the setup command
+            resolve_pool(pool)
+        except DataError as err:
+            raise DataError(
+                f"data.unlabeled={cfg.data.unlabeled}: {err}. Or train without real audio: --set "
+                "data.unlabeled=null --set distill.domain_weight=0"
+            ) from None
     elif cfg.data.unlabeled and not Path(cfg.data.unlabeled).expanduser().is_dir():
         raise DataError(
             f"data.unlabeled {cfg.data.unlabeled!r} is not a directory; pass --unlabeled a folder of "

@@ -294,3 +294,18 @@ def test_real_pool_flows_through_load_unlabeled() -> None:
     assert pool.clips.shape == (8, SAMPLE_RATE)
     assert pool.sources == {name: 2 for name in POOLS["debian-speech"]}
     assert pool.files < 20  # a few files per source, not the thousands the pool holds
+
+
+def test_a_recipe_that_trains_on_the_pool_names_the_fix_when_it_is_missing(fake_root: Path) -> None:
+    """`digits` trains against the built-in pool: without it unpacked, the build stops before any stage
+    with the setup command and the overrides that build without real audio."""
+    from edgekd.build import check_inputs
+
+    cfg = load_config("esp32s3", "digits")
+    with pytest.raises(DataError) as err:
+        check_inputs(cfg)
+    msg = str(err.value)
+    assert msg.startswith("data.unlabeled=builtin:debian-speech: ")
+    assert SETUP in msg and "--set data.unlabeled=null --set distill.domain_weight=0" in msg
+    cfg = load_config("esp32s3", "digits", ["data.unlabeled=null", "distill.domain_weight=0"])
+    check_inputs(cfg)  # the suggested overrides load and pass
