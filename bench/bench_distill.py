@@ -59,8 +59,12 @@ HEAVY_AUG = [
     "data.augment.bandlimit_prob=0.3",
     "data.augment.mix_prob=0.2",
 ]
-# name -> overrides on top of the target + recipe config ("unlabeled": train with the shift's pool).
-# "default" is the recipe exactly as `edgekd build` runs it; "kd" is plain KD (no feature matching).
+# The shift's pool stands for a user's `--unlabeled DIR` (soft labels, weight 1), so the recipe's built-in
+# real pool and its domain critic are left out of every variant: this bench measures what distillation
+# carries from synthetic voices to synthetic voices (bench_real.py and bench_student.py measure on people).
+BASE = ["data.unlabeled=null", "distill.domain_weight=0"]
+# name -> overrides on top of the target + recipe config + BASE ("unlabeled": train with the shift's pool).
+# "default" is the recipe as `edgekd build` runs it but for BASE; "kd" is plain KD (no feature matching).
 VARIANTS: dict[str, list[str]] = {
     "plain": ["distill.alpha=0", "distill.feature_weight=0"],
     "kd_clean": ["distill.feature_weight=0", "data.augment.views=0"],
@@ -219,7 +223,7 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    base = load_config(args.target, overrides=args.set)
+    base = load_config(args.target, overrides=[*BASE, *args.set])
     cache = args.cache or default_cache_root()
     corpus = Corpus.load(
         stage_corpus(base, Stages(cache, log=lambda _m: None), progress=False).dir / "corpus.npz"
@@ -240,7 +244,8 @@ def main() -> int:
         plain_shift = None
         for name in args.variants.split(","):
             extra = VARIANTS[name]
-            cfg = load_config(args.target, overrides=[*args.set, *(o for o in extra if o != "unlabeled")])
+            overrides = [*BASE, *args.set, *(o for o in extra if o != "unlabeled")]
+            cfg = load_config(args.target, overrides=overrides)
             dv = prepare(cfg, corpus, shift, cache / "bench_distill")  # the variant's own views and teacher
             res = [run_variant(cfg, dv, "unlabeled" in extra, s) for s in seeds]
             shifted = [r["test_shift"] for r in res]

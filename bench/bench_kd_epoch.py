@@ -34,6 +34,7 @@ MODES = {
     "kd, top-3 soft labels": ["distill.feature_weight=0", "distill.top_k=3"],
     "kd + feature matching (the default)": [],
 }
+LABELLED_ONLY = ["data.unlabeled=null", "distill.domain_weight=0"]
 
 
 def main() -> int:
@@ -51,7 +52,13 @@ def main() -> int:
         for name, extra in MODES.items():
             cfg = load_config(
                 args.target,
-                overrides=[*extra, f"train.epochs={args.epochs}", f"train.threads={args.threads}"],
+                # the labelled rows alone: the recipe's real pool and critic are a cost of their own
+                overrides=[
+                    *extra,
+                    *LABELLED_ONLY,
+                    f"train.epochs={args.epochs}",
+                    f"train.threads={args.threads}",
+                ],
             )
             torch.set_num_threads(cfg.train.threads)
             stages = Stages(cache, log=lambda _m: None)

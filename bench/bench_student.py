@@ -1,7 +1,8 @@
 """Screen a change to the student's training in minutes, on people, along the whole curve.
 
     python bench/bench_student.py --build build/esp32s3 --cache ~/.cache/edgekd --seeds 0 1 2 \\
-        --variant dann distill.domain_weight=0.3 distill.unlabeled_weight=0
+        --variant "no pool" data.unlabeled=null distill.domain_weight=0 \\
+        --variant "critic 1" distill.domain_weight=1
 
 A whole build takes 11-19 minutes on this machine; its float student alone 2-4. This bench trains the float
 student of a finished build again from the build's cached features and teacher outputs, with the build's
@@ -15,7 +16,7 @@ seeds say what one cannot.
 
 Float students before QAT: a change that wins here is then built and scored INT8 on TFLite Micro
 (`bench_real.py`). Variants that train on the pool's rows (`data.unlabeled`) need a build whose features
-hold them (built with `--set data.unlabeled=builtin:debian-speech`). The real folders are for measuring only.
+hold them (the `kws12` and `digits` recipes' builds do). The real folders are for measuring only.
 """
 
 from __future__ import annotations

@@ -340,7 +340,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, list[Arg]]] 
                 {
                     "metavar": "DIR",
                     "help": "unlabeled recordings (e.g. from your device): the teacher labels them and "
-                    "the student learns from its soft labels",
+                    "the student learns from its soft labels; or builtin:NAME, a pool of real speech (the "
+                    "recipes' builtin:debian-speech: no soft labels, a domain critic)",
                 },
             ),
             (

@@ -136,3 +136,19 @@ def test_with_overrides_changes_a_finished_builds_config_and_validates_it() -> N
     assert cfg.distill.temperature == base.distill.temperature and base.distill.alpha != 0.9
     with pytest.raises(ConfigError, match="distill.alpha=7"):
         with_overrides(base, ["distill.alpha=7"])
+
+
+def test_the_soft_labels_of_unlabeled_audio_follow_its_source(tmp_path: Path) -> None:
+    """Unset, `distill.unlabeled_weight` is 0 for a built-in pool (its soft labels teach that a real voice
+    is `_unknown_`) and 1 for your own recordings; a value you set is kept either way."""
+    assert (
+        load_config("esp32s3").distill.unlabeled_weight == 0.0
+    )  # the recipe trains on builtin:debian-speech
+    mine = load_config("esp32s3", overrides=[f"data.unlabeled={tmp_path}"])
+    assert mine.distill.unlabeled_weight == 1.0
+    none = load_config("esp32s3", overrides=["data.unlabeled=null", "distill.domain_weight=0"])
+    assert none.distill.unlabeled_weight == 1.0
+    kept = load_config("esp32s3", overrides=["distill.unlabeled_weight=0.5"])
+    assert kept.distill.unlabeled_weight == 0.5
+    again = with_overrides(kept, ["distill.alpha=0.4"])  # a finished build's config keeps its weight
+    assert again.distill.unlabeled_weight == 0.5

@@ -32,6 +32,7 @@ SMALL = [
     "data.synth.festival_voices=2",
     "data.synth.unknown_words_per_voice=2",
     "data.augment.views=1",
+    "data.unlabeled_max_clips=60",  # the recipe's real pool (domain critic), a little of it
     "train.epochs=3",
     "train.qat_epochs=2",
     "teacher.epochs=5",
@@ -105,21 +106,16 @@ def test_build_writes_every_artifact(built: tuple[Path, Path]) -> None:
 
 
 def test_the_student_ships_at_its_teachers_operating_point(tmp_path: Path) -> None:
-    """`distill.fire_rate: teacher` (opt-in, with the pool as a KD source): the shipped weights fire on the
+    """`distill.fire_rate: teacher` (opt-in, on the recipe's real pool): the shipped weights fire on the
     pool's calibration windows as often as the teacher, and the build says so (manifest, report, the
-    licences of the speech it used). The same build carries the other opt-in that needs the pool, the
-    domain critic (`distill.domain_weight`): its loss is logged and the report names it."""
+    licences of the speech it used). The recipe's domain critic (`distill.domain_weight`) trains beside it:
+    its loss is logged and the report names it."""
     from edgekd.build_dir import BuildDir
     from edgekd.train.operating_point import BIAS_MARGIN, fire_rate
     from edgekd.verify.scoring import student_logits
 
     out, cache = tmp_path / "build", tmp_path / "cache"
-    opt_in = [
-        "data.unlabeled=builtin:debian-speech",
-        "data.unlabeled_max_clips=60",
-        "distill.fire_rate=teacher",
-        "distill.domain_weight=0.3",
-    ]
+    opt_in = ["distill.fire_rate=teacher"]
     sets = ["distill.calibration_windows=200", "verify.stream.enabled=false", "verify.pool_windows=0"]
     assert main(_args(out, cache, *opt_in, *sets)) == 0
     manifest = json.loads((out / "manifest.json").read_text())
