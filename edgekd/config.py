@@ -463,6 +463,10 @@ class WakeWordConfig(SpecAugmentFields):
     # Off: on the recipe it helped `snowboy` everywhere and cost `computer` 5-7 points of people in speech,
     # one run each (docs/DESIGN.md)
     feature_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
+    # domain-adversarial training between the real negatives and the synthetic ones (a critic on the
+    # student's state through a reversed gradient, `edgekd.train.wakeword.ChannelCritic`): real speech
+    # reaches the student only as negatives, so its channel is a cue for "not the phrase". 0 = off
+    domain_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
     # SpecAugment (`SpecAugmentFields`, masked cells set to the example's mean) is off unless the recipe asks
     teacher_epochs: Annotated[int, Field(ge=1, le=1000)] = 30
     # hard-negative mining: rounds of (run the student over the pool's `fit` part as streams, keep the
@@ -597,6 +601,11 @@ class BuildConfig(Section):
             if self.frontend.name != "micro" or self.frontend.n_features != 40:
                 raise ValueError(
                     "a wake-word build runs ESPHome's frontend: frontend.name micro, 40 features"
+                )
+            if self.wakeword.domain_weight > 0 and self.wakeword.real_negatives_minutes == 0:
+                raise ValueError(
+                    "wakeword.domain_weight tells real negatives from synthetic ones and needs some: set "
+                    "wakeword.real_negatives_minutes above 0 or wakeword.domain_weight=0"
                 )
         return self
 

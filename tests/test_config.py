@@ -138,6 +138,18 @@ def test_with_overrides_changes_a_finished_builds_config_and_validates_it() -> N
         with_overrides(base, ["distill.alpha=7"])
 
 
+def test_the_wake_word_critic_needs_real_negatives() -> None:
+    with pytest.raises(ConfigError, match="wakeword.real_negatives_minutes above 0"):
+        load_config(
+            "esphome",
+            overrides=[
+                "labels=[computer]",
+                "wakeword.domain_weight=0.3",
+                "wakeword.real_negatives_minutes=0",
+            ],
+        )
+
+
 def test_the_soft_labels_of_unlabeled_audio_follow_its_source(tmp_path: Path) -> None:
     """Unset, `distill.unlabeled_weight` is 0 for a built-in pool (its soft labels teach that a real voice
     is `_unknown_`) and 1 for your own recordings; a value you set is kept either way."""

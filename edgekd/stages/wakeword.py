@@ -82,6 +82,7 @@ def train_config(cfg: BuildConfig) -> WakeTrainConfig:
         temperature=w.temperature,
         temperature_start=w.temperature_start,
         feature_weight=w.feature_weight,
+        domain_weight=w.domain_weight,
         spec_augment=SpecAugment.of(w, fill="mean"),
         mining_epochs=w.mining_epochs,
         mining_share=w.mining_share,
@@ -178,6 +179,7 @@ def stage_examples(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progre
 
 def load_examples(examples: StageOutput) -> Examples:
     z = np.load(examples.dir / EXAMPLES)
+    n, real = len(z["positive"]), examples.info["real_negatives"]  # the pool's windows come last
     return Examples(
         features=from_u16(z["features_u16"]),
         targets=z["targets"],
@@ -185,6 +187,7 @@ def load_examples(examples: StageOutput) -> Examples:
         positive=z["positive"],
         clip_start=int(z["clip_start"]),
         embeddings=z["embeddings"] if "embeddings" in z.files else None,
+        real=np.arange(n) >= n - real,
     )
 
 

@@ -18,8 +18,9 @@ Frame-level distillation (`fit_teacher`, `distil_targets`): a head on the speech
 targets per 80 ms, and its logit labels every student step that has heard a whole embedding; the
 student's loss is `(1 - alpha) * labels + alpha * T^2 * BCE(student / T, sigmoid(teacher / T))`. On real
 people it tripled recall at an eighth of the false accepts of labels alone (docs/DESIGN.md), hence alpha
-0.5. Two options on top, measured in docs/DESIGN.md: the temperature annealed from `temperature_start` down
-to `temperature` over the float epochs, and frame-level feature matching (`FrameFeatures`). SpecAugment on
+0.5. Three options on top, measured in docs/DESIGN.md: the temperature annealed from `temperature_start`
+down to `temperature` over the float epochs, frame-level feature matching (`FrameFeatures`) and a critic
+that keeps the student from telling real negatives from synthetic ones (`ChannelCritic`). SpecAugment on
 the student's features (`spec_augment`, in the recipe) keeps it from leaning on what only synthetic voices
 share: on real people it nearly doubled recall at the strictest point (docs/DESIGN.md).
 
@@ -43,6 +44,8 @@ from edgekd.audio.frontend import MicroFrontend
 from edgekd.models.frame_teacher import FrameTeacher, embedding_end, teacher_steps
 from edgekd.models.speech_embedding import EMBEDDING_DIM, SpeechEmbedding
 from edgekd.models.streaming import StreamingStudent
+from edgekd.train.domain import DomainCritic
+from edgekd.train.losses import UNLABELED
 from edgekd.train.spec_augment import SpecAugment
 
 
@@ -60,6 +63,7 @@ class WakeTrainConfig:
     temperature: float = 2.0
     temperature_start: float | None = None  # annealed linearly down to `temperature` by quantize_epoch
     feature_weight: float = 0.0  # frame-level feature matching on the teacher's embeddings (0: off)
+    domain_weight: float = 0.0  # critic between real and synthetic negatives (`ChannelCritic`; 0: off)
     spec_augment: SpecAugment = SpecAugment()  # on the student's features (default: none)
     mining_epochs: int = 4  # fine-tuning epochs per round of hard-negative mining
     mining_share: float = 0.25  # of each fine-tuning epoch's examples, drawn from the mined windows
@@ -87,6 +91,7 @@ class Examples:
     embeddings: np.ndarray | None = None
     teacher_logits: np.ndarray | None = None  # [N, T // stride], set by `distil_targets`
     teacher_mask: np.ndarray | None = None
+    real: np.ndarray | None = None  # bool [N]: the clip is a window of real speech (a negative)
 
 
 BATCH = 64
@@ -214,12 +219,41 @@ def step_loss(
     return positive_weight * pos_loss + neg_loss
 
 
+class ChannelCritic(nn.Module):
+    """Domain-adversarial training (`edgekd.train.domain`) between the two kinds of negative clip. Real
+    speech reaches the student only as negatives (the pool's windows) and the wake word only in synthetic
+    voices, so "a real channel" is a cue for "not the phrase" that costs nothing on the training set and
+    everything on people. The critic reads the student's state averaged over the steps that hear the clip
+    and guesses whether the clip is real; the reversed gradient takes that cue away. Synthetic wake-word
+    clips carry no weight: the real windows hold (almost) no wake word, so they are compared with the
+    synthetic negatives only. Training-only: never exported."""
+
+    def __init__(self, data: Examples, channels: int, stride: int, weight: float) -> None:
+        super().__init__()
+        if data.real is None or not data.real.any():
+            raise ValueError("the channel critic needs real-speech windows among the examples")
+        # the critic's labels: real windows are the "unlabelled" domain, synthetic clips their class
+        self.labels = torch.from_numpy(np.where(data.real, UNLABELED, data.positive.astype(np.int64)))
+        self.first_step = MicroFrontend().n_frames(data.clip_start) // stride
+        self.critic = DomainCritic(channels, weight, np.array([1.0, 0.0], np.float32))
+
+    def loss(self, hidden: torch.Tensor, idx: torch.Tensor, progress: float) -> torch.Tensor:
+        return self.critic.loss(hidden[:, :, self.first_step :].mean(-1), self.labels[idx], progress)
+
+
 class Objective:
     """The student's loss on a batch of examples: masked labels, frame-level distillation from the teacher's
-    logits where it has them, and feature matching when it is on. One definition for training and
-    fine-tuning, so that fine-tuning keeps the objective the student was trained with."""
+    logits where it has them, and feature matching and the channel critic when they are on. One definition
+    for training and fine-tuning, so that fine-tuning keeps the objective the student was trained with."""
 
-    def __init__(self, model: StreamingStudent, data: Examples, cfg: WakeTrainConfig, features: bool) -> None:
+    def __init__(
+        self,
+        model: StreamingStudent,
+        data: Examples,
+        cfg: WakeTrainConfig,
+        features: bool,
+        critic: bool = False,
+    ) -> None:
         self.model, self.cfg = model, cfg
         self.x = torch.from_numpy(data.features)
         self.y = torch.from_numpy(data.targets)
@@ -229,12 +263,18 @@ class Objective:
             self.tz = torch.from_numpy(data.teacher_logits.astype(np.float32))
             self.tm = torch.from_numpy(data.teacher_mask)
         self.features = FrameFeatures(data, model.spec.channels, model.spec.stride) if features else None
+        self.critic = (
+            ChannelCritic(data, model.spec.channels, model.spec.stride, cfg.domain_weight) if critic else None
+        )
         self.masks = torch.Generator().manual_seed(cfg.seed)  # SpecAugment's draws, reproducible
 
     def parameters(self) -> list[nn.Parameter]:
-        return [*self.model.parameters(), *(self.features.parameters() if self.features is not None else [])]
+        extra = [m for m in (self.features, self.critic) if m is not None]
+        return [*self.model.parameters(), *(p for m in extra for p in m.parameters())]
 
-    def __call__(self, idx: torch.Tensor, temperature: float) -> torch.Tensor:
+    def __call__(self, idx: torch.Tensor, temperature: float, progress: float = 1.0) -> torch.Tensor:
+        """The loss of examples `idx` at a distillation temperature; `progress` (0-1 through training)
+        ramps the critic's reversal up."""
         x = self.x[idx]
         x = self.cfg.spec_augment(x, self.masks)
         hidden = self.model.hidden(x)
@@ -247,6 +287,8 @@ class Objective:
             loss = (1 - self.cfg.alpha) * loss + self.cfg.alpha * kd
         if self.features is not None:
             loss = loss + self.cfg.feature_weight * self.features.loss(hidden, idx.numpy())
+        if self.critic is not None:
+            loss = loss + self.critic.loss(hidden, idx, progress)
         return loss
 
 
@@ -257,13 +299,15 @@ def run_epochs(
     order: np.ndarray,
     batch: int,
     temperature: float,
+    progress: float = 1.0,
 ) -> float:
-    """One epoch over `order` (example indices); the mean loss per example."""
+    """One epoch over `order` (example indices) at `progress` through training; the mean loss per
+    example."""
     objective.model.train()
     total = 0.0
     for i in range(0, len(order), batch):
         idx = torch.from_numpy(order[i : i + batch])
-        loss = objective(idx, temperature)
+        loss = objective(idx, temperature, progress)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -278,7 +322,7 @@ def train(
     """Train in place through the QAT schedule; returns the model frozen and in eval mode."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    objective = Objective(model, data, cfg, features=cfg.feature_weight > 0)
+    objective = Objective(model, data, cfg, features=cfg.feature_weight > 0, critic=cfg.domain_weight > 0)
     opt = torch.optim.AdamW(objective.parameters(), cfg.lr, weight_decay=1e-3)
     n = len(data.features)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -290,7 +334,15 @@ def train(
             model.quantize()
         if epoch == cfg.freeze_epoch:
             model.freeze()
-        loss = run_epochs(objective, opt, sched, rng.permutation(n), cfg.batch, cfg.temperature_at(epoch))
+        loss = run_epochs(
+            objective,
+            opt,
+            sched,
+            rng.permutation(n),
+            cfg.batch,
+            cfg.temperature_at(epoch),
+            epoch / cfg.epochs,
+        )
         bar.set_postfix(loss=f"{loss:.4f}")
     if cfg.quantize_epoch >= cfg.epochs:  # float training only: calibrate the ranges, then quantize
         model.quantize().train()
@@ -363,8 +415,9 @@ def fine_tune(
     """Fine-tune the trained (quantized, frozen) student on the examples and the mined windows: every
     epoch draws `mining_share` of its examples from the mined windows, the rest are the examples in a new
     order; a tenth of the training rate, cosine to zero. The activation ranges stay frozen, so the
-    exported scales are those the weights were tuned against. Feature matching stays off here: the mined
-    windows have no teacher embeddings, and it is an opt-in of the training, not of this step."""
+    exported scales are those the weights were tuned against. Feature matching and the critic stay off
+    here: the mined windows have no teacher embeddings, and both are opt-ins of the training, not of this
+    step."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed + 1)
     n = len(data.features)
