@@ -223,6 +223,7 @@ def test_parity_only_change_does_not_retrain(built: tuple[Path, Path], capsys: p
     assert timings == {
         "corpus": True,
         "views": True,
+        "unlabeled": True,  # the recipe's real pool
         "features": True,
         "teacher": True,
         "baseline": True,
