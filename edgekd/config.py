@@ -465,7 +465,8 @@ class WakeWordConfig(SpecAugmentFields):
     feature_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
     # domain-adversarial training between the real negatives and the synthetic ones (a critic on the
     # student's state through a reversed gradient, `edgekd.train.wakeword.ChannelCritic`): real speech
-    # reaches the student only as negatives, so its channel is a cue for "not the phrase". 0 = off
+    # reaches the student only as negatives, so its channel is a cue for "not the phrase". At 0.3 on
+    # `computer` it fired more and heard no more people at matched FA/h, one run (docs/DESIGN.md), hence off
     domain_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
     # SpecAugment (`SpecAugmentFields`, masked cells set to the example's mean) is off unless the recipe asks
     teacher_epochs: Annotated[int, Field(ge=1, le=1000)] = 30
