@@ -5,7 +5,8 @@ comparison) and the build itself, when it assembles one, name the files through 
 layout is written down once:
 
     build/<target>/
-      model.tflite  model.onnx  model_data.h  model_data.cc   the artifacts (ARTIFACTS)
+      model.tflite  model.onnx  model_data.h  model_data.cc   the artifacts (ARTIFACTS), and
+      model.names.json                                        the TFLite tensor names, kept out of flash
       parity.json  manifest.json  config.json                 the verdict, the facts, the merged config
       report.md  report.html  model_settings.h  ...           reports and the firmware package
       weights/{float.pt, qat.pt, teacher_head.pt, teacher_hf/}
@@ -24,7 +25,7 @@ from pydantic import ValidationError
 from edgekd.config import BuildConfig
 from edgekd.errors import EdgekdError
 
-ARTIFACTS = ("model.tflite", "model.onnx", "model_data.h", "model_data.cc")
+ARTIFACTS = ("model.tflite", "model.names.json", "model.onnx", "model_data.h", "model_data.cc")
 
 
 @dataclass(frozen=True)

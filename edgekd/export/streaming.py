@@ -22,11 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import flatbuffers
 import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
 
 from edgekd.artifacts import write_bytes
+from edgekd.export.flatbuffer import pack_model
 from edgekd.models.streaming import ActQuant, CausalConv, StreamingStudent, weight_scales
 
 LOGISTIC_OUT = (1 / 256, -128)  # TFLite's fixed int8 sigmoid output
@@ -122,9 +122,7 @@ class _Builder:
         return len(self.model.buffers) - 1
 
     def write(self, path: Path) -> Path:
-        builder = flatbuffers.Builder(0)
-        builder.Finish(self.model.Pack(builder), file_identifier=b"TFL3")
-        return write_bytes(path, bytes(builder.Output()))
+        return write_bytes(path, pack_model(self.model))
 
 
 _OPTIONS = {

@@ -2,7 +2,8 @@
 
 Microcontroller targets run int8 kernels only, so a model whose input or output stayed float would
 need a float QUANTIZE/DEQUANTIZE at its boundary that the device may not have: such a model is
-refused rather than written.
+refused rather than written. The converter's tensor names are moved out of the flatbuffer into
+`model.names.json` beside it (`edgekd.export.flatbuffer`): a fifth of the flash, never read on a device.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from edgekd.artifacts import atomic_path
+from edgekd.artifacts import atomic_path, write_json
 from edgekd.errors import EdgekdError
+from edgekd.export.flatbuffer import names_path, strip_names
 
 if TYPE_CHECKING:
     from ai_edge_litert.interpreter import Interpreter
@@ -27,8 +29,9 @@ _WEIGHTED_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "T
 def export_tflite(
     converted: torch.fx.GraphModule, example: torch.Tensor, path: str | os.PathLike[str]
 ) -> Path:
-    """Convert with litert-torch and write atomically; the model's input shape is `example`'s
-    (use a batch of 1 for devices). Raises EdgekdError if a boundary tensor is not int8."""
+    """Convert with litert-torch and write atomically, tensor names kept in `names_path(path)`; the
+    model's input shape is `example`'s (use a batch of 1 for devices). Raises EdgekdError if a boundary
+    tensor is not int8."""
     import litert_torch  # ~10 s and ~0.5 GB: only paid by callers that export
     from litert_torch.quantize.quant_config import QuantConfig
 
@@ -39,9 +42,11 @@ def export_tflite(
         converted, (example,), quant_config=QuantConfig(pt2e_quantizer=make_quantizer())
     )
     path = Path(path)
+    content, names = strip_names(model.model_content())
     with atomic_path(path) as tmp:
-        tmp.write_bytes(model.model_content())
+        tmp.write_bytes(content)
         _check_int8_boundaries(tmp, shown_as=path)
+        write_json(names_path(path), {"subgraphs": names})
     return path
 
 

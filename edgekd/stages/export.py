@@ -11,6 +11,10 @@ from edgekd.config import BuildConfig
 from edgekd.models.restore import example_batch, load_qat_student
 from edgekd.pipeline import StageOutput, Stages
 
+# What the stage writes, in its cache key, so an older cache of the same edgekd version is not reused:
+# 2 = tensor names moved out of model.tflite into model.names.json, buffers 16-byte aligned.
+EXPORT_LAYOUT = 2
+
 
 def stage_export(
     cfg: BuildConfig, student: StageOutput, features: StageOutput, stages: Stages
@@ -37,5 +41,7 @@ def stage_export(
         return {"files": sorted(p.name for p in d.iterdir())}
 
     return stages.run(
-        "export", {"student": student.key, "export": cfg.export.model_dump(mode="json")}, produce
+        "export",
+        {"student": student.key, "export": cfg.export.model_dump(mode="json"), "layout": EXPORT_LAYOUT},
+        produce,
     )

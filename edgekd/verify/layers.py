@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from edgekd.errors import EdgekdError
+from edgekd.export.flatbuffer import tensor_names
 
 # SQNR of an exact match is infinite; JSON has no infinity, so exact layers report this ceiling.
 MAX_SQNR_DB = 100.0
@@ -120,7 +121,7 @@ def _float_records(model: torch.nn.Module, x: torch.Tensor) -> list[_Record]:
     return records
 
 
-def _tflite_layers(interp: Any, names: dict[str, str]) -> list[_TfliteLayer]:
+def _tflite_layers(interp: Any, tensor_name: list[str], names: dict[str, str]) -> list[_TfliteLayer]:
     """Group the TFLite ops into layers by anchor module, in execution order."""
     details = {d["index"]: d for d in interp.get_tensor_details()}
     groups: list[tuple[str | None, list[dict]]] = []
@@ -128,7 +129,7 @@ def _tflite_layers(interp: Any, names: dict[str, str]) -> list[_TfliteLayer]:
         outs = [int(i) for i in op["outputs"] if int(i) >= 0]
         if not outs:
             continue
-        anchor = _anchor(details[outs[0]]["name"], names)
+        anchor = _anchor(tensor_name[outs[0]], names)
         if anchor is not None and groups and groups[-1][0] == anchor:
             groups[-1][1].append(op)
         elif op["op_name"] in _REQUANT_OPS and groups and anchor is None:
@@ -363,7 +364,7 @@ def compare_layers(build_dir: Path, features: np.ndarray, max_clips: int = 32) -
         qat_records = _float_records(student, xt)
 
     interp = _open_preserving(build.tflite)
-    matched = _match(_tflite_layers(interp, names), records)
+    matched = _match(_tflite_layers(interp, tensor_names(build.tflite), names), records)
     if not matched:
         raise EdgekdError(
             f"{build.tflite}: no layer could be matched to the float student's modules "

@@ -1,0 +1,96 @@
+"""The exported flatbuffer: tensor names kept beside it, not in flash; buffers aligned; nothing else moved."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from _models import realistic_features
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+
+from edgekd.export.flatbuffer import (
+    BUFFER_ALIGN,
+    names_path,
+    pack_model,
+    read_model,
+    strip_names,
+    tensor_names,
+)
+from edgekd.verify.layers import compare_layers
+
+
+def _with_names(model: Path) -> bytes:
+    """The model as the converter wrote it: every tensor named again from the kept names."""
+    restored = read_model(model.read_bytes())
+    for graph, names in zip(
+        restored.subgraphs, json.loads(names_path(model).read_text())["subgraphs"], strict=True
+    ):
+        for t, name in zip(graph.tensors, names, strict=True):
+            t.name = name.encode()
+    return pack_model(restored)
+
+
+def _outputs(content: bytes, x: np.ndarray) -> np.ndarray:
+    """Reference kernels (TFLite Micro's arithmetic), one clip per invoke."""
+    it = Interpreter(model_content=content, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    scale, zp = inp["quantization"]
+    rows = []
+    for clip in x:
+        q = np.clip(np.round(clip / scale) + zp, -128, 127).astype(np.int8)
+        it.set_tensor(inp["index"], q[None])
+        it.invoke()
+        rows.append(it.get_tensor(out["index"]).copy())
+    return np.concatenate(rows)
+
+
+def test_exported_model_names_only_its_input_and_output(esp32s3_student: Path) -> None:
+    model = esp32s3_student / "model.tflite"
+    graph = read_model(model.read_bytes()).subgraphs[0]
+    named = {i for i, t in enumerate(graph.tensors) if t.name}
+    assert named == {int(graph.inputs[0]), int(graph.outputs[0])}
+    kept = tensor_names(model)  # from model.names.json
+    assert len(kept) == len(graph.tensors)
+    # the intermediate names carry litert-torch's module hierarchy, which the per-layer comparison reads
+    assert sum("edgekd.models.students.Student/" in n for n in kept) >= 10
+
+
+def test_every_constant_buffer_is_16_byte_aligned(esp32s3_student: Path) -> None:
+    content = (esp32s3_student / "model.tflite").read_bytes()
+    model = fb.Model.GetRootAsModel(content, 0)
+    starts = []
+    for i in range(model.BuffersLength()):
+        buffer = model.Buffers(i)
+        if buffer.DataLength():
+            starts.append(buffer._tab.Vector(buffer._tab.Offset(4)))  # where Buffer.data's bytes begin
+    assert len(starts) >= 10 and [s % BUFFER_ALIGN for s in starts] == [0] * len(starts)
+
+
+def test_stripping_moves_only_the_names(esp32s3_student: Path) -> None:
+    model = esp32s3_student / "model.tflite"
+    named = _with_names(model)
+    name_bytes = sum(len(n) for n in tensor_names(model))
+    assert len(named) - model.stat().st_size >= 0.9 * name_bytes > 5000  # the names were a fifth of the file
+    stripped, names = strip_names(named)
+    assert stripped == model.read_bytes()  # deterministic: the same bytes every export
+    assert names == json.loads(names_path(model).read_text())["subgraphs"]
+    x = realistic_features(12, seed=31).numpy()
+    np.testing.assert_array_equal(_outputs(named, x), _outputs(stripped, x))
+
+
+def test_per_layer_comparison_reads_names_inside_or_beside_the_model(
+    esp32s3_student: Path, tmp_path: Path
+) -> None:
+    """A build exported before names were stripped has them in the model and no names file."""
+    old = tmp_path / "old"
+    shutil.copytree(esp32s3_student, old)
+    (old / "model.tflite").write_bytes(_with_names(old / "model.tflite"))
+    names_path(old / "model.tflite").unlink()
+    x = realistic_features(4, seed=32).numpy()
+    new_rows, old_rows = compare_layers(esp32s3_student, x, max_clips=4), compare_layers(old, x, max_clips=4)
+    assert len(new_rows) >= 10
+    assert [(r["layer"], r["sqnr_db"]) for r in new_rows] == [(r["layer"], r["sqnr_db"]) for r in old_rows]
