@@ -7,10 +7,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from _models import realistic_features
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
 
+from edgekd.errors import EdgekdError
 from edgekd.export.flatbuffer import (
     BUFFER_ALIGN,
     names_path,
@@ -94,3 +96,18 @@ def test_per_layer_comparison_reads_names_inside_or_beside_the_model(
     new_rows, old_rows = compare_layers(esp32s3_student, x, max_clips=4), compare_layers(old, x, max_clips=4)
     assert len(new_rows) >= 10
     assert [(r["layer"], r["sqnr_db"]) for r in new_rows] == [(r["layer"], r["sqnr_db"]) for r in old_rows]
+
+
+def test_names_that_do_not_fit_the_model_are_refused_with_the_file_named(
+    esp32s3_student: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "model.tflite"
+    shutil.copy(esp32s3_student / "model.tflite", model)
+    names = json.loads(names_path(esp32s3_student / "model.tflite").read_text())
+    names["subgraphs"][0] = names["subgraphs"][0][:-1]  # one short: the names of another model
+    names_path(model).write_text(json.dumps(names))
+    with pytest.raises(EdgekdError, match=r"model\.names\.json: not the tensor names of model\.tflite"):
+        tensor_names(model)
+    names_path(model).write_text("{")
+    with pytest.raises(EdgekdError, match="export the model again"):
+        tensor_names(model)

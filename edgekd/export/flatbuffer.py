@@ -23,6 +23,8 @@ import flatbuffers
 import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
 
+from edgekd.errors import EdgekdError
+
 BUFFER_ALIGN = 16  # the schema's force_align on Buffer.data
 
 
@@ -87,8 +89,20 @@ def names_path(model: Path) -> Path:
 def tensor_names(model: Path) -> list[str]:
     """The main subgraph's tensor names by index: from `names_path` when export kept them there, else
     from the model itself (a model exported before names were stripped, or a third-party one)."""
-    kept = names_path(model)
-    if kept.is_file():
-        return json.loads(kept.read_text())["subgraphs"][0]
     graph = fb.Model.GetRootAsModel(model.read_bytes(), 0).Subgraphs(0)
-    return [(graph.Tensors(i).Name() or b"").decode() for i in range(graph.TensorsLength())]
+    inline = [(graph.Tensors(i).Name() or b"").decode() for i in range(graph.TensorsLength())]
+    kept = names_path(model)
+    if not kept.is_file():
+        return inline
+    try:
+        names = json.loads(kept.read_text())["subgraphs"][0]
+        if not (
+            isinstance(names, list) and len(names) == len(inline) and all(isinstance(n, str) for n in names)
+        ):
+            raise ValueError(f"expected {len(inline)} tensor names")
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        raise EdgekdError(
+            f"{kept}: not the tensor names of {model.name} ({e}); export the model again (`edgekd build`), "
+            f"or delete {kept.name} if {model.name} still carries its names"
+        ) from e
+    return names
