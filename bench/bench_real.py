@@ -7,6 +7,7 @@
     python bench/bench_real.py --build build/esp32s3 --telephone     # + each folder through an 8 kHz band
     python bench/bench_real.py --build build/esp32s3 --fire-rate 0.1 # + keywords at a held false-fire rate
     python bench/bench_real.py --build build/esp32s3 --curve         # + keywords vs all clips, 1-20 % fires
+    python bench/bench_real.py --build build/esp32s3 --by-speaker    # + keyword accuracy per real speaker
 
 Every runtime of the build (teacher, float students, fake-quant, INT8 ONNX / LiteRT / TFLite Micro)
 on the real folder, with 95 % intervals: "keywords" is the mean of the per-keyword accuracies (Wilson
@@ -28,6 +29,10 @@ the table gives keyword accuracy there. Only the pool chooses the bias; the real
 `--curve` does the same at rates from 1 to 20 % and adds accuracy over all clips: on `real-commands-dev`
 (172 of 249 clips are other words) the pair traces what a bias trades, keywords heard against other words
 called keywords, so two builds compare along the whole curve instead of at the one point each was built at.
+
+`--by-speaker` breaks each folder's keyword clips down by the person who spoke them (as shipped: argmax),
+with the share each runtime calls `_unknown_`: whether a build fails everyone a little or some people
+entirely, and whether the student fails the people its teacher fails.
 """
 
 from __future__ import annotations
@@ -211,6 +216,42 @@ def curve_table(h: HeldScores) -> tuple[str, dict]:
     return table(heads, rows), record
 
 
+def speaker_table(h: HeldScores, folder: str) -> tuple[str, dict]:
+    """Per speaker of `folder` (fewest right on the device first): keyword clips right and called
+    `_unknown_`, per runtime, as shipped."""
+    s = h.real[folder]
+    keyword = np.isin(s.y, h.keywords)
+    runtimes = [r for r in CURVE_RUNTIMES if r in s.logits]
+    pred = {rt: s.logits[rt].argmax(1) for rt in runtimes}
+    unknown = h.cfg.classes.index("_unknown_") if "_unknown_" in h.cfg.classes else -1
+    record = {}
+    for spk in sorted(set(s.groups[keyword])):
+        m = keyword & (s.groups == spk)
+        n = int(m.sum())
+        record[str(spk)] = {"n": n} | {
+            rt: {
+                "right": int((pred[rt][m] == s.y[m]).sum()),
+                "unknown": int((pred[rt][m] == unknown).sum()),
+            }
+            for rt in runtimes
+        }
+    order = sorted(record, key=lambda k: record[k][runtimes[-1]]["right"] / record[k]["n"])
+    rows = []
+    for spk in order:
+        r = record[spk]
+        cells = [spk.removeprefix("speaker:"), str(r["n"])]
+        for rt in runtimes:
+            cells += [
+                ci(r[rt]["right"] / r["n"], *wilson(r[rt]["right"], r["n"])),
+                f"{100 * r[rt]['unknown'] / r['n']:.0f}",
+            ]
+        rows.append(cells)
+    heads = ["speaker", "keyword clips"]
+    for rt in runtimes:
+        heads += [f"{rt} % [95% CI]", "→ _unknown_ %"]
+    return table(heads, rows), record
+
+
 def fire_rate_arg(value: str) -> float | str:
     """`--fire-rate`: a share of the pool's windows in [0, 1], or `teacher`."""
     if value == "teacher":
@@ -243,6 +284,9 @@ def main() -> int:
         "--curve",
         action="store_true",
         help="also tabulate keywords and all clips at a range of pool fire rates",
+    )
+    ap.add_argument(
+        "--by-speaker", action="store_true", help="also tabulate keyword accuracy per speaker of each folder"
     )
     ap.add_argument("--pool-windows", type=int, default=1500, help="pool windows for --fire-rate and --curve")
     args = ap.parse_args()
@@ -292,7 +336,7 @@ def main() -> int:
             print(figures_table(real, report["primary"]), "\n")
         held = (
             held_scores(build, folders, args.pool_windows)
-            if args.fire_rate is not None or args.curve
+            if args.fire_rate is not None or args.curve or args.by_speaker
             else None
         )
         if held is not None and args.fire_rate is not None:
@@ -305,6 +349,12 @@ def main() -> int:
             text, record["curve"] = curve_table(held)
             print(f"### keywords against all clips, at pool fire rates ({args.pool_windows} pool windows)\n")
             print(text, "\n")
+        if held is not None and args.by_speaker:
+            record["by_speaker"] = {}
+            for name in held.real:
+                text, record["by_speaker"][name] = speaker_table(held, name)
+                print(f"### {name}: keyword clips by speaker, as shipped\n")
+                print(text, "\n")
         if args.json:
             Path(args.json).write_text(json.dumps(record, indent=1))
     return 0

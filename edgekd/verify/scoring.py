@@ -114,6 +114,7 @@ class Scored:
     skipped: dict[str, int]
     skipped_files: list[str]
     step: float | None
+    groups: np.ndarray | None = None  # each clip's speaker (the folder's `<speaker>_nohash_` prefix)
 
 
 def read_folder(cfg: BuildConfig, data: Path, progress: bool, max_clips: int = 0) -> Corpus:
@@ -168,7 +169,9 @@ def score_folder(
     corpus = read_folder(cfg, data, progress, max_clips)
     clips = corpus.float_clips(np.arange(len(corpus.labels)))
     x, logits = score_clips(cfg, clips, teacher_dir, student_dir, model_dir, features_shape, progress)
-    return Scored(x, corpus.labels, logits, corpus.skipped, corpus.skipped_files, output_step(model_dir))
+    return Scored(
+        x, corpus.labels, logits, corpus.skipped, corpus.skipped_files, output_step(model_dir), corpus.groups
+    )
 
 
 def skipped_record(scored: Scored) -> dict[str, Any]:
