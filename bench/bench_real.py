@@ -149,15 +149,18 @@ class HeldScores:
 
 
 def held_scores(build: Path, folders: dict[str, Path], windows: int) -> HeldScores:
-    """Score `windows` windows of the pool's check part (real speech, never trained on) and `folders`."""
+    """Score `windows` windows of the pool's check part (real speech, never trained on; 0: none) and
+    `folders`."""
     from edgekd.data.real_pool import BUILD_POOL
     from edgekd.data.real_pool import windows as pool_windows
     from edgekd.verify.scoring import score_clips, score_folder
 
     b = BuildDir(build)
     cfg = b.config()
-    clips = from_pcm16(pool_windows(BUILD_POOL, windows, cfg.seed))
-    _, on_pool = score_clips(cfg, clips, b.weights, b.weights, b.path, b.features_shape(), progress=False)
+    on_pool: dict[str, np.ndarray] = {}
+    if windows:
+        clips = from_pcm16(pool_windows(BUILD_POOL, windows, cfg.seed))
+        _, on_pool = score_clips(cfg, clips, b.weights, b.weights, b.path, b.features_shape(), progress=False)
     real = {
         name: score_folder(cfg, f, b.weights, b.weights, b.path, b.features_shape(), progress=False)
         for name, f in folders.items()
@@ -334,9 +337,10 @@ def main() -> int:
             took = time.perf_counter() - t0
             print(f"### real: {name} ({report['n_clips']} clips; scored in {took:.0f} s)\n")
             print(figures_table(real, report["primary"]), "\n")
+        on_pool = args.fire_rate is not None or args.curve
         held = (
-            held_scores(build, folders, args.pool_windows)
-            if args.fire_rate is not None or args.curve or args.by_speaker
+            held_scores(build, folders, args.pool_windows if on_pool else 0)
+            if on_pool or args.by_speaker
             else None
         )
         if held is not None and args.fire_rate is not None:

@@ -114,7 +114,7 @@ class Scored:
     skipped: dict[str, int]
     skipped_files: list[str]
     step: float | None
-    groups: np.ndarray | None = None  # each clip's speaker (the folder's `<speaker>_nohash_` prefix)
+    groups: np.ndarray | None = None  # each clip's group: `speaker:<id>` from `<id>_nohash_*.wav`
 
 
 def read_folder(cfg: BuildConfig, data: Path, progress: bool, max_clips: int = 0) -> Corpus:
