@@ -171,9 +171,11 @@ class DistillConfig(Section):
     # the labelled (synthetic) rows from the unlabeled (real) ones through a reversed gradient; peak scale
     domain_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
     teacher_gate: Literal["refuse", "warn", "off"] = "refuse"  # what a teacher that fails the gate gets
-    # points on validation: distil when teacher - plain student > margin. Default -1.5 (about two standard
-    # errors of the difference on a few hundred clips): a validation split the plain student saturates
-    # (mobile: 100%) cannot show the teacher to be better, only whether it is clearly worse
+    # points on validation: refuse when the paired interval (gates.confidence) of teacher - plain student
+    # lies wholly at or below the margin, i.e. the clips show the teacher worse by more than it. Default -1.5:
+    # the teacher is there for real speech, which the synthetic split does not show, so a teacher slightly
+    # worse on synthetic voices is still distilled; a split the plain student saturates (mobile: 100%) can
+    # only show whether the teacher is clearly worse
     teacher_gate_margin: Annotated[float, Field(ge=-100.0, le=100.0)] = -1.5
     # the student's operating point. "argmax": as trained. "teacher": one bias on its `_unknown_` logit,
     # folded in before QAT, makes it call a keyword on as many windows of unlabelled real speech (the

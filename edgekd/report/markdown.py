@@ -244,6 +244,15 @@ def _sched(start: Any, end: Any, kind: str) -> str:
     )
 
 
+def paired_interval(gate: dict[str, Any]) -> str:
+    """The teacher gate's paired interval of teacher - plain, where the build recorded one (builds before
+    stop 45 decided on the point difference alone)."""
+    if "interval_pts" not in gate:
+        return ""
+    low, high = gate["interval_pts"]
+    return f" (teacher - plain [{low:+.2f}, {high:+.2f}] pts)"
+
+
 def distill_summary(parity: dict[str, Any], manifest: dict[str, Any]) -> list[tuple[str, str]]:
     """What the teacher is, whether it passed its gate, what distillation gained, and how it trained.
 
@@ -261,7 +270,7 @@ def distill_summary(parity: dict[str, Any], manifest: dict[str, Any]) -> list[tu
             (
                 "teacher gate",
                 f"{pct(gate['teacher_validation'])} vs plain student "
-                f"{pct(gate['plain_student_validation'])} on validation, "
+                f"{pct(gate['plain_student_validation'])} on validation{paired_interval(gate)}, "
                 f"needs > {gate['margin_pts']:+g} pts: {verdict}",
             )
         )
