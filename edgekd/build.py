@@ -98,7 +98,7 @@ def check_teacher(
 ) -> dict[str, Any]:
     """The teacher gate: distil only from a teacher that holds its own against the student trained without it.
 
-    A teacher clearly worse than that would mostly teach the student its own mistakes. Both are scored
+    A teacher clearly worse than the plain student would mostly teach it its own mistakes. Both are scored
     on the validation split (`teacher_gate_record`); the verdict is logged, and a failed gate stops the
     build in `refuse` mode.
     """
@@ -116,7 +116,7 @@ def check_teacher(
         f"teacher gate: teacher {100 * record['teacher_validation']:.2f}% vs plain student "
         f"{100 * record['plain_student_validation']:.2f}% on validation, teacher - plain "
         f"[{low:+.2f}, {high:+.2f}] points paired on {len(y):,} clips "
-        f"(needs > {cfg.distill.teacher_gate_margin:+g} points)"
+        f"(its high end needs > {cfg.distill.teacher_gate_margin:+g} points)"
     )
     if record["passed"]:
         log(f"{verdict}: PASS")

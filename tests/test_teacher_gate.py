@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from edgekd.build import teacher_gate_record
+from edgekd.report.markdown import teacher_gate_rule
 
 
 def _preds(n: int, both: int, plain_only: int, teacher_only: int) -> tuple[np.ndarray, ...]:
@@ -40,7 +41,16 @@ def test_a_clearly_worse_teacher_is_refused() -> None:
 
 @pytest.mark.parametrize(("margin", "passed"), [(-1.5, True), (0.0, False), (100.0, False)])
 def test_identical_predictions_pass_only_a_margin_below_zero(margin: float, passed: bool) -> None:
-    """Margin 0 means "the teacher must be better": a teacher no different from the plain student fails."""
+    """No clip differs: a zero-width interval at 0, which margin 0 refuses (not above it) and -1.5 passes."""
     y, teacher, plain = _preds(200, 180, 0, 0)
     record = teacher_gate_record(y, teacher, plain, margin_pts=margin, confidence=0.95)
     assert record["interval_pts"] == [0.0, 0.0] and record["passed"] is passed
+
+
+def test_the_report_names_what_the_gate_compared() -> None:
+    """The interval where the build recorded one; the point rule's wording for builds that did not."""
+    y, teacher, plain = _preds(419, 381, 20, 13)
+    record = {**teacher_gate_record(y, teacher, plain, margin_pts=-1.5, confidence=0.95), "mode": "refuse"}
+    assert teacher_gate_rule(record) == ", teacher - plain [-4.27, +1.24] pts: its high end needs > -1.5 pts"
+    old = {k: v for k, v in record.items() if k not in ("interval_pts", "discordant")}
+    assert teacher_gate_rule(old) == ", needs > -1.5 pts"

@@ -244,13 +244,14 @@ def _sched(start: Any, end: Any, kind: str) -> str:
     )
 
 
-def paired_interval(gate: dict[str, Any]) -> str:
-    """The teacher gate's paired interval of teacher - plain, where the build recorded one (builds before
-    stop 45 decided on the point difference alone)."""
+def teacher_gate_rule(gate: dict[str, Any]) -> str:
+    """What the teacher gate compared with its margin: the high end of the paired interval of teacher -
+    plain, or the point difference in builds before stop 45, which recorded no interval."""
+    need = f"needs > {gate['margin_pts']:+g} pts"
     if "interval_pts" not in gate:
-        return ""
+        return f", {need}"
     low, high = gate["interval_pts"]
-    return f" (teacher - plain [{low:+.2f}, {high:+.2f}] pts)"
+    return f", teacher - plain [{low:+.2f}, {high:+.2f}] pts: its high end {need}"
 
 
 def distill_summary(parity: dict[str, Any], manifest: dict[str, Any]) -> list[tuple[str, str]]:
@@ -270,8 +271,7 @@ def distill_summary(parity: dict[str, Any], manifest: dict[str, Any]) -> list[tu
             (
                 "teacher gate",
                 f"{pct(gate['teacher_validation'])} vs plain student "
-                f"{pct(gate['plain_student_validation'])} on validation{paired_interval(gate)}, "
-                f"needs > {gate['margin_pts']:+g} pts: {verdict}",
+                f"{pct(gate['plain_student_validation'])} on validation{teacher_gate_rule(gate)}: {verdict}",
             )
         )
     r = parity.get("rows", {})
