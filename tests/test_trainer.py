@@ -180,6 +180,40 @@ def test_restores_the_best_validation_epoch(data) -> None:
     assert accuracy(model, x_val, y_val) == pytest.approx(result.best_val_accuracy)
 
 
+def _wreck_from(epoch: int, calls: list[int] | None = None):
+    """A before_eval hook: every validation from `epoch` (1-based) on sees a model that says class 0."""
+    seen = [] if calls is None else calls
+
+    def before_eval(m: nn.Module) -> None:
+        seen.append(1)
+        if len(seen) >= epoch:
+            with torch.no_grad():
+                m.head.weight.zero_()
+                m.head.bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
+
+    return before_eval
+
+
+def test_a_validation_reference_chooses_the_epoch_that_agrees_with_it(data) -> None:
+    """QAT's rule: with `val_reference` (the float student's decisions) the kept epoch is the one that
+    agrees with them most, here the wrecked last epoch that says class 0 like the reference, although
+    its label accuracy is the worst; the history and the result carry both figures."""
+    x_tr, y_tr, x_val, y_val = data
+    reference = np.zeros_like(y_val)
+    rows = TrainData(x_tr, y_tr, x_val, y_val, val_reference=reference)
+    model = Net()
+    hooks = Hooks(before_eval=_wreck_from(SPEC.epochs))
+    result = fit(model, rows, SPEC, FitRun(CPU, 0, progress=False), hooks=hooks)
+    accs = [row["val_accuracy"] for row in result.history]
+    agreements = [row["val_agreement"] for row in result.history]
+    assert result.best_epoch == SPEC.epochs and agreements[-1] == 1.0 == result.best_val_agreement
+    assert result.best_val_accuracy == accs[-1] < max(accs)
+    assert accuracy(model, x_val, reference) == 1.0
+    plain = train(Net(), data, before_eval=_wreck_from(SPEC.epochs))  # without it: label accuracy decides
+    assert plain.best_epoch < SPEC.epochs and plain.best_val_agreement is None
+    assert all("val_agreement" not in row for row in plain.history)
+
+
 def _without_timing(history: list[dict[str, float]]) -> list[dict[str, float]]:
     return [{k: v for k, v in row.items() if k != "epoch_s"} for row in history]
 
@@ -341,32 +375,19 @@ def test_mixup_skips_batches_with_unlabeled_rows_and_still_trains(data) -> None:
 # --- early stopping, EMA, mixup ----------------------------------------------------------------------
 
 
-def _wreck_after_first_epoch(calls: list[int]):
-    def before_eval(m: nn.Module) -> None:
-        calls.append(1)
-        if len(calls) > 1:  # every validation after the first sees a model that always says class 0
-            with torch.no_grad():
-                m.head.weight.zero_()
-                m.head.bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
-
-    return before_eval
-
-
 def test_patience_stops_early_and_restores_the_best_epoch(data) -> None:
     x_tr, y_tr, x_val, y_val = data
     spec = FitSpec(epochs=8, lr=2e-2, batch_size=32, patience=2)
     calls: list[int] = []
     model = Net()
-    result = train(model, data, spec, before_eval=_wreck_after_first_epoch(calls))
+    result = train(model, data, spec, before_eval=_wreck_from(2, calls))
     assert result.stopped_early
     assert len(result.history) == 3 == len(calls)  # best at 1, then two epochs without improvement
     assert result.best_epoch == 1 and result.best_val_accuracy > 0.9
     assert accuracy(model, x_val, y_val) == pytest.approx(result.best_val_accuracy)
     # patience 0 never stops
     calls.clear()
-    no_stop = train(
-        Net(), data, FitSpec(epochs=8, lr=2e-2, batch_size=32), before_eval=_wreck_after_first_epoch(calls)
-    )
+    no_stop = train(Net(), data, FitSpec(epochs=8, lr=2e-2, batch_size=32), before_eval=_wreck_from(2, calls))
     assert not no_stop.stopped_early and len(no_stop.history) == 8
 
 

@@ -401,16 +401,25 @@ def _training_figure(training: Mapping[str, Any]) -> Figure | None:
         ax.legend(fontsize=7)
         ax2 = axes[1, col]
         acc = [h.get("val_accuracy") for h in hist]
+        agree = [h.get("val_agreement") for h in hist]  # QAT keeps the epoch that agrees most
+        for values, color, label in (
+            (acc, "#009E73", "accuracy"),
+            (agree, "#CC79A7", "agreement with the float student"),
+        ):
+            if any(a is not None for a in values):
+                ax2.plot(
+                    epochs,
+                    [np.nan if a is None else a for a in values],
+                    color=color,
+                    label=label,
+                    linewidth=1.6,
+                    marker="o" if len(epochs) <= 6 else None,
+                    markersize=3,
+                )
+        if any(a is not None for a in agree):
+            ax2.legend(fontsize=7)
         if any(a is not None for a in acc):
-            ax2.plot(
-                epochs,
-                [np.nan if a is None else a for a in acc],
-                color="#009E73",
-                linewidth=1.6,
-                marker="o" if len(epochs) <= 6 else None,
-                markersize=3,
-            )
-            seen = [a for a in acc if a is not None]
+            seen = [a for a in acc + agree if a is not None]
             mid, span = (max(seen) + min(seen)) / 2, max(seen) - min(seen)
             if span < 0.01:  # at least one point of accuracy tall, so 0.1-point tick labels stay distinct
                 ax2.set_ylim(mid - 0.006, mid + 0.006)

@@ -1,10 +1,12 @@
 """One training loop for every model edgekd trains: teacher heads and fine-tunes, the student, QAT.
 
 The loop keeps the checkpoint with the best validation accuracy (restored at the end; with EMA, the
-best averaged weights), stops early after `patience` epochs without improvement, shows a progress
-bar with an ETA, and logs every loss component, the gradient norm, alpha, T and the learning rate
-per step (TensorBoard, when given a log dir) and per epoch (the history the report plots). Steps
-whose logits or loss are not finite are skipped and counted, never applied; too many stop the run.
+best averaged weights), or the best agreement with reference predictions where the data gives them (QAT
+keeps the epoch that reproduces the float student best, not the one a clip or two of labels favour),
+stops early after `patience` epochs without improvement, shows a progress bar with an ETA, and logs
+every loss component, the gradient norm, alpha, T and the learning rate per step (TensorBoard, when
+given a log dir) and per epoch (the history the report plots). Steps whose logits or loss are not
+finite are skipped and counted, never applied; too many stop the run.
 """
 
 from __future__ import annotations
@@ -54,12 +56,16 @@ class FitSpec:
 
 @dataclass(frozen=True)
 class TrainData:
-    """Training rows (label -1: unlabeled, learnt from soft labels only) and the validation split."""
+    """Training rows (label -1: unlabeled, learnt from soft labels only) and the validation split.
+
+    `val_reference`: predictions on the validation split that the kept checkpoint should agree with
+    instead of the labels (QAT: the float student's, which it is there to reproduce)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
+    val_reference: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,8 @@ class Hooks:
 @dataclass
 class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
-    best_val_accuracy: float = 0.0
+    best_val_accuracy: float = 0.0  # of the kept epoch
+    best_val_agreement: float | None = None  # of the kept epoch, with `TrainData.val_reference`
     best_epoch: int = 0
     skipped_steps: int = 0
     stopped_early: bool = False
@@ -231,6 +238,7 @@ def fit(
     writer = writer_for(run.log_dir)
     result = FitResult()
     best_state = copy.deepcopy(model.state_dict())
+    best_score = -1.0
     bar = tqdm(total=total, desc=desc, unit="step", disable=not run.progress, leave=False)
     params = [p for g in groups for p in g["params"]]
     step = 0
@@ -326,11 +334,14 @@ def fit(
         evaluated = ema.model if ema is not None else model
         if hooks.before_eval is not None:
             hooks.before_eval(evaluated)
-        val_acc = float((predict(evaluated, x_val, device).argmax(1) == y_val).mean()) if len(y_val) else 0.0
+        val_pred = predict(evaluated, x_val, device).argmax(1) if len(y_val) else np.zeros(0, dtype=np.int64)
+        val_acc = float((val_pred == y_val).mean()) if len(y_val) else 0.0
+        agreement = None if data.val_reference is None else float((val_pred == data.val_reference).mean())
         hist = {
             "epoch": epoch + 1,
             **{k: v / max(1, n_ok) for k, v in sums.items()},
             "val_accuracy": val_acc,
+            **({} if agreement is None else {"val_agreement": agreement}),
             "lr": float(opt.param_groups[0]["lr"]),
             "alpha": w.alpha,
             "temperature": w.temperature,
@@ -340,8 +351,10 @@ def fit(
         if writer is not None:
             writer.add_scalar(f"{desc}/val_accuracy", val_acc, step)
         bar.set_postfix(loss=f"{hist['loss']:.3f}", val=f"{val_acc:.3f}")
-        if val_acc >= result.best_val_accuracy:
-            result.best_val_accuracy, result.best_epoch = val_acc, epoch + 1
+        score = val_acc if agreement is None else agreement
+        if score >= best_score:
+            best_score, result.best_val_accuracy, result.best_epoch = score, val_acc, epoch + 1
+            result.best_val_agreement = agreement
             best_state = copy.deepcopy(evaluated.state_dict())
         elif spec.patience and epoch + 1 - result.best_epoch >= spec.patience:
             result.stopped_early = True
