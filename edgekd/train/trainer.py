@@ -336,7 +336,9 @@ def fit(
             hooks.before_eval(evaluated)
         val_pred = predict(evaluated, x_val, device).argmax(1) if len(y_val) else np.zeros(0, dtype=np.int64)
         val_acc = float((val_pred == y_val).mean()) if len(y_val) else 0.0
-        agreement = None if data.val_reference is None else float((val_pred == data.val_reference).mean())
+        agreement = None
+        if data.val_reference is not None and len(y_val):
+            agreement = float((val_pred == data.val_reference).mean())
         hist = {
             "epoch": epoch + 1,
             **{k: v / max(1, n_ok) for k, v in sums.items()},
