@@ -512,7 +512,7 @@ def test_report_renders_in_chromium_without_errors(pages: dict[str, Path], tmp_p
 def test_the_qat_panel_plots_its_agreement_with_the_float_student() -> None:
     """QAT keeps the epoch that agrees most with the float student: the panel shows that curve beside
     the accuracy; phases without it show accuracy alone."""
-    from edgekd.report.html import _training_figure
+    from edgekd.report.html import _training_figure, _training_section
 
     rows = [
         {"epoch": e + 1, "loss": 1.0, "val_accuracy": 0.9, "val_agreement": 0.98 + e / 100} for e in range(3)
@@ -525,6 +525,13 @@ def test_the_qat_panel_plots_its_agreement_with_the_float_student() -> None:
     )
     float_acc, qat_acc = fig.axes[2], fig.axes[3]  # row-major: [loss, loss, accuracy, accuracy]
     assert [line.get_label() for line in float_acc.get_lines()] == ["accuracy"]
+    text = _training_section(
+        {
+            "student_float": [{k: v for k, v in r.items() if k != "val_agreement"} for r in rows],
+            "student_qat": rows,
+        }
+    )
+    assert "best validation accuracy 90.0%" in text and "agreement with the float student: 100.0%" in text
     assert [line.get_label() for line in qat_acc.get_lines()] == [
         "accuracy",
         "agreement with the float student",

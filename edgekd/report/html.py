@@ -827,9 +827,14 @@ def _training_section(training: Mapping[str, Any] | None) -> str:
         if hist:
             last = hist[-1]
             best = max((h.get("val_accuracy") or 0.0) for h in hist)
+            agreement = max((h.get("val_agreement") or 0.0) for h in hist)
             parts.append(
                 f"{name}: {len(hist)} epochs, final loss {last.get('loss', float('nan')):.3f}, "
-                f"best validation accuracy {100 * best:.1f}%"
+                + (
+                    f"kept by agreement with the float student: {100 * agreement:.1f}%"
+                    if agreement
+                    else f"best validation accuracy {100 * best:.1f}%"
+                )
             )
     alt = (
         "Training curves: total loss, cross-entropy, distillation and feature-matching loss per epoch (top) "
