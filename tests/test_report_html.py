@@ -517,22 +517,16 @@ def test_the_qat_panel_plots_its_agreement_with_the_float_student() -> None:
     rows = [
         {"epoch": e + 1, "loss": 1.0, "val_accuracy": 0.9, "val_agreement": 0.98 + e / 100} for e in range(3)
     ]
-    fig = _training_figure(
-        {
-            "student_float": [{k: v for k, v in r.items() if k != "val_agreement"} for r in rows],
-            "student_qat": rows,
-        }
-    )
+    training = {
+        "student_float": [{k: v for k, v in r.items() if k != "val_agreement"} for r in rows],
+        "student_qat": rows,
+    }
+    fig = _training_figure(training)
     float_acc, qat_acc = fig.axes[2], fig.axes[3]  # row-major: [loss, loss, accuracy, accuracy]
     assert [line.get_label() for line in float_acc.get_lines()] == ["accuracy"]
-    text = _training_section(
-        {
-            "student_float": [{k: v for k, v in r.items() if k != "val_agreement"} for r in rows],
-            "student_qat": rows,
-        }
-    )
-    assert "best validation accuracy 90.0%" in text and "agreement with the float student: 100.0%" in text
     assert [line.get_label() for line in qat_acc.get_lines()] == [
         "accuracy",
         "agreement with the float student",
     ]
+    text = _training_section(training)
+    assert "best validation accuracy 90.0%" in text and "agreement with the float student: 100.0%" in text
