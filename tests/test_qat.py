@@ -134,3 +134,32 @@ class _FixedBatch(torch.nn.Module):
 def test_model_that_fixes_the_batch_size_is_refused() -> None:
     with pytest.raises(EdgekdError, match="dynamic batch dimension"):
         prepare_qat(_FixedBatch(), realistic_features(4, seed=0))
+
+
+def test_qat_trains_on_the_float_students_batch_norm_statistics(source_model: TinyDsCnn) -> None:
+    """`run_qat` keeps batch norm in its inference form: the running statistics the float student learnt
+    (on real pool rows too, which QAT does not see) reach the int8 model unchanged, while the weights
+    train. Re-estimated on QAT's rows they moved 4 % of real-pool decisions (docs/DESIGN.md, stop 48)."""
+    from edgekd.stages.distill import run_qat
+    from edgekd.train.schedules import Schedule
+    from edgekd.train.trainer import FitSpec, TrainData
+
+    torch.manual_seed(0)
+    model = TinyDsCnn()
+    train_steps(model, steps=3, seed=8)  # statistics of its own, not the 0 / 1 a fresh norm starts from
+    model.eval()
+    x = realistic_features(48, seed=9).numpy()
+    y = np.random.default_rng(9).integers(0, 12, 48)
+    spec = FitSpec(
+        epochs=3, lr=1e-2, batch_size=8, alpha=Schedule(0.9), temperature=Schedule(2.0), warmup_epochs=0
+    )
+    prepared, _ = run_qat(model, TrainData(x[:32], y[:32], x[32:], y[32:]), spec, seed=0, progress=False)
+
+    def stats(m: torch.nn.Module) -> list[torch.Tensor]:
+        return [b for name, b in sorted(m.named_buffers()) if "running_" in name]
+
+    assert len(stats(model)) == 6 and not torch.equal(stats(model)[0], torch.zeros(16))
+    for float_stat, qat_stat in zip(stats(model), stats(prepared), strict=True):
+        torch.testing.assert_close(qat_stat, float_stat, rtol=0, atol=0)
+    trained = prepared.get_parameter("classifier.weight")
+    assert not torch.equal(trained, model.classifier.weight)

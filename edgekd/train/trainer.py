@@ -83,7 +83,8 @@ class FitRun:
 @dataclass(frozen=True)
 class Hooks:
     """Calls into the loop: QAT switches its observers on for training and off for validation
-    (otherwise validation data would move the quantization scales)."""
+    (otherwise validation data would move the quantization scales). `on_epoch_start` runs after the
+    epoch's `train()`, so it may put the model back in its inference form (QAT's batch norm)."""
 
     on_epoch_start: Callable[[nn.Module, int], None] | None = None
     before_eval: Callable[[nn.Module], None] | None = None
@@ -243,9 +244,9 @@ def fit(
     params = [p for g in groups for p in g["params"]]
     step = 0
     for epoch in range(spec.epochs):
+        model.train()
         if hooks.on_epoch_start is not None:
             hooks.on_epoch_start(model, epoch)
-        model.train()
         order = torch.randperm(len(x_all), generator=gen)
         sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "feature": 0.0, "grad_norm": 0.0}
         if critic is not None:
