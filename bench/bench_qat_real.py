@@ -40,7 +40,7 @@ from edgekd.models.restore import (  # noqa: E402
     make_student,
     predict_float_twin,
 )
-from edgekd.stages.distill import load_train_data  # noqa: E402
+from edgekd.stages.distill import labelled, load_train_data  # noqa: E402
 from edgekd.train.losses import UNLABELED  # noqa: E402
 from edgekd.train.trainer import (
     TrainData,  # noqa: E402
@@ -124,7 +124,7 @@ def main() -> None:
     model.load_state_dict(torch.load(build / "weights" / "float.pt", weights_only=True))
     t0 = time.perf_counter()
     if args.qat:
-        data = load_train_data(cfg, features.parent)
+        data = labelled(load_train_data(cfg, features.parent))  # the student stage: labelled rows only
         if args.real_windows:
             xr = pool_features(cfg, False, args.real_windows, cfg.seed + 1)
             data = TrainData(
