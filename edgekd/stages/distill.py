@@ -104,8 +104,8 @@ def run_qat(
     clip in 995 (agreement 98.4 %, where the sixth reached 99.2 %) and failed the drop gate with it
     (docs/DESIGN.md, stop 47). Batch norm trains in its inference form, on the float student's running
     statistics: those were estimated on every row the float student saw (the real pool's among them), and
-    re-estimating them on QAT's labelled synthetic rows moved 4 % of the real pool's decisions away from
-    the float student's (frozen: 0.9 %; docs/DESIGN.md, stop 48). The build's student stage (labelled rows
+    re-estimating them on QAT's labelled synthetic rows moved ~4 % of the real pool's decisions away from
+    the float student's (frozen: 1-2 %; docs/DESIGN.md, stop 48). The build's student stage (labelled rows
     only) and bench/bench_qat_real.py both run this."""
     from torchao.quantization.pt2e import disable_observer, enable_observer
 
