@@ -139,7 +139,7 @@ def test_model_that_fixes_the_batch_size_is_refused() -> None:
 def test_qat_trains_on_the_float_students_batch_norm_statistics() -> None:
     """`run_qat` keeps batch norm in its inference form: the running statistics the float student learnt
     (on real pool rows too, which QAT does not see) reach the int8 model unchanged, while the weights
-    train. Re-estimated on QAT's rows they moved 4 % of real-pool decisions (docs/DESIGN.md, stop 48)."""
+    train. Re-estimated on QAT's rows they moved ~4 % of real-pool decisions (docs/DESIGN.md, stop 48)."""
     from edgekd.stages.distill import run_qat
     from edgekd.train.schedules import Schedule
     from edgekd.train.trainer import FitSpec, TrainData
