@@ -143,7 +143,7 @@ def main() -> int:
             ap.error(f"variant {vname}: {e}")
         for seed in args.seeds:
             t0 = time.perf_counter()
-            model, _ = fit_float_student(
+            model, fit = fit_float_student(
                 cfg, data, soft, CPU, seed, progress=True, desc=f"{vname} seed {seed}"
             )
             took = time.perf_counter() - t0
@@ -161,6 +161,7 @@ def main() -> int:
                     vname,
                     str(seed),
                     f"{took:.0f}",
+                    f"{fit.best_epoch}/{len(fit.history)}",
                     f"{100 * synth:.1f}",
                     f"{100 * fires:.1f}",
                     *summary(curve, list(real)),
@@ -168,11 +169,12 @@ def main() -> int:
             )
             record[f"{vname}/{seed}"] = {
                 "train_s": took,
+                "epoch_kept": fit.best_epoch,
                 "synthetic": synth,
                 "pool_fire": fires,
                 "curve": curve,
             }
-    heads = ["variant", "seed", "train s", "synthetic %", "pool fire % as trained"]
+    heads = ["variant", "seed", "train s", "epoch kept", "synthetic %", "pool fire % as trained"]
     for n in real:
         heads += [f"{n} keywords, mean", f"{n} all clips, mean"]
     rates = ", ".join(f"{100 * r:.0f}" for r in SUMMARY_RATES)

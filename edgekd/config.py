@@ -140,6 +140,18 @@ class TrainConfig(SpecAugmentFields):
     mixup: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0  # Beta(a, a) feature mixup; 0 = off
     ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # EMA of student weights; 0 = off
     patience: NonNegInt = 0  # stop after this many epochs without a better validation score; 0 = off
+    # the float student's weights kept: "best" = the epoch with the best synthetic validation accuracy,
+    # "last" = where the schedule ends. QAT always keeps its best agreement with the float student
+    keep: Literal["best", "last"] = "best"
+
+    @model_validator(mode="after")
+    def _keep(self) -> TrainConfig:
+        if self.keep == "last" and self.patience:
+            raise ValueError(
+                f"keep 'last' with patience {self.patience}: early stopping picks the best epoch, which "
+                "'last' never keeps; set patience to 0, or keep to 'best'"
+            )
+        return self
 
 
 Temperature = Annotated[float, Field(gt=0.0, le=20.0)]

@@ -120,6 +120,12 @@ def test_the_teachers_operating_point_needs_an_unknown_class() -> None:
     assert "_unknown_" not in cfg.classes
 
 
+def test_keeping_the_last_epoch_rules_out_early_stopping() -> None:
+    with pytest.raises(ConfigError, match="keep 'last' with patience 3"):
+        load_config("esp32s3", overrides=["train.keep=last", "train.patience=3"])
+    assert load_config("esp32s3", overrides=["train.keep=last"]).train.keep == "last"
+
+
 def test_domain_adversarial_training_needs_real_unlabelled_audio() -> None:
     with pytest.raises(ConfigError, match="set data.unlabeled"):
         load_config("esp32s3", overrides=["distill.domain_weight=0.3", "data.unlabeled=null"])

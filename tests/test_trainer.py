@@ -391,6 +391,23 @@ def test_patience_stops_early_and_restores_the_best_epoch(data) -> None:
     assert not no_stop.stopped_early and len(no_stop.history) == 8
 
 
+def test_keep_last_returns_the_final_weights_not_the_best_epoch(data) -> None:
+    """`keep_last` hands back where the schedule ended even when validation preferred an earlier epoch
+    (the float student's synthetic split can pick a mid-schedule epoch on one clip's margin)."""
+    x_tr, y_tr, x_val, y_val = data
+    spec = FitSpec(epochs=4, lr=2e-2, batch_size=32, keep_last=True)
+    model = Net()
+    result = train(model, data, spec, before_eval=_wreck_from(3))
+    accs = [row["val_accuracy"] for row in result.history]
+    assert max(accs[:2]) > 0.9 and accs[-1] < 0.5  # validation preferred epochs 1-2
+    assert result.best_epoch == 4 and result.best_val_accuracy == accs[-1]
+    assert accuracy(model, x_val, y_val) == pytest.approx(accs[-1])
+    best = Net()
+    kept = train(best, data, FitSpec(epochs=4, lr=2e-2, batch_size=32), before_eval=_wreck_from(3))
+    assert kept.best_epoch <= 2
+    assert accuracy(best, x_val, y_val) > 0.9
+
+
 def test_ema_weights_are_evaluated_and_restored(data) -> None:
     """With EMA, validation sees the averaged weights and the model comes back with the best averaged
     state, not the raw weights; the average lags the raw weights (it is closer to the start)."""

@@ -48,6 +48,7 @@ def float_spec(cfg: BuildConfig, use_teacher: bool) -> FitSpec:
         mixup=t.mixup,
         ema_decay=t.ema_decay,
         patience=t.patience,
+        keep_last=t.keep == "last",
     )
 
 

@@ -1,12 +1,12 @@
 """One training loop for every model edgekd trains: teacher heads and fine-tunes, the student, QAT.
 
 The loop keeps the checkpoint with the best validation accuracy (restored at the end; with EMA, the
-best averaged weights), or the best agreement with reference predictions where the data gives them (QAT
-keeps the epoch that reproduces the float student best, not the one a clip or two of labels favour),
-stops early after `patience` epochs without improvement, shows a progress bar with an ETA, and logs
-every loss component, the gradient norm, alpha, T and the learning rate per step (TensorBoard, when
-given a log dir) and per epoch (the history the report plots). Steps whose logits or loss are not
-finite are skipped and counted, never applied; too many stop the run.
+best averaged weights; `keep_last`: the final ones), or the best agreement with reference predictions
+where the data gives them (QAT keeps the epoch that reproduces the float student best, not the one a clip
+or two of labels favour), stops early after `patience` epochs without improvement, shows a progress bar
+with an ETA, and logs every loss component, the gradient norm, alpha, T and the learning rate per step
+(TensorBoard, when given a log dir) and per epoch (the history the report plots). Steps whose logits or
+loss are not finite are skipped and counted, never applied; too many stop the run.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class FitSpec:
     mixup: float = 0.0  # Beta(a, a) mixing of inputs, labels and teacher distributions; 0 = off
     ema_decay: float = 0.0
     patience: int = 0  # epochs without a better validation accuracy before stopping; 0 = never
+    keep_last: bool = False  # keep the final weights instead of the best validation epoch's
     warmup_epochs: float = 1.0
     domain_weight: float = 0.0  # DANN between labelled (synthetic) and unlabelled (real) rows; 0 = off
 
@@ -355,7 +356,7 @@ def fit(
             writer.add_scalar(f"{desc}/val_accuracy", val_acc, step)
         bar.set_postfix(loss=f"{hist['loss']:.3f}", val=f"{val_acc:.3f}")
         score = val_acc if agreement is None else agreement
-        if score >= best_score:
+        if spec.keep_last or score >= best_score:
             best_score, result.best_val_accuracy, result.best_epoch = score, val_acc, epoch + 1
             result.best_val_agreement = agreement
             best_state = copy.deepcopy(evaluated.state_dict())
