@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from edgekd.errors import ConfigError
 from edgekd.stats import MEDIAN
@@ -144,14 +152,17 @@ class TrainConfig(SpecAugmentFields):
     # "last" = where the schedule ends. QAT always keeps its best agreement with the float student
     keep: Literal["best", "last"] = "best"
 
-    @model_validator(mode="after")
-    def _keep(self) -> TrainConfig:
-        if self.keep == "last" and self.patience:
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, keep: str, info: ValidationInfo) -> str:
+        """On the field, so that the error names the layer that set `keep` (patience is validated first)."""
+        patience = info.data.get("patience", 0)
+        if keep == "last" and patience:
             raise ValueError(
-                f"keep 'last' with patience {self.patience}: early stopping picks the best epoch, which "
-                "'last' never keeps; set patience to 0, or keep to 'best'"
+                f"keep 'last' with patience {patience}: early stopping picks the best epoch, which 'last' "
+                "never keeps; set patience to 0, or keep to 'best'"
             )
-        return self
+        return keep
 
 
 Temperature = Annotated[float, Field(gt=0.0, le=20.0)]

@@ -121,7 +121,7 @@ def test_the_teachers_operating_point_needs_an_unknown_class() -> None:
 
 
 def test_keeping_the_last_epoch_rules_out_early_stopping() -> None:
-    with pytest.raises(ConfigError, match="keep 'last' with patience 3"):
+    with pytest.raises(ConfigError, match=r"--set train\.keep=last: .*keep 'last' with patience 3"):
         load_config("esp32s3", overrides=["train.keep=last", "train.patience=3"])
     assert load_config("esp32s3", overrides=["train.keep=last"]).train.keep == "last"
 
