@@ -8,6 +8,7 @@
     python bench/bench_real.py --build build/esp32s3 --fire-rate 0.1 # + keywords at a held false-fire rate
     python bench/bench_real.py --build build/esp32s3 --curve         # + keywords vs all clips, 1-20 % fires
     python bench/bench_real.py --build build/esp32s3 --by-speaker    # + keyword accuracy per real speaker
+    python bench/bench_real.py --build build/esp32s3 --by-class      # + per keyword, and what it is heard as
 
 Every runtime of the build (teacher, float students, fake-quant, INT8 ONNX / LiteRT / TFLite Micro)
 on the real folder, with 95 % intervals: "keywords" is the mean of the per-keyword accuracies (Wilson
@@ -32,7 +33,10 @@ called keywords, so two builds compare along the whole curve instead of at the o
 
 `--by-speaker` breaks each folder's keyword clips down by the person who spoke them (as shipped: argmax),
 with the share each runtime calls `_unknown_`: whether a build fails everyone a little or some people
-entirely, and whether the student fails the people its teacher fails.
+entirely, and whether the student fails the people its teacher fails. `--by-class` does the same per
+keyword and names what the device most often hears instead: a word lost to `_unknown_` points at the other
+words the recipe teaches (an `_unknown_` word that begins like a keyword), one lost to another keyword at the
+pair the student cannot tell apart.
 """
 
 from __future__ import annotations
@@ -219,40 +223,53 @@ def curve_table(h: HeldScores) -> tuple[str, dict]:
     return table(heads, rows), record
 
 
-def speaker_table(h: HeldScores, folder: str) -> tuple[str, dict]:
-    """Per speaker of `folder` (fewest right on the device first): keyword clips right and called
-    `_unknown_`, per runtime, as shipped."""
+def breakdown_table(h: HeldScores, folder: str, by: str) -> tuple[str, dict]:
+    """Keyword clips of `folder` per speaker or per keyword (`by`: "speaker" | "class"; fewest right on
+    the device first), as shipped: per runtime the clips right and the share called `_unknown_`, and the
+    device's commonest wrong call — whether a build fails everyone a little or some people or words
+    entirely, whether the student fails where its teacher fails, and what it hears instead."""
     s = h.real[folder]
     keyword = np.isin(s.y, h.keywords)
+    groups = s.groups if by == "speaker" else np.asarray(h.cfg.classes)[s.y]
     runtimes = [r for r in CURVE_RUNTIMES if r in s.logits]
     pred = {rt: s.logits[rt].argmax(1) for rt in runtimes}
     unknown = h.cfg.classes.index("_unknown_") if "_unknown_" in h.cfg.classes else -1
+    device = runtimes[-1]
     record = {}
-    for spk in sorted(set(s.groups[keyword])):
-        m = keyword & (s.groups == spk)
-        n = int(m.sum())
-        record[str(spk)] = {"n": n} | {
-            rt: {
-                "right": int((pred[rt][m] == s.y[m]).sum()),
-                "unknown": int((pred[rt][m] == unknown).sum()),
-            }
-            for rt in runtimes
+    for g in sorted(set(groups[keyword])):
+        m = keyword & (groups == g)
+        wrong = pred[device][m][pred[device][m] != s.y[m]]
+        common = np.bincount(wrong, minlength=len(h.cfg.classes)) if len(wrong) else None
+        record[str(g)] = {
+            "n": int(m.sum()),
+            **{
+                rt: {
+                    "right": int((pred[rt][m] == s.y[m]).sum()),
+                    "unknown": int((pred[rt][m] == unknown).sum()),
+                }
+                for rt in runtimes
+            },
+            "device_commonest_wrong": None
+            if common is None
+            else {"class": h.cfg.classes[int(common.argmax())], "clips": int(common.max())},
         }
-    order = sorted(record, key=lambda k: record[k][runtimes[-1]]["right"] / record[k]["n"])
+    order = sorted(record, key=lambda k: record[k][device]["right"] / record[k]["n"])
     rows = []
-    for spk in order:
-        r = record[spk]
-        cells = [spk.removeprefix("speaker:"), str(r["n"])]
+    for g in order:
+        r = record[g]
+        cells = [g.removeprefix("speaker:"), str(r["n"])]
         for rt in runtimes:
             cells += [
                 ci(r[rt]["right"] / r["n"], *wilson(r[rt]["right"], r["n"])),
                 f"{100 * r[rt]['unknown'] / r['n']:.0f}",
             ]
+        c = r["device_commonest_wrong"]
+        cells.append("—" if c is None else f"{c['class']} ({100 * c['clips'] / r['n']:.0f} %)")
         rows.append(cells)
-    heads = ["speaker", "keyword clips"]
+    heads = [by, "keyword clips"]
     for rt in runtimes:
         heads += [f"{rt} % [95% CI]", "→ _unknown_ %"]
-    return table(heads, rows), record
+    return table([*heads, f"{device}: commonest wrong call"], rows), record
 
 
 def fire_rate_arg(value: str) -> float | str:
@@ -290,6 +307,9 @@ def main() -> int:
     )
     ap.add_argument(
         "--by-speaker", action="store_true", help="also tabulate keyword accuracy per speaker of each folder"
+    )
+    ap.add_argument(
+        "--by-class", action="store_true", help="also tabulate accuracy and wrong calls per keyword"
     )
     ap.add_argument("--pool-windows", type=int, default=1500, help="pool windows for --fire-rate and --curve")
     args = ap.parse_args()
@@ -340,7 +360,7 @@ def main() -> int:
         on_pool = args.fire_rate is not None or args.curve
         held = (
             held_scores(build, folders, args.pool_windows if on_pool else 0)
-            if on_pool or args.by_speaker
+            if on_pool or args.by_speaker or args.by_class
             else None
         )
         if held is not None and args.fire_rate is not None:
@@ -353,11 +373,13 @@ def main() -> int:
             text, record["curve"] = curve_table(held)
             print(f"### keywords against all clips, at pool fire rates ({args.pool_windows} pool windows)\n")
             print(text, "\n")
-        if held is not None and args.by_speaker:
-            record["by_speaker"] = {}
+        for by, wanted in (("speaker", args.by_speaker), ("class", args.by_class)):
+            if held is None or not wanted:
+                continue
+            record[f"by_{by}"] = {}
             for name in held.real:
-                text, record["by_speaker"][name] = speaker_table(held, name)
-                print(f"### {name}: keyword clips by speaker, as shipped\n")
+                text, record[f"by_{by}"][name] = breakdown_table(held, name, by)
+                print(f"### {name}: keyword clips by {by}, as shipped\n")
                 print(text, "\n")
         if args.json:
             Path(args.json).write_text(json.dumps(record, indent=1))
