@@ -41,6 +41,10 @@ COMMON_WORDS = (
 
 SPEAKABLE = re.compile(r"^[a-z][a-z' -]*[a-z]$|^[a-z]$")
 STRESS = str.maketrans("", "", "',_:!=#")  # espeak-ng -x stress, length and syllable marks
+# Vowels espeak-ng's en-us keeps apart that nearly every living accent has merged, written as one: the
+# FORCE and NORTH vowels of the horse-hoarse merger ("four" fo@ and "for" fO@, "wore" and "war"). Kept
+# apart, "four" passed as a keyword beside an `_unknown_` "for", and every default word checked against it.
+MERGED = (("o@", "O@"),)
 
 
 class WordError(ValueError):
@@ -51,6 +55,12 @@ def normalise(word: str) -> str:
     return " ".join(word.lower().split())
 
 
+def _merge(sounds: str) -> str:
+    for kept_apart, heard_as in MERGED:
+        sounds = sounds.replace(kept_apart, heard_as)
+    return sounds
+
+
 @lru_cache(maxsize=64)
 def _phonemes(words: tuple[str, ...]) -> tuple[str, ...] | None:
     espeak = shutil.which("espeak-ng")
@@ -59,7 +69,7 @@ def _phonemes(words: tuple[str, ...]) -> tuple[str, ...] | None:
     out = subprocess.run(
         [espeak, "-q", "-x", "-v", "en-us"], input="\n".join(words) + "\n", capture_output=True, text=True
     )
-    lines = [line.strip().translate(STRESS) for line in out.stdout.splitlines() if line.strip()]
+    lines = [_merge(line.strip().translate(STRESS)) for line in out.stdout.splitlines() if line.strip()]
     return tuple(lines) if out.returncode == 0 and len(lines) == len(words) else None
 
 

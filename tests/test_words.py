@@ -52,6 +52,8 @@ def test_spelling_problems_name_the_word_and_the_fix(
         (["two", "to"], [], "keywords 'two' and 'to' sound the same"),
         (["two"], ["to"], "unknown word 'to' sounds like keyword 'two'"),
         (["eight"], ["ate lunch"], "unknown word 'ate lunch' contains keyword 'eight'"),
+        (["four"], ["for"], "unknown word 'for' sounds like keyword 'four'"),  # espeak-ng: fo@ / fO@
+        (["four", "for"], [], "keywords 'four' and 'for' sound the same"),
     ],
 )
 def test_sound_alike_problems_are_caught_by_phonemes(
