@@ -34,9 +34,8 @@ called keywords, so two builds compare along the whole curve instead of at the o
 `--by-speaker` breaks each folder's keyword clips down by the person who spoke them (as shipped: argmax),
 with the share each runtime calls `_unknown_`: whether a build fails everyone a little or some people
 entirely, and whether the student fails the people its teacher fails. `--by-class` does the same per
-keyword and names what the device most often hears instead: a word lost to `_unknown_` points at the other
-words the recipe teaches (an `_unknown_` word that begins like a keyword), one lost to another keyword at the
-pair the student cannot tell apart.
+keyword and names what the device most often hears instead: whether a word is lost to `_unknown_` or to
+another keyword, and whether the teacher loses it too.
 """
 
 from __future__ import annotations
@@ -49,7 +48,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -223,11 +222,11 @@ def curve_table(h: HeldScores) -> tuple[str, dict]:
     return table(heads, rows), record
 
 
-def breakdown_table(h: HeldScores, folder: str, by: str) -> tuple[str, dict]:
-    """Keyword clips of `folder` per speaker or per keyword (`by`: "speaker" | "class"; fewest right on
-    the device first), as shipped: per runtime the clips right and the share called `_unknown_`, and the
-    device's commonest wrong call — whether a build fails everyone a little or some people or words
-    entirely, whether the student fails where its teacher fails, and what it hears instead."""
+def breakdown_table(h: HeldScores, folder: str, by: Literal["speaker", "class"]) -> tuple[str, dict]:
+    """Keyword clips of `folder` per speaker or per keyword (fewest right on the device first), as
+    shipped: per runtime the clips right and the share called `_unknown_`, and the device's commonest wrong
+    call — whether a build fails everyone a little or some people or words entirely, whether the student
+    fails where its teacher fails, and what it hears instead."""
     s = h.real[folder]
     keyword = np.isin(s.y, h.keywords)
     groups = s.groups if by == "speaker" else np.asarray(h.cfg.classes)[s.y]

@@ -43,7 +43,7 @@ SPEAKABLE = re.compile(r"^[a-z][a-z' -]*[a-z]$|^[a-z]$")
 STRESS = str.maketrans("", "", "',_:!=#")  # espeak-ng -x stress, length and syllable marks
 # Vowels espeak-ng's en-us keeps apart that nearly every living accent has merged, written as one: the
 # FORCE and NORTH vowels of the horse-hoarse merger ("four" fo@ and "for" fO@, "wore" and "war"). Kept
-# apart, "four" passed as a keyword beside an `_unknown_` "for", and every default word checked against it.
+# apart, a keyword "four" passed the sound-alike check beside an `_unknown_` "for".
 MERGED = (("o@", "O@"),)
 
 
