@@ -145,7 +145,8 @@ class TrainConfig(SpecAugmentFields):
     freq_mask_width: MaskWidth = 5
     time_masks: MaskCount = 1
     time_mask_width: MaskWidth = 10
-    mixup: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0  # Beta(a, a) feature mixup; 0 = off
+    # Beta(a, a) mixup of the labelled rows (inputs, labels, soft labels, embeddings); pool rows pass unmixed
+    mixup: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0  # 0 = off
     ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # EMA of student weights; 0 = off
     patience: NonNegInt = 0  # stop after this many epochs without a better validation score; 0 = off
     # the float student's weights kept: "best" = the epoch with the best synthetic validation accuracy,

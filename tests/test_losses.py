@@ -1,7 +1,8 @@
 """distill_loss: the per-example CE / KD / feature mix, checked against hand-written formulas and autograd.
 
 Labelled rows get (1 - alpha) CE + alpha T^2 KL(teacher || student); unlabeled rows (label -1) get
-only the KD term, times the unlabeled weight; float [N, C] labels are mixup soft targets.
+only the KD term, times the unlabeled weight; float [N, C] labels are mixup soft targets (an all-zero row
+is unlabeled).
 """
 
 from __future__ import annotations
@@ -341,6 +342,24 @@ def test_mixed_soft_labels_mix_the_cross_entropies(batch) -> None:
     assert loss.item() == pytest.approx(expected, rel=1e-5) and parts["ce"] == pytest.approx(
         expected, rel=1e-5
     )
+
+
+def test_an_all_zero_soft_label_row_is_an_unlabeled_row(batch) -> None:
+    """Mixup leaves the pool's rows unmixed with an all-zero target: the loss must be the index-label
+    loss with -1 there (KD only, times the unlabeled weight), gradients included."""
+    student, labels, teacher = batch
+    y = _with_unlabeled(labels)
+    soft = F.one_hot(labels, 5).float()
+    soft[UNLAB_ROWS] = 0.0
+    results = []
+    for target in (y, soft):
+        s = student.clone().requires_grad_(True)
+        loss, parts = loss_of(s, target, teacher, alpha=0.3, temperature=2.0, unlabeled=0.5)
+        loss.backward()
+        results.append((loss.item(), parts["ce"], s.grad))
+    (l_idx, ce_idx, g_idx), (l_soft, ce_soft, g_soft) = results
+    assert l_soft == pytest.approx(l_idx, rel=1e-6) and ce_soft == pytest.approx(ce_idx, rel=1e-6)
+    torch.testing.assert_close(g_soft, g_idx)
 
 
 # --- top-k subset KD ---------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from edgekd.train.trainer import (
     FitSpec,
     Hooks,
     TrainData,
+    _mix,
     fit,
     predict,
     resolve_device,
@@ -364,12 +365,37 @@ def test_unlabeled_rows_without_soft_labels_raise(data) -> None:
         train(Net(), data, y=y)
 
 
-def test_mixup_skips_batches_with_unlabeled_rows_and_still_trains(data) -> None:
+def test_mixup_mixes_the_labelled_rows_and_passes_the_pool_rows_unmixed() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 1, 4, 3, generator=g)
+    y = torch.tensor([0, -1, 2, 1, -1, 2, 0, -1])
+    torch.manual_seed(0)
+    mixed, targets, lam, perm = _mix(g, 0.4, x, y, 3)
+    pool = y == -1
+    assert torch.equal(perm[pool], torch.nonzero(pool).flatten())  # their own partner
+    assert (
+        bool((y[perm[~pool]] != -1).all())
+        and sorted(perm[~pool].tolist()) == torch.nonzero(~pool).flatten().tolist()
+    )
+    torch.testing.assert_close(mixed[pool], x[pool])
+    torch.testing.assert_close(mixed[~pool], lam * x[~pool] + (1 - lam) * x[perm[~pool]])
+    assert bool((targets[pool] == 0).all())  # no label to mix: distill_loss reads the row as unlabeled
+    torch.testing.assert_close(targets[~pool].sum(-1), torch.ones(int((~pool).sum())))
+
+
+def test_mixup_acts_on_batches_that_hold_pool_rows(data) -> None:
+    """Every batch of a half-unlabeled set holds pool rows (as with a recipe's real pool): mixup must still
+    change the training, and the model still learns."""
     x_tr, y_tr, x_val, y_val = data
     y = np.where(np.arange(len(y_tr)) % 2 == 0, y_tr, -1)
-    spec = FitSpec(epochs=3, lr=2e-2, batch_size=32, alpha=Schedule(0.5), mixup=0.4)
-    result = train(Net(), data, spec, y=y, soft=teacher_soft(y_tr))
-    assert result.skipped_steps == 0 and result.best_val_accuracy > 0.9
+    states = {}
+    for mix in (0.0, 0.4):
+        model = Net()
+        spec = FitSpec(epochs=3, lr=2e-2, batch_size=32, alpha=Schedule(0.5), mixup=mix)
+        result = train(model, data, spec, y=y, soft=teacher_soft(y_tr))
+        assert result.skipped_steps == 0 and result.best_val_accuracy > 0.9
+        states[mix] = params_of(model)
+    assert any(not torch.equal(states[0.0][k], states[0.4][k]) for k in states[0.0]), "mixup changed nothing"
 
 
 # --- early stopping, EMA, mixup ----------------------------------------------------------------------

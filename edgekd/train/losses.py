@@ -59,13 +59,13 @@ def distill_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its components for logging.
 
-    `labels` may be one-hot-mixed (float [N, C], mixup) or class indices with -1 for unlabeled rows;
+    `labels` may be one-hot-mixed (float [N, C], mixup; an all-zero row is unlabeled) or class indices with
+    -1 for unlabeled rows;
     `feature_error` is the per-example feature-matching MSE (NaN rows masked).
     """
-    n = student_logits.shape[0]
     logp = F.log_softmax(student_logits.float(), dim=-1)
-    if labels.dtype.is_floating_point:  # soft (mixup) targets: every row is labelled
-        labelled = torch.ones(n, dtype=torch.bool, device=labels.device)
+    if labels.dtype.is_floating_point:  # soft (mixup) targets; an unlabeled row has no mass
+        labelled = labels.sum(-1) > 0
         smooth = w.label_smoothing / logp.shape[-1]
         ce_rows = -((labels * (1 - w.label_smoothing) + smooth) * logp).sum(-1)
     else:

@@ -161,10 +161,18 @@ class _Ema:
 def _mix(
     gen: torch.Generator, a: float, x: torch.Tensor, y: torch.Tensor, n_cls: int
 ) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
-    """Mixup of a batch with its own permutation: inputs and one-hot labels (teacher side: `_mix_teacher`)."""
+    """Mixup of a batch's labelled rows among themselves: inputs and one-hot labels (teacher side:
+    `_mix_teacher`).
+
+    Unlabeled rows (the real pool) are their own partner, so they pass unmixed, and their target row is
+    all zeros, which `distill_loss` reads as unlabeled: a pool window has no label to mix, and mixing it into
+    a synthetic row would hand the critic and the feature term rows that are neither domain.
+    """
     lam = float(torch.distributions.Beta(a, a).sample()) if a > 0 else 1.0
-    perm = torch.randperm(len(x), generator=gen).to(x.device)
-    onehot = torch.nn.functional.one_hot(y.clamp_min(0), n_cls).float()
+    labelled = torch.nonzero(y != UNLABELED).flatten()
+    perm = torch.arange(len(x), device=x.device)
+    perm[labelled] = labelled[torch.randperm(len(labelled), generator=gen).to(x.device)]
+    onehot = torch.nn.functional.one_hot(y.clamp_min(0), n_cls).float() * (y != UNLABELED).unsqueeze(-1)
     return lam * x + (1 - lam) * x[perm], lam * onehot + (1 - lam) * onehot[perm], lam, perm
 
 
@@ -272,7 +280,7 @@ def fit(
             buffers = list(model.buffers())
             saved = [b.detach().clone() for b in buffers]
             targets: torch.Tensor = yb
-            mixed = spec.mixup > 0 and bool((yb != UNLABELED).all())
+            mixed = spec.mixup > 0 and int((yb != UNLABELED).sum()) > 1
             if mixed:
                 xb, targets, lam, perm = _mix(gen, spec.mixup, xb, yb, n_classes)
             with torch.autocast(device.type, dtype=torch.float16, enabled=fp16 and device.type == "cuda"):
