@@ -169,10 +169,11 @@ def _mix(
     a synthetic row would hand the critic and the feature term rows that are neither domain.
     """
     lam = float(torch.distributions.Beta(a, a).sample()) if a > 0 else 1.0
-    labelled = torch.nonzero(y != UNLABELED).flatten()
+    is_labelled = y != UNLABELED
+    labelled = torch.nonzero(is_labelled).flatten()
     perm = torch.arange(len(x), device=x.device)
     perm[labelled] = labelled[torch.randperm(len(labelled), generator=gen).to(x.device)]
-    onehot = torch.nn.functional.one_hot(y.clamp_min(0), n_cls).float() * (y != UNLABELED).unsqueeze(-1)
+    onehot = torch.nn.functional.one_hot(y.clamp_min(0), n_cls).float() * is_labelled.unsqueeze(-1)
     return lam * x + (1 - lam) * x[perm], lam * onehot + (1 - lam) * onehot[perm], lam, perm
 
 
