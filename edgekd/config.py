@@ -146,6 +146,7 @@ class TrainConfig(SpecAugmentFields):
     time_masks: MaskCount = 1
     time_mask_width: MaskWidth = 10
     # Beta(a, a) mixup of the labelled rows (inputs, labels, soft labels, embeddings); pool rows pass unmixed
+    # off: 0.4 lost 7 keyword points of real-commands-dev over six kws12 seeds, synthetic held (DESIGN)
     mixup: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0  # 0 = off
     ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # EMA of student weights; 0 = off
     patience: NonNegInt = 0  # stop after this many epochs without a better validation score; 0 = off
