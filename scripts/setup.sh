@@ -99,7 +99,7 @@ fetch_real_speech() {
     && deb=$(ls "$stage"/*.deb) && mkdir "$stage/root" \
     && dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$stage/root" --wildcards './usr/share/doc/*' "$keep" \
     && dpkg-deb -f "$deb" Package Version >"$stage/root/$REAL_SPEECH_MARKER"; then
-    rm -rf "${REAL_POOL:?}/$pkg" && mv "$stage/root" "$REAL_POOL/$pkg" && ok=0
+    rm -rf "${REAL_POOL:?}/$pkg" "$REAL_POOL/.edgekd-16k/$pkg" && mv "$stage/root" "$REAL_POOL/$pkg" && ok=0
   fi
   rm -rf "$stage"
   return $ok
@@ -121,4 +121,7 @@ PY=${PYTHON:-python3}
 # torch first and pinned: any other route lets pip pick a CUDA build of several GB.
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -c requirements/constraints.txt -e ".[dev]"
+# The long sources decoded once to 16 kHz float32 twins (~1.5 GB beside the pool's 0.4 GB): every build's
+# stream stage reads six hours of them, and decoding them there cost ~70 CPU seconds a build. Resumable.
+EDGEKD_REAL_POOL=$REAL_POOL .venv/bin/python -m edgekd.data.real_pool
 echo "edgekd: environment ready in .venv (activate with: source .venv/bin/activate)"

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from scipy.signal import resample_poly
 
-from edgekd.audio.io import SAMPLE_RATE, fix_length, read_wav, to_pcm16, write_wav
+from edgekd.audio.io import SAMPLE_RATE, fix_length, read_wav, resample, to_pcm16, write_wav
 from edgekd.errors import DataError
 
 
@@ -26,6 +27,16 @@ def test_resamples_44k1_to_16k_keeping_pitch(tmp_path: Path) -> None:
     spectrum = np.abs(np.fft.rfft(x))
     assert abs(np.argmax(spectrum) * SAMPLE_RATE / len(x) - 440.0) < 3.0
     assert np.max(np.abs(x)) == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.parametrize("sr", [8000, 22050, 44100, 48000])
+def test_resampling_with_the_cached_filter_equals_scipys_default(sr: int) -> None:
+    """The filter designed once per rate pair is the one resample_poly designs itself: same samples."""
+    x = np.random.default_rng(sr).uniform(-0.9, 0.9, sr // 3).astype(np.float32)
+    up, down = SAMPLE_RATE // np.gcd(SAMPLE_RATE, sr), sr // np.gcd(SAMPLE_RATE, sr)
+    expected = np.clip(resample_poly(x, up, down).astype(np.float32), -1.0, 1.0)
+    for _ in range(2):  # the second call reads the cached filter, which the first must not have changed
+        np.testing.assert_array_equal(resample(x, sr), expected)
 
 
 def test_mixes_stereo_to_mono(tmp_path: Path) -> None:

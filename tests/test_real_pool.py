@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edgekd.audio.io import SAMPLE_RATE, to_pcm16
+from edgekd.audio.io import SAMPLE_RATE, read_wav, to_pcm16
 from edgekd.config import load_config
 from edgekd.data.real_pool import (
     HELD_OUT_SOURCES,
@@ -22,8 +22,11 @@ from edgekd.data.real_pool import (
     SETUP,
     SOURCES,
     SPEECH_FLOOR_DBFS,
+    decode_pool,
+    decoded_twin,
     is_check_file,
     negative_recordings,
+    pool_fingerprint,
     pool_licences,
     pool_root,
     resolve_pool,
@@ -231,6 +234,30 @@ def test_negative_recordings_calibrate_and_report_on_different_files_without_eng
     assert sorted(negative_recordings("train", 0, seed=1)[0].files) == sorted(calibration[0].files)
 
 
+def test_decoded_twins_read_as_the_files_do_and_never_go_stale(fake_root: Path) -> None:
+    """setup's decoded twins give every recording bit for bit (a 44.1 kHz file included: the twin holds
+    the resampled samples), are read instead of the files, stay out of the pool's listing, and a file
+    that changed is decoded again rather than read from an old twin."""
+    _fake_pool(fake_root, dict.fromkeys(NEGATIVE_SOURCES, 6))
+    tux = fake_root / SOURCES["tuxpaint-desc"].package / "usr/share/tuxpaint/stamps/wide_desc_fr.ogg"
+    sf.write(str(tux), 0.3 * np.random.default_rng(1).standard_normal(44100).astype(np.float32), 44100)
+    before = negative_recordings("all", 0, seed=0)
+    fingerprint = pool_fingerprint("tuxpaint-desc")
+    assert decode_pool(progress=False) == 3 * 6 + 1
+    assert decode_pool(progress=False) == 0  # resumable: twins already written are kept
+    after = negative_recordings("all", 0, seed=0)
+    for old, new in zip(before, after, strict=True):
+        assert old.files == new.files
+        np.testing.assert_array_equal(old.audio, new.audio)
+    assert pool_fingerprint("tuxpaint-desc") == fingerprint
+    twin = decoded_twin(tux)
+    np.save(twin, np.full(len(np.load(twin)), 0.5, np.float32))  # what only the twin holds
+    assert np.any(negative_recordings("all", 0, seed=0)[2].audio == 0.5)
+    sf.write(str(tux), 0.3 * np.random.default_rng(2).standard_normal(22050).astype(np.float32), 44100)
+    assert not decoded_twin(tux).is_file()  # another size: the old twin is not this file's
+    assert not np.any(negative_recordings("all", 0, seed=0)[2].audio == 0.5)
+
+
 def test_a_list_of_files_reads_like_a_folder(fake_root: Path) -> None:
     _fake_pool(fake_root, {"fillets-nl": 3})
     files = resolve_pool("fillets-nl")
@@ -295,6 +322,18 @@ def test_real_pool_flows_through_load_unlabeled() -> None:
     assert pool.clips.shape == (8, SAMPLE_RATE)
     assert pool.sources == {name: 2 for name in POOLS["debian-speech"]}
     assert pool.files < 20  # a few files per source, not the thousands the pool holds
+
+
+def test_the_decoded_twins_setup_wrote_hold_the_real_files_samples() -> None:
+    """On the unpacked pool: a few files of each long source (44.1 and 22.05 kHz .ogg) read from their
+    twins exactly as decoded now. Skips, saying so, where setup has not decoded them."""
+    _real_pool()
+    files = [f for name in NEGATIVE_SOURCES for f in resolve_sources(name, "check")[name][:3]]
+    twins = [decoded_twin(f) for f in files]
+    if not all(t.is_file() for t in twins):
+        pytest.skip(f"the pool's decoded twins are not written in {pool_root()}: run {SETUP}")
+    for path, twin in zip(files, twins, strict=True):
+        np.testing.assert_array_equal(np.load(twin), read_wav(path, allow_clipped=True, allow_silent=True))
 
 
 def test_a_recipe_that_trains_on_the_pool_names_the_fix_when_it_is_missing(fake_root: Path) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 
 from edgekd.artifacts import atomic_path
 from edgekd.errors import DataError
@@ -82,8 +83,21 @@ def resample(x: np.ndarray, sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray
     x = np.asarray(x, dtype=np.float32)
     if sr != target_sr:
         ratio = Fraction(target_sr, sr)
-        x = resample_poly(x, ratio.numerator, ratio.denominator).astype(np.float32)
+        taps = anti_alias_taps(ratio.numerator, ratio.denominator)
+        x = resample_poly(x, ratio.numerator, ratio.denominator, window=taps).astype(np.float32)
     return np.clip(x, -1.0, 1.0)
+
+
+@lru_cache(maxsize=8)
+def anti_alias_taps(up: int, down: int) -> np.ndarray:
+    """The low-pass filter `resample_poly` designs by default (Kaiser, beta 5, cutoff at the lower
+    Nyquist, 10 taps per phase each side), designed once per rate pair: scipy designs it on every call,
+    and for 44.1 kHz (8,821 taps) that took a fifth of the time of reading the speech pool's files.
+    float32 as scipy makes it for float32 audio, so the output is bit-identical to the default's."""
+    rate = max(up, down)
+    taps = firwin(2 * 10 * rate + 1, 1.0 / rate, window=("kaiser", 5.0)).astype(np.float32)
+    taps.flags.writeable = False  # shared by every call; resample_poly works on its own copy
+    return taps
 
 
 def fix_length(x: np.ndarray, n: int) -> np.ndarray:

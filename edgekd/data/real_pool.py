@@ -29,6 +29,7 @@ from edgekd.errors import DataError
 
 PREFIX = "builtin:"  # data.unlabeled: builtin:NAME names a pool; anything else is a folder
 MARKER = ".edgekd-unpacked"  # written last by scripts/setup.sh (keep the two in step)
+DECODED = ".edgekd-16k"  # below the pool root: `decode_pool`'s float32 16 kHz twins of the long sources
 SETUP = "scripts/setup.sh"
 SPEECH_FLOOR_DBFS = -45.0  # `windows` skips windows quieter than this RMS: pauses, not speech
 CHECK_SHARE = 5  # one file in CHECK_SHARE (by a hash of its path) is kept for checks, never trained on
@@ -306,7 +307,7 @@ def negative_recording(name: str, part: Part, minutes: float, seed: int) -> Reco
     parts, used, have = [], [], 0
     for i in order:
         try:
-            x = read_wav(files[i], allow_clipped=True, allow_silent=True)
+            x = read_pool_file(files[i])
         except AudioFileError:
             continue
         parts.append(x if share is None else x[: share - have])
@@ -317,3 +318,54 @@ def negative_recording(name: str, part: Part, minutes: float, seed: int) -> Reco
     if not parts:
         raise DataError(f"built-in speech pool {name!r}: no readable audio in its {part} part under {base}")
     return Recording(name, used, np.concatenate(parts).astype(np.float32))
+
+
+# ------------------------------------------------------------------------- decoded twins of long sources
+
+
+def decoded_twin(path: Path) -> Path:
+    """Where `decode_pool` keeps `path` decoded: below `DECODED`, outside every package folder (no source
+    glob sees it), named by the file's size and mtime, so a re-unpacked package never reads a stale twin."""
+    root = pool_root()
+    st = path.stat()
+    return root / DECODED / f"{path.relative_to(root).as_posix()}.{st.st_size}-{int(st.st_mtime)}.npy"
+
+
+def read_pool_file(path: Path) -> np.ndarray:
+    """A pool file as `read_wav(..., allow_clipped=True, allow_silent=True)` returns it: from its decoded
+    twin when setup wrote one (the same float32 samples), else decoded here. Decoding and resampling the
+    six hours of .ogg that every build's stream stage reads cost it ~70 CPU seconds of its ~3 minutes."""
+    twin = decoded_twin(path)
+    if twin.is_file():
+        return np.load(twin)
+    return read_wav(path, allow_clipped=True, allow_silent=True)
+
+
+def decode_pool(progress: bool = True) -> int:
+    """Write the decoded twin of every file `negative_recording` may read (all parts of the negative and
+    held-out sources), atomically, skipping twins already there: run by scripts/setup.sh once the pool
+    is unpacked. Returns how many it wrote; a pool not unpacked is skipped whole (builds say so)."""
+    from tqdm import tqdm
+
+    from edgekd.artifacts import atomic_path
+
+    root = pool_root()
+    sources = [SOURCES[n] for n in NEGATIVE_SOURCES + HELD_OUT_SOURCES]
+    files = [p for s in sources if (root / s.package / MARKER).is_file() for p in s.files(root)]
+    written = 0
+    for path in tqdm(files, desc="decoding the speech pool", unit="file", disable=not progress):
+        twin = decoded_twin(path)
+        if twin.is_file():
+            continue
+        try:
+            x = read_wav(path, allow_clipped=True, allow_silent=True)
+        except AudioFileError:
+            continue  # read again (and skipped) where a build meets it
+        with atomic_path(twin) as tmp, open(tmp, "wb") as f:
+            np.save(f, x)
+        written += 1
+    return written
+
+
+if __name__ == "__main__":
+    print(f"edgekd: {decode_pool()} speech-pool files decoded to {pool_root() / DECODED}")
