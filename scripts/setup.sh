@@ -121,7 +121,7 @@ PY=${PYTHON:-python3}
 # torch first and pinned: any other route lets pip pick a CUDA build of several GB.
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -c requirements/constraints.txt -e ".[dev]"
-# The long sources decoded once to 16 kHz float32 twins (~1.5 GB beside the pool's 0.4 GB): every build's
+# The long sources decoded once to 16 kHz float32 twins (~1.8 GB beside the pool's 0.4 GB): every build's
 # stream stage reads six hours of them, and decoding them there cost ~70 CPU seconds a build. Resumable.
 EDGEKD_REAL_POOL=$REAL_POOL .venv/bin/python -m edgekd.data.real_pool
 echo "edgekd: environment ready in .venv (activate with: source .venv/bin/activate)"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edgekd.audio.io import SAMPLE_RATE, read_wav, to_pcm16
+from edgekd.audio.io import SAMPLE_RATE, AudioFileError, read_wav, to_pcm16
 from edgekd.config import load_config
 from edgekd.data.real_pool import (
     HELD_OUT_SOURCES,
@@ -29,6 +29,7 @@ from edgekd.data.real_pool import (
     pool_fingerprint,
     pool_licences,
     pool_root,
+    read_pool_file,
     resolve_pool,
     resolve_sources,
     windows,
@@ -256,6 +257,9 @@ def test_decoded_twins_read_as_the_files_do_and_never_go_stale(fake_root: Path) 
     sf.write(str(tux), 0.3 * np.random.default_rng(2).standard_normal(22050).astype(np.float32), 44100)
     assert not decoded_twin(tux).is_file()  # another size: the old twin is not this file's
     assert not np.any(negative_recordings("all", 0, seed=0)[2].audio == 0.5)
+    tux.unlink()  # gone between listing and reading: unreadable, named, as before twins
+    with pytest.raises(AudioFileError, match="wide_desc_fr.ogg"):
+        read_pool_file(tux)
 
 
 def test_a_list_of_files_reads_like_a_folder(fake_root: Path) -> None:

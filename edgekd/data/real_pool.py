@@ -29,7 +29,7 @@ from edgekd.errors import DataError
 
 PREFIX = "builtin:"  # data.unlabeled: builtin:NAME names a pool; anything else is a folder
 MARKER = ".edgekd-unpacked"  # written last by scripts/setup.sh (keep the two in step)
-DECODED = ".edgekd-16k"  # below the pool root: `decode_pool`'s float32 16 kHz twins of the long sources
+DECODED = ".edgekd-16k"  # below the pool root: `decode_pool`'s 16 kHz twins (setup.sh clears them too)
 SETUP = "scripts/setup.sh"
 SPEECH_FLOOR_DBFS = -45.0  # `windows` skips windows quieter than this RMS: pauses, not speech
 CHECK_SHARE = 5  # one file in CHECK_SHARE (by a hash of its path) is kept for checks, never trained on
@@ -335,10 +335,9 @@ def read_pool_file(path: Path) -> np.ndarray:
     """A pool file as `read_wav(..., allow_clipped=True, allow_silent=True)` returns it: from its decoded
     twin when setup wrote one (the same float32 samples), else decoded here. Decoding and resampling the
     six hours of .ogg that every build's stream stage reads cost it ~70 CPU seconds of its ~3 minutes."""
-    twin = decoded_twin(path)
-    if twin.is_file():
+    if path.is_file() and (twin := decoded_twin(path)).is_file():
         return np.load(twin)
-    return read_wav(path, allow_clipped=True, allow_silent=True)
+    return read_wav(path, allow_clipped=True, allow_silent=True)  # a file gone since listed: unreadable
 
 
 def decode_pool(progress: bool = True) -> int:
