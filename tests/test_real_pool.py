@@ -254,6 +254,9 @@ def test_decoded_twins_read_as_the_files_do_and_never_go_stale(fake_root: Path) 
     twin = decoded_twin(tux)
     np.save(twin, np.full(len(np.load(twin)), 0.5, np.float32))  # what only the twin holds
     assert np.any(negative_recordings("all", 0, seed=0)[2].audio == 0.5)
+    twin.write_bytes(b"not an array")  # damaged: the file is decoded instead
+    np.testing.assert_array_equal(negative_recordings("all", 0, seed=0)[2].audio, after[2].audio)
+    np.save(twin, np.full(len(after[2].audio), 0.5, np.float32))  # an old twin, for the staleness check
     sf.write(str(tux), 0.3 * np.random.default_rng(2).standard_normal(22050).astype(np.float32), 44100)
     assert not decoded_twin(tux).is_file()  # another size: the old twin is not this file's
     assert not np.any(negative_recordings("all", 0, seed=0)[2].audio == 0.5)

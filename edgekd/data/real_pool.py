@@ -336,7 +336,10 @@ def read_pool_file(path: Path) -> np.ndarray:
     twin when setup wrote one (the same float32 samples), else decoded here. Decoding and resampling the
     six hours of .ogg that every build's stream stage reads cost it ~70 CPU seconds of its ~3 minutes."""
     if path.is_file() and (twin := decoded_twin(path)).is_file():
-        return np.load(twin)
+        try:
+            return np.load(twin)
+        except (OSError, ValueError):  # a damaged twin is only a cache: the file itself decides
+            pass
     return read_wav(path, allow_clipped=True, allow_silent=True)  # a file gone since listed: unreadable
 
 
