@@ -242,9 +242,10 @@ def test_decoded_twins_read_as_the_files_do_and_never_go_stale(fake_root: Path) 
     _fake_pool(fake_root, dict.fromkeys(NEGATIVE_SOURCES, 6))
     tux = fake_root / SOURCES["tuxpaint-desc"].package / "usr/share/tuxpaint/stamps/wide_desc_fr.ogg"
     sf.write(str(tux), 0.3 * np.random.default_rng(1).standard_normal(44100).astype(np.float32), 44100)
+    sf.write(str(tux.with_name("cat_desc.ogg")), np.full(N, 0.1, np.float32), SAMPLE_RATE)  # English
     before = negative_recordings("all", 0, seed=0)
     fingerprint = pool_fingerprint("tuxpaint-desc")
-    assert decode_pool(progress=False) == 3 * 6 + 1
+    assert decode_pool(progress=False) == 3 * 6 + 1  # English not decoded
     assert decode_pool(progress=False) == 0  # resumable: twins already written are kept
     after = negative_recordings("all", 0, seed=0)
     for old, new in zip(before, after, strict=True):

@@ -296,13 +296,18 @@ def negative_recordings(part: Part, minutes: float, seed: int, held_out: bool = 
     return [negative_recording(name, part, minutes / len(names), seed) for name in names]
 
 
+def negative_files(name: str, part: Part) -> list[Path]:
+    """The files of one source's part that `negative_recording` reads: its speech minus English."""
+    return [
+        p for p in resolve_sources(name, part)[name] if not any(fnmatch(p.name, x) for x in NEGATIVE_EXCLUDE)
+    ]
+
+
 def negative_recording(name: str, part: Part, minutes: float, seed: int) -> Recording:
     """One source of `negative_recordings`: up to `minutes` of it (0: all)."""
     share = round(minutes * 60 * SAMPLE_RATE) if minutes else None
     base = pool_root() / SOURCES[name].package
-    files = [
-        p for p in resolve_sources(name, part)[name] if not any(fnmatch(p.name, x) for x in NEGATIVE_EXCLUDE)
-    ]
+    files = negative_files(name, part)
     order = np.random.default_rng([seed, zlib.crc32(name.encode())]).permutation(len(files))
     parts, used, have = [], [], 0
     for i in order:
@@ -352,8 +357,8 @@ def decode_pool(progress: bool = True) -> int:
     from edgekd.artifacts import atomic_path
 
     root = pool_root()
-    sources = [SOURCES[n] for n in NEGATIVE_SOURCES + HELD_OUT_SOURCES]
-    files = [p for s in sources if (root / s.package / MARKER).is_file() for p in s.files(root)]
+    names = [n for n in NEGATIVE_SOURCES + HELD_OUT_SOURCES if (root / SOURCES[n].package / MARKER).is_file()]
+    files = [p for n in names for p in negative_files(n, "all")]
     written = 0
     for path in tqdm(files, desc="decoding the speech pool", unit="file", disable=not progress):
         twin = decoded_twin(path)
