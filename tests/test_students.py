@@ -63,9 +63,27 @@ def test_int8_tflite_reproduces_fake_quant_logits(arch: str, tmp_path: Path) -> 
     path = export_tflite(convert_qat(prepared).for_tflite, x[:1], tmp_path / "m.tflite")
     info = describe(path)
     assert info.is_fully_int8 and "MEAN" not in info.op_set
+    if arch == "ds_cnn":  # every conv's padding is SAME's: no PAD op copies an activation (the arena's peak)
+        assert "PAD" not in info.op_set
     steps = (LiteRTRunner(path).predict(x.numpy()) - fake_quant) / info.output.scale
     assert np.abs(steps.mean(axis=0)).max() < 4.0  # no per-class offset (MEAN: ~100)
     assert np.abs(steps).max() <= 8.0
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_same_kernel_pads_as_tflite_same(stride: int) -> None:
+    """The chosen kernel's symmetric padding, as PyTorch applies it, is TFLite's SAME padding: the same
+    output size and the same taps before and after, so the converter writes no PAD op (strides 1 and 2,
+    the ones DS blocks use)."""
+    from edgekd.models.students import same_kernel
+
+    for size in range(4, 60):
+        k = same_kernel(size, stride)
+        assert k in (3, 4)
+        out = -(-size // stride)
+        total = max((out - 1) * stride + k - size, 0)
+        assert (total // 2, total - total // 2) == ((k - 1) // 2, (k - 1) // 2)
+        assert (size + 2 * ((k - 1) // 2) - k) // stride + 1 == out
 
 
 def test_sub_spectral_norm_normalises_each_band_and_folds_to_an_affine() -> None:
@@ -85,3 +103,18 @@ def test_sub_spectral_norm_normalises_each_band_and_folds_to_an_affine() -> None
     b = ssn(torch.ones(1, 3, 7, 40)) - a  # an affine map: the slope is constant within a band
     assert torch.allclose(ssn(2 * torch.ones(1, 3, 7, 40)), a + 2 * b, atol=1e-5)
     assert (b.reshape(3, 7, 5, 8).std(-1) < 1e-6).all() and b.reshape(3, 7, 5, 8).std(2).max() > 1e-3
+
+
+def test_student_layers_name_every_kernel_and_follow_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The student stages key on `student_layers`: a plan that differs for the same config (a newer
+    edgekd's widths) must give other text, so an old stage cache is not loaded into the new layers."""
+    from edgekd.config import load_config
+    from edgekd.models import students
+    from edgekd.models.restore import student_layers
+
+    cfg = load_config("esp32s3")
+    layers = student_layers(cfg)
+    assert layers == student_layers(cfg)
+    assert "kernel_size=(3, 4), stride=(1, 2)" in layers  # SAME's kernel over the stem's 20 bands
+    monkeypatch.setitem(students.DS_CNN_WIDTHS, "S", students.DSCNNWidth(32, (4, 2), ((64, (1, 2)),)))
+    assert student_layers(cfg) != layers

@@ -26,6 +26,17 @@ def make_student(cfg: BuildConfig, shape: tuple[int, int]) -> torch.nn.Module:
     return build_student(s.arch, len(cfg.classes), shape, s.width, s.dropout)
 
 
+def student_layers(cfg: BuildConfig) -> str:
+    """Every layer of the student `cfg` builds (kernels, strides, widths) as text, for the stages' cache
+    keys: a stage cache written by an edgekd whose student for the same config differed is not reused."""
+    from edgekd.audio.frontend import make_frontend
+    from edgekd.audio.io import SAMPLE_RATE
+
+    frontend = make_frontend(cfg.frontend.name)
+    shape = (frontend.n_frames(SAMPLE_RATE * cfg.frontend.clip_ms // 1000), frontend.n_features)
+    return repr(make_student(cfg, shape))
+
+
 def load_qat_student(cfg: BuildConfig, student_dir: Path, example: torch.Tensor) -> torch.fx.GraphModule:
     """Rebuild the trained QAT graph: same float model, same preparation, then the trained state."""
     from edgekd.train.qat import freeze_observers, prepare_qat

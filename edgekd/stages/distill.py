@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgekd.artifacts import write_npz
+from edgekd.artifacts import stable_hash, write_npz
 from edgekd.config import UNKNOWN, BuildConfig
-from edgekd.models.restore import example_batch, make_student, predict_float_twin
+from edgekd.models.restore import example_batch, make_student, predict_float_twin, student_layers
 from edgekd.pipeline import CALIBRATION_LOGITS, LOGITS, StageOutput, Stages, labelled_features_key
 from edgekd.train.losses import UNLABELED
 from edgekd.train.operating_point import add_logit_bias, fire_rate, match_teacher
@@ -196,6 +196,7 @@ def stage_baseline(
     key = {
         "labelled_features": labelled_features_key(cfg, views.key),
         "student": cfg.student.model_dump(mode="json"),
+        "student_layers": stable_hash(student_layers(cfg)),
         "train": cfg.train.model_dump(mode="json", exclude={"threads"}),
         "classes": cfg.classes,
         "seed": cfg.seed,
@@ -276,6 +277,7 @@ def stage_student(
         "teacher": teacher.key if (use_teacher or calibration is not None) and teacher is not None else None,
         "calibration": calibration and calibration.key,
         "student": cfg.student.model_dump(mode="json"),
+        "student_layers": stable_hash(student_layers(cfg)),
         "distill": d_cfg.model_dump(mode="json", exclude={"teacher_gate", "teacher_gate_margin"}),
         "train": t.model_dump(mode="json", exclude={"threads"}),
         "classes": cfg.classes,
