@@ -16,13 +16,15 @@ import pytest
 from _models import realistic_features
 from conftest import student_build
 
+from edgekd.models.students import DS_CNN_WIDTHS
 from edgekd.report.layers import layers_md, worst_layer
 from edgekd.verify.layers import compare_layers
 
+S_BLOCKS = len(DS_CNN_WIDTHS["S"].blocks)
 DS_CNN_S_LAYERS = [
     "input",
     "stem.0",
-    *[f"blocks.{b}.{i}.0" for b in range(4) for i in range(2)],
+    *[f"blocks.{b}.{i}.0" for b in range(S_BLOCKS) for i in range(2)],
     "pool",
     "fc",
 ]
@@ -49,7 +51,7 @@ def test_healthy_model_every_layer_matched_with_high_sqnr(healthy: list[dict]) -
     ops = {r["layer"]: r["op"] for r in rows}
     assert all(
         ops[f"blocks.{b}.0.0"] == "DEPTHWISE_CONV_2D" and ops[f"blocks.{b}.1.0"] == "CONV_2D"
-        for b in range(4)
+        for b in range(S_BLOCKS)
     )
     assert ops["pool"] == "AVERAGE_POOL_2D" and ops["fc"] == "FULLY_CONNECTED"
     for r in rows:
