@@ -204,8 +204,8 @@ class DSCNNWidth:
 
 DS_CNN_STEM_KERNEL = (10, 4)
 DS_CNN_WIDTHS = {
-    # Hello Edge's four blocks and two more, time halved after the first two: fewer MACs (4.3 M against
-    # 4.7 M), a 35 KB arena against 43 KB, and a student that hears people better (docs/DESIGN.md, stop 54)
+    # Hello Edge's four blocks and two more, the second halving time: fewer MACs (4.3 M against 4.7 M), a
+    # 35 KB arena against 43 KB, and a student that hears people better (docs/DESIGN.md, stop 54)
     "S": DSCNNWidth(
         32, (4, 2), ((64, (1, 2)), (64, (2, 1)), (64, (1, 1)), (64, (1, 1)), (64, (1, 1)), (64, (1, 1)))
     ),
