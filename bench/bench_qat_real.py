@@ -68,7 +68,10 @@ def rerun_qat(
     from edgekd.train.qat import convert_qat
 
     prepared, _ = run_qat(model, data, qat_spec(cfg), cfg.seed + 1, progress=True)
-    path = export_tflite(convert_qat(prepared).for_tflite, example_batch(data.x_val, 1), out / "model.tflite")
+    example = example_batch(data.x_val, 1)
+    path = export_tflite(
+        convert_qat(prepared).for_tflite, example, out / "model.tflite", cfg.export.drop_bias_scales
+    )
     return prepared, path
 
 

@@ -331,6 +331,9 @@ class TeacherConfig(Section):
 
 class ExportConfig(Section):
     formats: list[Literal["tflite", "onnx", "c_array"]] = ["tflite", "onnx", "c_array"]
+    # TFLite Micro targets: leave out the conv and depthwise biases' scales, which its kernels never read
+    # (a sixth of a DS-CNN S's flash); LiteRT's XNNPACK delegate would skip such convs on a phone
+    drop_bias_scales: bool = False
 
 
 class BudgetConfig(Section):
@@ -608,6 +611,12 @@ class BuildConfig(Section):
         if missing:
             raise ValueError(
                 f"verify.runtimes {self.verify.runtimes} need export.formats to include {missing}"
+            )
+        if self.export.drop_bias_scales and self.verify.primary != "tflm":
+            raise ValueError(
+                f"export.drop_bias_scales is for TFLite Micro devices; on verify.primary="
+                f"{self.verify.primary!r} (XNNPACK) convs without bias scales leave the accelerated kernels: "
+                "set export.drop_bias_scales=false"
             )
         if (self.budget.clock_mhz is None) != (self.budget.macs_per_cycle is None):
             raise ValueError("budget.clock_mhz and budget.macs_per_cycle go together (latency estimate)")

@@ -286,7 +286,10 @@ def student_build(out: Path, target: str) -> Path:
     freeze_observers(prepared)
     prepared.eval()
     torch.save(prepared.state_dict(), out / "weights" / "qat.pt")
-    export_tflite(convert_qat(prepared).for_tflite, realistic_features(1, seed=8), out / "model.tflite")
+    example = realistic_features(1, seed=8)
+    export_tflite(
+        convert_qat(prepared).for_tflite, example, out / "model.tflite", cfg.export.drop_bias_scales
+    )
     return out
 
 

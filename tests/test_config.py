@@ -113,6 +113,13 @@ def test_runtimes_need_their_export_format() -> None:
         load_config("esp32s3", overrides=["export.formats=[onnx]"])
 
 
+def test_bias_scales_are_dropped_only_for_tflite_micro() -> None:
+    assert load_config("esp32s3").export.drop_bias_scales
+    assert not load_config("mobile").export.drop_bias_scales
+    with pytest.raises(ConfigError, match="export.drop_bias_scales is for TFLite Micro devices"):
+        load_config("mobile", overrides=["export.drop_bias_scales=true"])
+
+
 def test_the_teachers_operating_point_needs_an_unknown_class() -> None:
     with pytest.raises(ConfigError, match="distill.fire_rate=argmax"):
         load_config("esp32s3", overrides=["distill.fire_rate=teacher", "unknown_words=[]"])

@@ -15,6 +15,7 @@ from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
 from edgekd.errors import EdgekdError
 from edgekd.export.flatbuffer import (
     BUFFER_ALIGN,
+    drop_bias_quantization,
     names_path,
     pack_model,
     read_model,
@@ -33,6 +34,34 @@ def _with_names(model: Path) -> bytes:
         for t, name in zip(graph.tensors, names, strict=True):
             t.name = name.encode()
     return pack_model(restored)
+
+
+_CONVS = (fb.BuiltinOperator.CONV_2D, fb.BuiltinOperator.DEPTHWISE_CONV_2D)
+
+
+def _biases(model: fb.ModelT) -> dict[int, tuple[int, int, int]]:
+    """Every conv, depthwise and fully-connected op's bias tensor -> (op code, input, weight tensor)."""
+    graph, found = model.subgraphs[0], {}
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        code = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if code in (*_CONVS, fb.BuiltinOperator.FULLY_CONNECTED):
+            found[int(op.inputs[2])] = (code, int(op.inputs[0]), int(op.inputs[1]))
+    return found
+
+
+def _with_bias_scales(content: bytes) -> bytes:
+    """The model with its conv biases' scales written back as the converter writes them: input scale x
+    each channel's weight scale, zero point 0."""
+    model = read_model(content)
+    tensors = model.subgraphs[0].tensors
+    for bias, (code, inp, weight) in _biases(model).items():
+        if code in _CONVS:
+            q = fb.QuantizationParametersT()
+            q.scale = [tensors[inp].quantization.scale[0] * s for s in tensors[weight].quantization.scale]
+            q.zeroPoint, q.quantizedDimension = [0] * len(q.scale), 0
+            tensors[bias].quantization = q
+    return pack_model(model)
 
 
 def _outputs(content: bytes, x: np.ndarray) -> np.ndarray:
@@ -78,10 +107,40 @@ def test_stripping_moves_only_the_names(esp32s3_student: Path) -> None:
     name_bytes = sum(len(n) for n in tensor_names(model))
     assert len(named) - model.stat().st_size >= 0.9 * name_bytes > 5000  # the names were a fifth of the file
     stripped, names = strip_names(named)
+    stripped, _ = drop_bias_quantization(stripped)  # as the esp32s3 target exports
     assert stripped == model.read_bytes()  # deterministic: the same bytes every export
     assert names == json.loads(names_path(model).read_text())["subgraphs"]
     x = realistic_features(12, seed=31).numpy()
     np.testing.assert_array_equal(_outputs(named, x), _outputs(stripped, x))
+
+
+def test_tflite_micro_model_keeps_no_conv_bias_scales_and_computes_the_same(
+    esp32s3_student: Path, tmp_path: Path
+) -> None:
+    """The esp32s3 export drops the conv and depthwise biases' scales (12 bytes a channel) and keeps the
+    fully-connected one, which LiteRT checks; TFLite Micro and LiteRT's reference kernels give the same
+    outputs bit for bit with and without them."""
+    from edgekd.verify.runners import TFLMRunner
+
+    shipped = (esp32s3_student / "model.tflite").read_bytes()
+    model = read_model(shipped)
+    tensors, biases = model.subgraphs[0].tensors, _biases(model)
+    convs = [b for b, (code, _, _) in biases.items() if code in _CONVS]
+    assert len(convs) >= 10 and all(tensors[b].quantization is None for b in convs)
+    assert all(tensors[b].quantization.scale is not None for b in set(biases) - set(convs))
+    full = _with_bias_scales(shipped)
+    restored = read_model(full).subgraphs[0].tensors
+    channels = sum(len(restored[b].quantization.scale) for b in convs)
+    assert len(full) - len(shipped) >= 12 * channels > 6000
+    again, dropped = drop_bias_quantization(full)
+    assert dropped == channels and len(again) == len(shipped)
+    x = realistic_features(12, seed=33).numpy()
+    np.testing.assert_array_equal(_outputs(full, x), _outputs(shipped, x))
+    (tmp_path / "full.tflite").write_bytes(full)
+    np.testing.assert_array_equal(
+        TFLMRunner(tmp_path / "full.tflite").predict(x),
+        TFLMRunner(esp32s3_student / "model.tflite").predict(x),
+    )
 
 
 def test_per_layer_comparison_reads_names_inside_or_beside_the_model(

@@ -3,7 +3,8 @@
 Microcontroller targets run int8 kernels only, so a model whose input or output stayed float would
 need a float QUANTIZE/DEQUANTIZE at its boundary that the device may not have: such a model is
 refused rather than written. The converter's tensor names are moved out of the flatbuffer into
-`model.names.json` beside it (`edgekd.export.flatbuffer`): a fifth of the flash, never read on a device.
+`model.names.json` beside it (`edgekd.export.flatbuffer`): a fifth of the flash, never read on a device;
+for TFLite Micro the conv biases' scales go too (`drop_bias_scales`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from edgekd.artifacts import atomic_path, write_json
 from edgekd.errors import EdgekdError
-from edgekd.export.flatbuffer import names_path, strip_names
+from edgekd.export.flatbuffer import drop_bias_quantization, names_path, strip_names
 
 if TYPE_CHECKING:
     from ai_edge_litert.interpreter import Interpreter
@@ -27,11 +28,14 @@ _WEIGHTED_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "T
 
 
 def export_tflite(
-    converted: torch.fx.GraphModule, example: torch.Tensor, path: str | os.PathLike[str]
+    converted: torch.fx.GraphModule,
+    example: torch.Tensor,
+    path: str | os.PathLike[str],
+    drop_bias_scales: bool = False,
 ) -> Path:
     """Convert with litert-torch and write atomically, tensor names kept in `names_path(path)`; the
-    model's input shape is `example`'s (use a batch of 1 for devices). Raises EdgekdError if a boundary
-    tensor is not int8."""
+    model's input shape is `example`'s (use a batch of 1 for devices). `drop_bias_scales`: for TFLite
+    Micro only (`drop_bias_quantization`). Raises EdgekdError if a boundary tensor is not int8."""
     import litert_torch  # ~10 s and ~0.5 GB: only paid by callers that export
     from litert_torch.quantize.quant_config import QuantConfig
 
@@ -43,6 +47,8 @@ def export_tflite(
     )
     path = Path(path)
     content, names = strip_names(model.model_content())
+    if drop_bias_scales:
+        content, _ = drop_bias_quantization(content)
     with atomic_path(path) as tmp:
         tmp.write_bytes(content)
         _check_int8_boundaries(tmp, shown_as=path)

@@ -31,7 +31,9 @@ def stage_export(
         if "tflite" in formats:
             from edgekd.export.tflite import export_tflite
 
-            export_tflite(converted.for_tflite, example_batch(x, 1), d / "model.tflite")
+            export_tflite(
+                converted.for_tflite, example_batch(x, 1), d / "model.tflite", cfg.export.drop_bias_scales
+            )
             if "c_array" in formats:
                 write_c_array((d / "model.tflite").read_bytes(), d)
         if "onnx" in formats:
