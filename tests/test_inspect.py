@@ -183,6 +183,12 @@ def test_over_budget_suggestions_name_the_op_to_change(models: KwsModels) -> Non
     assert "stride 2 in the first conv" in arena["suggestion"] and "> 4.0 KB" in arena["suggestion"]
     model = _check(rec, "model_bytes")
     assert not model["passed"] and "heaviest op is #" in model["suggestion"]
+    assert "drop_bias_scales" not in model["suggestion"]  # the target already drops them from its exports
+    kept = inspect_model(
+        models.int8,
+        load_config("esp32s3", overrides=["budget.model_bytes=1024", "export.drop_bias_scales=false"]),
+    )
+    assert "--set export.drop_bias_scales=true (" in _check(kept, "model_bytes")["suggestion"]
     latency = _check(rec, "latency_ms")
     top = max(rec["latency"]["per_op_model"]["ops"], key=lambda r: r["cycles"])
     assert not latency["passed"] and f"#{top['index']} {top['op']}" in latency["suggestion"]

@@ -1,6 +1,7 @@
-"""Write TFLite flatbuffers the way devices read them, and keep debug names out of flash.
+"""Write TFLite flatbuffers the way devices read them, and keep what they never read out of flash.
 
-Two jobs that both exporters (the converter's model and the hand-built streaming one) share:
+Packing and names are shared by both exporters (the converter's model and the hand-built streaming one);
+the bias scales are the converter's:
 
 - **Packing with aligned buffers.** TFLite's schema asks for every constant buffer to start on a 16-byte
   boundary (`data:[ubyte] (force_align: 16)`): TFLite Micro reads int32 biases and int8 weights through

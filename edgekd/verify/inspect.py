@@ -29,6 +29,7 @@ import numpy as np
 
 from edgekd.config import BudgetConfig, BuildConfig
 from edgekd.errors import EdgekdError
+from edgekd.export.flatbuffer import drop_bias_quantization
 from edgekd.fmt import kb
 from edgekd.verify import tflite_info
 from edgekd.verify.budget import Budget, budget_gates, latency_estimate
@@ -370,7 +371,7 @@ def _suggest_arena(value: int, limit: int, arena: int, headroom: float, peak: di
 
 
 def _suggest_model_bytes(
-    value: int, limit: int, info: ModelInfo, big: dict | None, flash: dict[str, int]
+    value: int, limit: int, info: ModelInfo, big: dict | None, flash: dict[str, int], bias_scales: int
 ) -> str:
     text = (
         f"model {kb(value)} > {kb(limit)}: buffers (weights, biases, shapes) {kb(flash['buffers'])}, "
@@ -385,6 +386,11 @@ def _suggest_model_bytes(
     text += "; fewer channels (edgekd: --set student.width=S, or a smaller student.arch)"
     if flash["tensor_names"] > value - limit:
         text += "; or strip the tensor names, which TFLite Micro never reads"
+    if bias_scales:
+        text += (
+            f"; or --set export.drop_bias_scales=true ({kb(bias_scales)} of conv bias scales that TFLite "
+            "Micro never reads)"
+        )
     if not info.is_fully_int8:
         text += ", and full-integer quantization (int8 weights are 4x smaller than float32)"
     return text
@@ -437,12 +443,17 @@ def _checks(
             continue
         name = gate["name"]
         if name == "model_bytes":
+            content, bias_scales = Path(info.path).read_bytes(), 0
+            if cfg.verify.primary == "tflm" and not cfg.export.drop_bias_scales:
+                smaller, channels = drop_bias_quantization(content)
+                bias_scales = len(content) - len(smaller) if channels else 0
             gate["suggestion"] = _suggest_model_bytes(
                 budget.model_bytes,
                 b.model_bytes or 0,
                 info,
                 _heaviest_weights(g),
                 flash_breakdown(Path(info.path)),
+                bias_scales,
             )
         elif name == "arena_bytes_with_headroom" and gate["value"] is None:
             gate["suggestion"] = f"TFLite Micro could not allocate the model: {arena_error}"
