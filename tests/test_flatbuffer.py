@@ -15,6 +15,7 @@ from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
 from edgekd.errors import EdgekdError
 from edgekd.export.flatbuffer import (
     BUFFER_ALIGN,
+    builtin_code,
     drop_bias_quantization,
     names_path,
     pack_model,
@@ -43,8 +44,7 @@ def _biases(model: fb.ModelT) -> dict[int, tuple[int, int, int]]:
     """Every conv, depthwise and fully-connected op's bias tensor -> (op code, input, weight tensor)."""
     graph, found = model.subgraphs[0], {}
     for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        code = max(code.builtinCode, code.deprecatedBuiltinCode)
+        code = builtin_code(model.operatorCodes[op.opcodeIndex])
         if code in (*_CONVS, fb.BuiltinOperator.FULLY_CONNECTED):
             found[int(op.inputs[2])] = (code, int(op.inputs[0]), int(op.inputs[1]))
     return found

@@ -269,13 +269,14 @@ def variable_names(path: Path) -> set[str]:
     """The shared names of the model's resource variables (every subgraph: CALL_ONCE initialises them)."""
     from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
 
+    from edgekd.export.flatbuffer import builtin_code
+
     model = fb.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
     var_handle = fb.BuiltinOperator.VAR_HANDLE
     names = set()
     for sg in model.subgraphs or []:
         for op in sg.operators or []:
-            code = model.operatorCodes[op.opcodeIndex]
-            if max(code.builtinCode, code.deprecatedBuiltinCode) == var_handle:
+            if builtin_code(model.operatorCodes[op.opcodeIndex]) == var_handle:
                 name = op.builtinOptions.sharedName if op.builtinOptions else None
                 names.add((name or b"").decode() or f"#{len(names)}")
     return names

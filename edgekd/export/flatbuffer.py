@@ -89,6 +89,12 @@ def strip_names(content: bytes) -> tuple[bytes, list[list[str]]]:
     return pack_model(model), names
 
 
+def builtin_code(code: fb.OperatorCodeT) -> int:
+    """An operator code's BuiltinOperator: the schema keeps codes below 127 in `deprecatedBuiltinCode`
+    too, and the larger of the two fields is the op."""
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
 # Ops whose requantization TFLite Micro derives from input, weight and output scales, never the bias's.
 _BIAS_SCALE_IMPLIED = frozenset({fb.BuiltinOperator.CONV_2D, fb.BuiltinOperator.DEPTHWISE_CONV_2D})
 
@@ -100,9 +106,7 @@ def drop_bias_quantization(content: bytes) -> tuple[bytes, int]:
     dropped = 0
     for graph in model.subgraphs or []:
         for op in graph.operators or []:
-            code = model.operatorCodes[op.opcodeIndex]
-            # (the schema keeps codes below 127 in deprecatedBuiltinCode too; the larger one is the op)
-            if max(code.builtinCode, code.deprecatedBuiltinCode) not in _BIAS_SCALE_IMPLIED:
+            if builtin_code(model.operatorCodes[op.opcodeIndex]) not in _BIAS_SCALE_IMPLIED:
                 continue
             if op.inputs is None or len(op.inputs) < 3 or op.inputs[2] < 0:
                 continue  # no bias
