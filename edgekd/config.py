@@ -614,9 +614,9 @@ class BuildConfig(Section):
             )
         if self.export.drop_bias_scales and self.verify.primary != "tflm":
             raise ValueError(
-                f"export.drop_bias_scales is for TFLite Micro devices; on verify.primary="
-                f"{self.verify.primary!r} (XNNPACK) convs without bias scales leave the accelerated kernels: "
-                "set export.drop_bias_scales=false"
+                f"export.drop_bias_scales is for TFLite Micro devices, and verify.primary is "
+                f"{self.verify.primary!r}: LiteRT's XNNPACK (phones, desktops) runs convs without bias "
+                "scales on its slow kernels; set export.drop_bias_scales=false"
             )
         if (self.budget.clock_mhz is None) != (self.budget.macs_per_cycle is None):
             raise ValueError("budget.clock_mhz and budget.macs_per_cycle go together (latency estimate)")
