@@ -216,7 +216,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import dataclasses
 
     from edgekd.artifacts import write_json
-    from edgekd.report.compare import compare, default_tolerances, load_parity, render_compare
+    from edgekd.report.compare import compare, default_tolerances, load_parity, machine_note, render_compare
 
     old, new = load_parity(args.old), load_parity(args.new)
     tol = default_tolerances(args.new)
@@ -234,6 +234,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
         tol = dataclasses.replace(tol, **given, source=f"{tol.source} and {flags}")
     result = compare(old, new, tol, old_label=str(args.old), new_label=str(args.new))
+    if note := machine_note(args.old, args.new):
+        result.notes.append(note)
     print(render_compare(result, args.format))
     if args.json:
         write_json(args.json, result.as_dict())

@@ -13,7 +13,15 @@ import pytest
 from edgekd.cli import main
 from edgekd.config import dump_config, load_config
 from edgekd.errors import EdgekdError
-from edgekd.report.compare import Tolerances, compare, default_tolerances, load_parity, render_compare
+from edgekd.report.compare import (
+    Tolerances,
+    compare,
+    default_tolerances,
+    load_parity,
+    machine_note,
+    render_compare,
+)
+from edgekd.runtime_env import machine
 from edgekd.verify.budget import Budget
 from edgekd.verify.parity import parity_report
 
@@ -173,3 +181,25 @@ def test_streaming_figures_on_one_side_only_are_a_note(tmp_path: Path) -> None:
     new = _write(tmp_path / "new", {**_parity(), "stream": _stream(1, 0.5, 90)})
     result = compare(load_parity(old), load_parity(new))
     assert result.passed and "streaming figures only in NEW" in result.notes
+
+
+def test_students_trained_where_torch_computes_differently_are_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The manifests say where each student trained; another instruction set or thread count is named."""
+    here = machine()
+    other = {**here, "torch_cpu_capability": "AVX2" if here["torch_cpu_capability"] != "AVX2" else "AVX512"}
+    builds = {}
+    for name, trained_on in (("a", here), ("b", here), ("c", other), ("d", {**here, "threads": 7})):
+        builds[name] = _write(tmp_path / name, _parity())
+        (builds[name] / "manifest.json").write_text(json.dumps({"student": {"trained_on": trained_on}}))
+    old_build = _write(tmp_path / "old", _parity())  # a manifest from before it held the machine
+    (old_build / "manifest.json").write_text(json.dumps({"student": {"arch": "ds_cnn"}}))
+    assert machine_note(builds["a"], builds["b"] / "parity.json") is None
+    assert machine_note(old_build, builds["c"]) is None
+    note = machine_note(builds["a"], builds["c"])
+    assert note and here["torch_cpu_capability"] in note and other["torch_cpu_capability"] in note
+    assert "7 thread(s)" in (machine_note(builds["a"], builds["d"]) or "")
+    # the verdict does not change; the note is printed with it
+    assert main(["compare", str(builds["a"]), str(builds["c"])]) == 0
+    assert "note: the students trained on different machines" in capsys.readouterr().out

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import save_tiny
 
 from edgekd.artifacts import sha256_file
 from edgekd.audio.io import write_wav
 from edgekd.build import missing_pool
+from edgekd.build_dir import BuildDir
 from edgekd.cli import main
 from edgekd.data.corpus import Corpus
 from edgekd.data.real_pool import pool_root
@@ -103,6 +105,11 @@ def test_build_writes_every_artifact(built: tuple[Path, Path]) -> None:
     parity = json.loads((out / "parity.json").read_text())
     for runtime, row in parity["rows"].items():  # every reported figure is backed by per-clip logits
         assert np.isclose((logits[runtime].argmax(1) == logits["y"]).mean(), row["accuracy"])
+    # where the student trained: torch's instruction set and threads (another machine trains other bits)
+    trained_on = json.loads((out / "manifest.json").read_text())["student"]["trained_on"]
+    assert trained_on["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert trained_on["threads"] == BuildDir(out).config().train.threads
+    assert "student trained on" in (out / "report.html").read_text()
 
 
 def test_the_student_ships_at_its_teachers_operating_point(tmp_path: Path) -> None:
@@ -110,7 +117,6 @@ def test_the_student_ships_at_its_teachers_operating_point(tmp_path: Path) -> No
     pool's calibration windows as often as the teacher, and the build says so (manifest, report, the
     licences of the speech it used). The recipe's domain critic (`distill.domain_weight`) trains beside it:
     its loss is logged and the report names it."""
-    from edgekd.build_dir import BuildDir
     from edgekd.train.operating_point import BIAS_MARGIN, fire_rate
     from edgekd.verify.scoring import student_logits
 

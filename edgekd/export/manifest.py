@@ -137,6 +137,7 @@ def build_manifest(
             "used_teacher": student_info["used_teacher"],
             "unlabeled_rows": student_info.get("unlabeled_rows", 0),
             "operating_point": student_info.get("operating_point"),  # distill.fire_rate: teacher
+            "trained_on": student_info.get("trained_on"),  # CPU capability and threads (runtime_env.machine)
             "distill": cfg.distill.model_dump(mode="json"),
             "float_fit": {
                 **{k: v for k, v in float_fit.items() if k != "history"},

@@ -6,7 +6,9 @@ figures (FA/h, recall in running audio) are shown with their deltas. A regressio
 tolerance; tolerances default to the NEW build's own `config.json` (its `gates` and `budget`), so
 `compare` holds a change to the bar the build itself was held to, and each can be overridden
 (`--max-drop 0.5`); streaming changes count when significant at 95 %. The result renders as a terminal
-table or as markdown for a pull-request comment.
+table or as markdown for a pull-request comment. Where the manifests say the two students trained on
+machines torch computes differently on (instruction set, threads), a note says so: the deltas then hold
+that difference too.
 """
 
 from __future__ import annotations
@@ -162,6 +164,34 @@ def default_tolerances(new_path: str | Path) -> Tolerances:
         arena_bytes=cfg.budget.arena_bytes,
         latency_ms=cfg.budget.latency_ms,
         source=str(build.path / BuildDir.CONFIG),
+    )
+
+
+def trained_on(parity_file: Path) -> dict[str, Any] | None:
+    """The machine the build's student trained on (`runtime_env.machine`), from the manifest beside its
+    parity.json; None for an `edgekd eval --json` record or a build from before the manifest held it."""
+    try:
+        manifest = json.loads((parity_file.parent / BuildDir.MANIFEST).read_text())
+        machine = manifest["student"]["trained_on"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return machine if isinstance(machine, dict) else None
+
+
+def machine_note(old_path: str | Path, new_path: str | Path) -> str | None:
+    """A note when the two students trained where torch computes differently (instruction set, threads)."""
+    old, new = trained_on(parity_path(old_path)), trained_on(parity_path(new_path))
+    keys = ("arch", "torch_cpu_capability", "threads")
+    if not old or not new or all(old.get(k) == new.get(k) for k in keys):
+        return None
+
+    def machine(m: dict[str, Any]) -> str:
+        return f"{m.get('torch_cpu_capability')}, {m.get('threads')} thread(s), {m.get('arch')}"
+
+    return (
+        f"the students trained on different machines (OLD: {machine(old)}; NEW: {machine(new)}): torch's "
+        "CPU kernels differ by instruction set and thread count, so one config and seed train different "
+        "weights there; read accuracy deltas against the spread between seeds"
     )
 
 

@@ -879,6 +879,11 @@ def _context_sections(parity: Mapping[str, Any], manifest: Mapping[str, Any]) ->
     summary = data.get("summary") or {}
     timings = manifest.get("timings") or []
     versions = manifest.get("versions") or {}
+    trained_on = (manifest.get("student") or {}).get("trained_on")
+    rows = [[k, v] for k, v in versions.items()]
+    if trained_on:  # torch computes differently by instruction set and threads (runtime_env.machine)
+        cpu = trained_on["torch_cpu_capability"]
+        rows.append(["student trained on", f"{trained_on['cpu']} ({cpu}, {trained_on['threads']} threads)"])
     skipped = data.get("skipped")
     return "".join(
         [
@@ -908,8 +913,8 @@ def _context_sections(parity: Mapping[str, Any], manifest: Mapping[str, Any]) ->
             )
             if timings
             else "<p>—</p>",
-            "<details><summary>Library versions</summary>"
-            + html_table(["library", "version"], [[k, v] for k, v in versions.items()], [False, False])
+            "<details><summary>Library versions and machine</summary>"
+            + html_table(["library", "version"], rows, [False, False])
             + "</details>"
             if versions
             else "",

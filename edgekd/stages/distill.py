@@ -13,6 +13,7 @@ from edgekd.artifacts import stable_hash, write_npz
 from edgekd.config import UNKNOWN, BuildConfig
 from edgekd.models.restore import example_batch, make_student, predict_float_twin, student_layers
 from edgekd.pipeline import CALIBRATION_LOGITS, LOGITS, StageOutput, Stages, labelled_features_key
+from edgekd.runtime_env import machine
 from edgekd.train.losses import UNLABELED
 from edgekd.train.operating_point import add_logit_bias, fire_rate, match_teacher
 from edgekd.train.schedules import Schedule
@@ -270,6 +271,7 @@ def stage_student(
             "used_teacher": use_teacher,
             "unlabeled_rows": int((data.y_train == UNLABELED).sum()),
             "operating_point": point,
+            "trained_on": machine(),
         }
 
     key = {

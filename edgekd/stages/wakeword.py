@@ -43,6 +43,7 @@ from edgekd.esphome import contract
 from edgekd.esphome.engine import WakeWordEngine
 from edgekd.esphome.measure import NegativeRuns, PositiveRun
 from edgekd.pipeline import StageOutput, Stages, folder_fingerprint
+from edgekd.runtime_env import machine
 from edgekd.stats import clopper_pearson, poisson_rate_interval, poisson_rate_upper, within_fa_budget
 from edgekd.stream import BUILTIN, audio_files
 from edgekd.train.spec_augment import SpecAugment
@@ -250,6 +251,7 @@ def stage_wake_student(
             "params": sum(p.numel() for p in model.parameters()),
             "receptive_frames": model.spec.receptive_frames,
             "distilled": teacher is not None,
+            "trained_on": machine(),
         }
 
     # the fine-tuning settings belong to `wake_finetune`: changing them does not train the student again
