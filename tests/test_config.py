@@ -127,6 +127,15 @@ def test_the_teachers_operating_point_needs_an_unknown_class() -> None:
     assert "_unknown_" not in cfg.classes
 
 
+def test_several_teacher_heads_are_for_the_speech_embedding_teacher() -> None:
+    assert load_config("esp32s3").teacher.heads == 1  # the kws12 recipe
+    assert load_config("esp32s3", overrides=["teacher.heads=5"]).teacher.heads == 5
+    with pytest.raises(ConfigError, match=r"teacher\.heads is 3, .*teacher\.kind is 'hf'"):
+        load_config("esp32s3", overrides=["teacher.kind=hf", "teacher.source=some/model", "teacher.heads=3"])
+    with pytest.raises(ConfigError, match="teacher.heads"):
+        load_config("esp32s3", overrides=["teacher.heads=0"])
+
+
 def test_keeping_the_last_epoch_rules_out_early_stopping() -> None:
     with pytest.raises(ConfigError, match=r"--set train\.keep=last: .*keep 'last' with patience 3"):
         load_config("esp32s3", overrides=["train.keep=last", "train.patience=3"])

@@ -650,6 +650,31 @@ def test_speech_embedding_head_fit_and_round_trip(se_teacher: SpeechEmbeddingTea
     assert all(len(v) == 64 for k, v in identity.items() if k.endswith(".tflite"))
 
 
+def test_several_heads_average_the_heads_of_their_seeds(
+    se_teacher: SpeechEmbeddingTeacher, tmp_path: Path
+) -> None:
+    x_tr, y_tr = embeddings(60, seed=0)
+    x_val, y_val = embeddings(30, seed=1)
+    three = SpeechEmbeddingTeacher(se_teacher.cfg.model_copy(update={"heads": 3}), 3, seed=4)
+    result = three.fit(x_tr, y_tr, x_val, y_val, progress=False)
+    assert len(result.history) == se_teacher.cfg.epochs
+    singles = []
+    for seed in (4, 5, 6):  # head k is the single head of seed + k, trained alone
+        one = SpeechEmbeddingTeacher(se_teacher.cfg, 3, seed=seed)
+        one.fit(x_tr, y_tr, x_val, y_val, progress=False)
+        singles.append(one.logits(x_val))
+    assert not np.allclose(singles[0], singles[1])  # the seeds draw different heads
+    logits = three.logits(x_val)
+    np.testing.assert_allclose(logits, np.mean(singles, axis=0), rtol=1e-5, atol=1e-5)
+    assert result.best_val_accuracy == pytest.approx(float((logits.argmax(1) == y_val).mean()))
+    three.save(tmp_path)
+    restored = SpeechEmbeddingTeacher(three.cfg, 3, seed=4)
+    restored.restore(tmp_path, x_val.shape[1:])
+    np.testing.assert_array_equal(restored.logits(x_val), logits)
+    with pytest.raises(RuntimeError, match="state_dict"):  # a one-head config cannot read three heads
+        SpeechEmbeddingTeacher(se_teacher.cfg, 3, seed=4).restore(tmp_path, x_val.shape[1:])
+
+
 def test_speech_embedding_automatic_batch_size(se_teacher: SpeechEmbeddingTeacher) -> None:
     x_tr, y_tr = embeddings(60, seed=0)
     auto = SpeechEmbeddingTeacher(se_teacher.cfg.model_copy(update={"batch_size": 0, "epochs": 1}), 3, 0)
