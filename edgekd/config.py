@@ -831,6 +831,7 @@ def load_config(target: str, recipe: str | None = None, overrides: list[str] | N
     _vocabulary(
         merged, origins, layers=[str(target_path), str(recipe_path), *(f"--set {t}" for t in overrides or [])]
     )
+    _recipe_heads(merged, origins)
     try:
         cfg = BuildConfig.model_validate(merged)
     except ValidationError as exc:
@@ -840,6 +841,17 @@ def load_config(target: str, recipe: str | None = None, overrides: list[str] | N
     except WordError as exc:
         raise ConfigError(f"{_origin(origins, 'labels')}: {exc}") from None
     return cfg
+
+
+def _recipe_heads(merged: dict[str, Any], origins: dict[str, str]) -> None:
+    """A recipe's `teacher.heads` belongs to the speech-embedding teacher it names: a build that switches
+    to another teacher with `--set teacher.kind=...` gets one head (a fine-tuned model has no head to
+    average), not an error about a field it never set. `--set teacher.heads` on such a teacher is refused."""
+    teacher = merged.get("teacher")
+    if not isinstance(teacher, dict) or teacher.get("kind", "speech_embedding") == "speech_embedding":
+        return
+    if "heads" in teacher and not origins.get("teacher.heads", "").startswith("--set"):
+        del teacher["heads"]
 
 
 def _vocabulary(merged: dict[str, Any], origins: dict[str, str], layers: list[str]) -> None:

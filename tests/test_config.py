@@ -128,8 +128,12 @@ def test_the_teachers_operating_point_needs_an_unknown_class() -> None:
 
 
 def test_several_teacher_heads_are_for_the_speech_embedding_teacher() -> None:
-    assert load_config("esp32s3").teacher.heads == 1  # the kws12 recipe
+    assert load_config("esp32s3").teacher.heads == 3  # the kws12 recipe
+    assert load_config("esp32s3", recipe="digits").teacher.heads == 1  # not measured on digits
     assert load_config("esp32s3", overrides=["teacher.heads=5"]).teacher.heads == 5
+    # the recipe's heads are its speech-embedding teacher's: switching the teacher does not trip over them
+    hf = load_config("esp32s3", overrides=["teacher.kind=hf", "teacher.source=some/model"])
+    assert hf.teacher.heads == 1
     with pytest.raises(ConfigError, match=r"teacher\.heads is 3, .*teacher\.kind is 'hf'"):
         load_config("esp32s3", overrides=["teacher.kind=hf", "teacher.source=some/model", "teacher.heads=3"])
     with pytest.raises(ConfigError, match="teacher.heads"):
