@@ -828,10 +828,9 @@ def load_config(target: str, recipe: str | None = None, overrides: list[str] | N
         merged = _merge(merged, parse_override(text), f"--set {text}", origins)
     merged.setdefault("target", target_path.stem)
     merged["recipe"] = recipe_path.stem
-    _vocabulary(
-        merged, origins, layers=[str(target_path), str(recipe_path), *(f"--set {t}" for t in overrides or [])]
-    )
-    _recipe_heads(merged, origins)
+    layers = [str(target_path), str(recipe_path), *(f"--set {t}" for t in overrides or [])]
+    _vocabulary(merged, origins, layers)
+    _recipe_heads(merged, origins, layers)
     try:
         cfg = BuildConfig.model_validate(merged)
     except ValidationError as exc:
@@ -843,14 +842,15 @@ def load_config(target: str, recipe: str | None = None, overrides: list[str] | N
     return cfg
 
 
-def _recipe_heads(merged: dict[str, Any], origins: dict[str, str]) -> None:
-    """A recipe's `teacher.heads` belongs to the speech-embedding teacher it names: a build that switches
-    to another teacher with `--set teacher.kind=...` gets one head (a fine-tuned model has no head to
-    average), not an error about a field it never set. `--set teacher.heads` on such a teacher is refused."""
+def _recipe_heads(merged: dict[str, Any], origins: dict[str, str], layers: list[str]) -> None:
+    """A recipe's `teacher.heads` belongs to the speech-embedding teacher it names: a later layer that
+    switches to another teacher (`--set teacher.kind=hf`) gets one head (a fine-tuned model has no head to
+    average), not an error about a field it never set. Heads given with or after that teacher are refused."""
     teacher = merged.get("teacher")
     if not isinstance(teacher, dict) or teacher.get("kind", "speech_embedding") == "speech_embedding":
         return
-    if "heads" in teacher and not origins.get("teacher.heads", "").startswith("--set"):
+    heads_from, kind_from = _origin(origins, "teacher.heads"), _origin(origins, "teacher.kind")
+    if heads_from in layers and kind_from in layers and layers.index(heads_from) < layers.index(kind_from):
         del teacher["heads"]
 
 

@@ -134,6 +134,8 @@ def test_several_teacher_heads_are_for_the_speech_embedding_teacher() -> None:
     # the recipe's heads are its speech-embedding teacher's: switching the teacher does not trip over them
     hf = load_config("esp32s3", overrides=["teacher.kind=hf", "teacher.source=some/model"])
     assert hf.teacher.heads == 1
+    with pytest.raises(ConfigError, match="teacher.heads"):  # heads given beside the hf teacher: refused
+        load_config("esp32s3", overrides=["teacher={kind: hf, source: some/model, heads: 2}"])
     with pytest.raises(ConfigError, match=r"teacher\.heads is 3, .*teacher\.kind is 'hf'"):
         load_config("esp32s3", overrides=["teacher.kind=hf", "teacher.source=some/model", "teacher.heads=3"])
     with pytest.raises(ConfigError, match="teacher.heads"):
