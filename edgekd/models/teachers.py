@@ -138,9 +138,9 @@ class HeadEnsemble(nn.Module):
 
     Why: every student of a build learns one head's soft labels, so that head's draw (its seed's initial
     weights, dropout and batch order) passes to all of them. Heads of seeds 0-5 scored 84.4-90.9 % of
-    real-commands-dev keywords alone, their average 87.0 %. kws12 float students of five averaged heads,
-    twelve seeds: keywords +1.8 (standard error 1.3), all clips +1.0 (0.7), their spread between seeds
-    narrower (docs/DESIGN.md, stop 57).
+    real-commands-dev keywords alone, their average 87.0 %. kws12 float students over twelve seeds: three
+    averaged heads (the recipe) keywords +1.4 (standard error 1.2), all clips +1.0 (1.0); five heads +1.8
+    (1.3) / +1.0 (0.7) (docs/DESIGN.md, stops 57-58).
     """
 
     def __init__(self, heads: list[EmbeddingHead]) -> None:
