@@ -127,13 +127,15 @@ def load_settings(build: Path, threshold: float | None = None, window: int | Non
     return settings
 
 
-def model_runner(tflite: Path) -> Any:
+def model_runner(tflite: Path, threads: int = 2) -> Any:
     """The INT8 model as the device runs it: the batched engine bit-identical to TFLite Micro where it
-    reproduces every op of the model, else TFLite Micro itself. Both have `predict_quantized`."""
+    reproduces every op of the model, else TFLite Micro itself. Both have `predict_quantized`. The engine
+    runs on `threads`: one where another busy process shares a two-core machine (its OpenMP threads then
+    wait on each other: the stream stage took 109 s with two beside its reader process, 74 with one)."""
     from edgekd.verify.int8_engine import Int8Engine, UnsupportedModelError
 
     try:
-        return Int8Engine(tflite, threads=2)
+        return Int8Engine(tflite, threads=threads)
     except UnsupportedModelError:
         return TFLMRunner(tflite)
 
@@ -142,10 +144,23 @@ def stream_audio(
     settings: FirmwareSettings, runner: Any, audio: np.ndarray, name: str, progress: bool
 ) -> FileResult:
     """One recording (float32 16 kHz) through the device chain; `runner` is `model_runner`'s."""
+    q = stream_features(settings, audio)
+    return stream_inputs(settings, runner, q, len(audio) / SAMPLE_RATE, name, progress)
 
+
+def stream_features(settings: FirmwareSettings, audio: np.ndarray) -> np.ndarray:
+    """The model's int8 inputs, frame by frame [T, 40], from one continuous run of the micro frontend over
+    a recording (float32 16 kHz): steps 1-2 of the chain, apart so that a process can run them while
+    another runs the model on the recording before."""
     features = make_frontend("micro")(audio)  # one continuous run: reset only here, at the start
     raw = np.round(features / np.float32(MICRO_FEATURE_SCALE)).astype(np.uint16)  # exact: u * 5 / 128
-    q = quantize_raw_features(raw, settings.input_scale, settings.input_zero_point)
+    return quantize_raw_features(raw, settings.input_scale, settings.input_zero_point)
+
+
+def stream_inputs(
+    settings: FirmwareSettings, runner: Any, q: np.ndarray, seconds: float, name: str, progress: bool
+) -> FileResult:
+    """Steps 3-5 of the chain over `stream_features`' frames of a `seconds` long recording."""
     due = window_schedule(len(q), settings.frames, settings.stride_frames)
 
     def windows(ends: list[int]) -> np.ndarray:
@@ -166,7 +181,7 @@ def stream_audio(
             logits[i : i + len(batch)] = runner.predict_quantized(batch)
         if half < len(due):
             logits[half:] = elsewhere()["tflm_int8"]
-    return FileResult(name, len(audio) / SAMPLE_RATE, due, logits, decide(settings, name, due, logits))
+    return FileResult(name, seconds, due, logits, decide(settings, name, due, logits))
 
 
 def decide(settings: FirmwareSettings, name: str, due: list[int], logits: np.ndarray) -> list[Detection]:

@@ -4,6 +4,7 @@ the FA/h gate that reads its interval, and the stage itself on the fixture model
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +62,16 @@ def run_stage(
     """The stage on the fixture model; returns its section and the files it read from each pool part."""
     cfg = load_config("esp32s3", overrides=[*MINUTES, "verify.stream.positives=12", *overrides])
     read: dict[str, list[Path]] = {}  # files of each pool part, in the order the parts were read
-    original = stage.negative_recording
+    original = stage.submit_part
 
-    def spy(name: str, part: str, minutes: float, seed: int) -> Any:
-        out = original(name, part, minutes, seed)  # type: ignore[arg-type]
-        read.setdefault(part, []).extend(pool_root() / SOURCES[name].package / f for f in out.files)
-        return out
+    def spy(pool: Any, settings: Any, part: str, *args: Any) -> Any:
+        futures = original(pool, settings, part, *args)  # read in the worker process
+        for f in futures:
+            got = f.result()
+            read.setdefault(part, []).extend(pool_root() / SOURCES[got.source].package / p for p in got.files)
+        return futures
 
-    monkeypatch.setattr(stage, "negative_recording", spy)
+    monkeypatch.setattr(stage, "submit_part", spy)
     stages = Stages(tmp_path / "cache", log=lambda _: None)
     up = upstream(stages, models, tiny_corpus(cfg.classes))
     out = stage.stage_stream(cfg, up["corpus"], up["features"], up["export"], stages, progress=False)
@@ -158,3 +161,14 @@ def test_keyword_clips_take_an_even_seeded_share_of_one_split() -> None:
     test_audio = {corpus.clips[i].tobytes() for i in corpus.indices("test")}
     assert all(to_pcm16(x).tobytes() in test_audio for _, x in clips)
     assert len(keyword_clips(corpus, "test", keywords, 100, seed=0)) == 20  # all there are
+
+
+def test_the_reader_process_reads_the_pool_this_process_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The forkserver keeps the environment it started with; the reader is given the current one."""
+    with stage.reader_pool() as pool:  # the server may start here, before the pool is named
+        pool.submit(os.getpid).result()
+    monkeypatch.setenv("EDGEKD_REAL_POOL", str(tmp_path))
+    with stage.reader_pool() as pool:
+        assert pool.submit(pool_root).result() == tmp_path
