@@ -189,7 +189,7 @@ def stage_stream(
             return chosen, {"path": f"corpus {split} split", "about": "synthetic voices never trained on"}
 
         calibrating = cfg.firmware.threshold == "auto" or cfg.firmware.window == "auto"
-        cal_positives, cal_about = synthetic("validation")
+        cal_positives, cal_about = synthetic("validation") if calibrating else ([], {})
         positives, about = synthetic("test")
         real, skipped = (
             read_positives(Path(cfg.verify.holdout).expanduser(), settings.keywords)
