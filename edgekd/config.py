@@ -132,7 +132,7 @@ class TrainConfig(SpecAugmentFields):
     epochs: Annotated[int, Field(ge=1, le=1000)] = 30
     qat_epochs: Annotated[int, Field(ge=1, le=1000)] = 6
     # kws12 float students, six seeds against 3e-3: 6e-3 real keywords -1.6 / all clips +1.2, 1.5e-3 keywords
-    # -4.2 (docs/DESIGN.md, stop 59)
+    # -4.2; weight decay 1e-4 keywords +1.0 / all clips -0.9, 1e-2 keywords -1.5 (docs/DESIGN.md, stop 51, 59)
     lr: Annotated[float, Field(gt=0.0, le=1.0)] = 3e-3
     qat_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 5e-4
     weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-3
