@@ -13,7 +13,9 @@ TFLite Micro, posterior smoothing) over long real recordings, twice, on audio th
   FA/h gate fails only when the interval lies above the limit.
 
 Both parts use the same sources (`real_pool.NEGATIVE_SOURCES`: Czech and Dutch acted dialogue and
-tuxpaint's spoken descriptions in 12 languages, no English), one continuous recording per source.
+tuxpaint's spoken descriptions in 12 languages, no English), one continuous recording per source. A
+reader process reads each source and runs the frontend over it while this one runs the model on the source
+before (`reader_pool`): the figures are those of running both here, one after the other.
 """
 
 from __future__ import annotations
