@@ -92,6 +92,33 @@ def test_a_long_stream_split_with_a_worker_process_is_the_same(
     assert split.detections == alone.detections and split.due == alone.due
 
 
+def test_several_recordings_read_in_a_reader_process_stream_as_one_by_one(
+    build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run_stream` over a folder: reading and the frontend in a reader process, the model here on one
+    thread, in the order given; the same results as each file alone through `stream_audio`."""
+    from edgekd import stream
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for i, seconds in enumerate((3.0, 5.0, 2.5)):
+        write_wav(folder / f"{i}.wav", speech_like(seconds, seed=10 + i))
+    pools = []
+    monkeypatch.setattr(stream, "reader_pool", lambda real=stream.reader_pool: pools.append(1) or real())
+    got = stream.run_stream(build, [folder], threshold=1 / 255, progress=False)
+    assert pools == [1], "several recordings go through the reader process"
+    settings = load_settings(build, threshold=1 / 255)
+    runner = TFLMRunner(build / "model.tflite")
+    for result, i in zip(got, range(3), strict=True):
+        path = folder / f"{i}.wav"
+        alone = stream_audio(settings, runner, stream.read_recording(str(path)), str(path), progress=False)
+        assert result.file == alone.file and result.seconds == alone.seconds and result.due == alone.due
+        np.testing.assert_array_equal(result.logits, alone.logits)
+        assert result.detections == alone.detections
+    one = stream.run_stream(build, [folder / "1.wav"], threshold=1 / 255, progress=False)
+    assert pools == [1] and one[0].due == got[1].due, "one recording runs here"
+
+
 def test_false_accepts_per_hour_count_every_detection_on_negative_audio() -> None:
     results = [
         FileResult(

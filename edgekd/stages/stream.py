@@ -20,11 +20,7 @@ before (`reader_pool`): the figures are those of running both here, one after th
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -49,6 +45,7 @@ from edgekd.stream import (
     model_runner,
     positives_seconds,
     read_positives,
+    reader_pool,
     stream_features,
     stream_inputs,
     stream_positives,
@@ -120,26 +117,6 @@ def submit_part(pool: ProcessPoolExecutor, settings: FirmwareSettings, part: Par
     enough of each recording's start for `keep_seconds` of `mixed_background`."""
     share, keep = minutes / len(NEGATIVE_SOURCES), background_share(keep_seconds, len(NEGATIVE_SOURCES))
     return [pool.submit(source_inputs, settings, name, part, share, seed, keep) for name in NEGATIVE_SOURCES]
-
-
-@contextmanager
-def reader_pool() -> Iterator[ProcessPoolExecutor]:
-    """One worker process for `source_inputs`. Reading a source and its frontend run are one core's work
-    (a Python call per 10 ms of audio: ~5 s per hour, reading ~2 s) and ran ahead of the model; beside a
-    one-thread engine (~9 s per hour) they take the other core. The default build's stage: 133 s -> 74 s,
-    every figure equal. On an error the queued sources are dropped. A forkserver child has the server's
-    environment, started maybe long before: it is given this process's (`$EDGEKD_REAL_POOL` among it)."""
-    ctx = multiprocessing.get_context("forkserver")
-    pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_use_environment, initargs=(dict(os.environ),))
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _use_environment(environment: dict[str, str]) -> None:
-    os.environ.clear()
-    os.environ.update(environment)
 
 
 def run_streams(
