@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,9 @@ def test_bad_files_raise_data_error_with_reason_and_name(tmp_path: Path, reason:
         read_wav(path)
     assert info.value.reason == reason
     assert path.name in str(info.value) and "Fix:" in str(info.value)
+    # raised in a reader process, it reaches the caller whole (edgekd.stream.reader_pool)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert type(again) is type(info.value) and str(again) == str(info.value) and again.reason == reason
 
 
 def test_missing_file_is_unreadable(tmp_path: Path) -> None:

@@ -303,6 +303,7 @@ def test_best_point_reads_a_lone_false_accept_as_evidence_not_as_its_raw_rate() 
     [
         ("empty folder", "no audio files"),
         ("unreadable file", "cannot read audio"),
+        ("unreadable file in a folder", "broken.wav: cannot read audio"),  # raised in the reader process
         ("no firmware package", f"no {SETTINGS_HEADER}"),
         ("nothing to scan", "give AUDIO files or folders"),
         ("bad snr", "--snr 'loud'"),
@@ -317,6 +318,9 @@ def test_user_errors_name_what_is_wrong(
     if case == "unreadable file":
         (tmp_path / "broken.wav").write_bytes(b"RIFF not really")
         audio = [str(tmp_path / "broken.wav")]
+    elif case == "unreadable file in a folder":
+        write_wav(tmp_path / "a.wav", speech_like(2.0, seed=4))
+        (tmp_path / "broken.wav").write_bytes(b"RIFF not really")
     elif case == "no firmware package":
         target = tmp_path / "bare"
         target.mkdir()

@@ -43,7 +43,13 @@ class AudioFileError(DataError):
     def __init__(self, path: str | os.PathLike[str], reason: str, detail: str) -> None:
         self.path = Path(path)
         self.reason = reason
+        self.detail = detail
         super().__init__(f"{self.path}: {detail}. Fix: {_FIXES[reason]}.")
+
+    def __reduce__(self) -> tuple[type[AudioFileError], tuple[Path, str, str]]:
+        """Pickled with its own arguments, so that a reader process can raise it in the caller (the
+        default pickles the message alone, which this `__init__` cannot take back)."""
+        return type(self), (self.path, self.reason, self.detail)
 
 
 def read_wav(
