@@ -209,8 +209,9 @@ def recordings(spec: str | Path) -> list[str]:
 
 
 def read_recording(name: str, seed: int = 0) -> np.ndarray:
-    """One of `recordings`' names as float32 16 kHz audio."""
-    if name.startswith(f"{BUILTIN}:"):
+    """One of `recordings`' names as float32 16 kHz audio (a file of that name, where one exists, is a file:
+    a folder may hold `builtin:…` file names too)."""
+    if name.startswith(f"{BUILTIN}:") and not Path(name).is_file():
         return negative_recording(name.split(":", 1)[1], "check", 0, seed).audio
     return read_wav(Path(name), allow_clipped=True, allow_silent=True)
 

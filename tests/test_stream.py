@@ -117,6 +117,11 @@ def test_several_recordings_read_in_a_reader_process_stream_as_one_by_one(
         assert result.detections == alone.detections
     one = stream.run_stream(build, [folder / "1.wav"], threshold=1 / 255, progress=False)
     assert pools == [1] and one[0].due == got[1].due, "one recording runs here"
+    # names are how recordings travel to the reader: a file named like a pool source is still that file
+    monkeypatch.chdir(folder)
+    (folder / "builtin:fillets-cs.wav").write_bytes((folder / "0.wav").read_bytes())
+    same = stream.read_recording("builtin:fillets-cs.wav")
+    np.testing.assert_array_equal(same, stream.read_recording("0.wav"))
 
 
 def test_false_accepts_per_hour_count_every_detection_on_negative_audio() -> None:
