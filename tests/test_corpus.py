@@ -267,6 +267,22 @@ def test_missing_label_folder_names_it_and_the_folders_found(tmp_path: Path) -> 
         load_speech_commands(_cfg(root), progress=False)
 
 
+def test_a_held_out_folder_scores_the_words_it_has_once_each_label_has_a_folder(tmp_path: Path) -> None:
+    """`edgekd eval` / `--holdout`: the build's labels are fixed, so the advice is an empty folder, not a
+    recipe change; with one, the words recorded are read and the misspelt folder stays an error."""
+    root = _tree(tmp_path / "sc", ["yes"], ["spk00", "spk01"])
+    for spk in ("spk00", "spk01"):
+        write_wav(root / "Up" / f"{spk}_nohash_0.wav", _burst(FREQ["up"], np.random.default_rng(2)))
+    with pytest.raises(DataError, match=r"\['no', 'up'\].*a folder may stay empty"):
+        load_speech_commands(_cfg(root), progress=False, held_out=True)
+    (root / "no").mkdir()
+    (root / "up").mkdir()
+    corpus = load_speech_commands(_cfg(root), progress=False, held_out=True)
+    counts = np.bincount(corpus.labels, minlength=len(corpus.classes))
+    assert counts[corpus.classes.index("yes")] == 2 and counts[corpus.classes.index(UNKNOWN)] == 2  # "Up"
+    assert counts[corpus.classes.index("no")] == counts[corpus.classes.index("up")] == 0
+
+
 def test_extra_recordings_are_mixed_in_split_by_speaker_without_more_silence(tmp_path: Path) -> None:
     """`data.extra`: a few real recordings of some of the words join the corpus under their own groups."""
     base = _tree(tmp_path / "sc", LABELS, _speakers(8))

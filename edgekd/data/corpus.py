@@ -412,10 +412,14 @@ def load_speech_commands(
             f"{sorted(present)}. Put your recordings of each word in a folder named after it"
         )
     if absent and not extra:
-        raise DataError(
-            f"{root}: no folder for label(s) {absent}; found folders {sorted(present)}. "
-            "Create them or set labels in the recipe to the folders you have."
+        # a held-out folder is scored against a finished build, whose labels are fixed: an empty folder per
+        # word not recorded scores the others, and keeps a misspelt folder ("Yes") from passing as _unknown_
+        fix = (
+            "Create them; a folder may stay empty to score only the words you recorded"
+            if held_out
+            else "Create them or set labels in the recipe to the folders you have"
         )
+        raise DataError(f"{root}: no folder for label(s) {absent}; found folders {sorted(present)}. {fix}.")
     val_list, test_list = _read_list(root, "validation_list.txt"), _read_list(root, "testing_list.txt")
     classes = cfg.classes
     n_samples = SAMPLE_RATE * cfg.frontend.clip_ms // 1000
