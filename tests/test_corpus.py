@@ -269,7 +269,8 @@ def test_missing_label_folder_names_it_and_the_folders_found(tmp_path: Path) -> 
 
 def test_a_held_out_folder_scores_the_words_it_has_once_each_label_has_a_folder(tmp_path: Path) -> None:
     """`edgekd eval` / `--holdout`: the build's labels are fixed, so the advice is an empty folder, not a
-    recipe change; with one, the words recorded are read and the misspelt folder stays an error."""
+    recipe change, and the error shows the misspelt folder among those found. With an empty folder per word
+    not recorded, the words recorded are scored (another folder's clips are other words, as always)."""
     root = _tree(tmp_path / "sc", ["yes"], ["spk00", "spk01"])
     for spk in ("spk00", "spk01"):
         write_wav(root / "Up" / f"{spk}_nohash_0.wav", _burst(FREQ["up"], np.random.default_rng(2)))
