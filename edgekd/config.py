@@ -325,6 +325,10 @@ class TeacherConfig(Section):
     # speech_embedding: heads fitted from seeds seed, seed + 1, ... whose logits are averaged (one head's
     # draw otherwise passes to every student of the build); one worker per core: 5 heads ~47 s, 1 ~16 s
     heads: Annotated[int, Field(ge=1, le=16)] = 1
+    # speech_embedding with a real pool (data.unlabeled): each head's rows drawn in proportion to how real
+    # the row's voice sounds to the backbone, exp(voice_realism x log-odds); 0 = every row once
+    # (edgekd.train.realism)
+    voice_realism: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
     lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
     batch_size: Annotated[int, Field(ge=0, le=4096)] = 64  # 0 = the largest that fits the device
     layer_lr_decay: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0  # lr x decay^(depth from the top)
@@ -339,6 +343,11 @@ class TeacherConfig(Section):
             raise ValueError(
                 f"teacher.heads is {self.heads}, but several heads average the speech_embedding teacher only "
                 f"(teacher.kind is {self.kind!r}, fine-tuned whole); set teacher.heads: 1"
+            )
+        if self.voice_realism > 0 and self.kind != "speech_embedding":
+            raise ValueError(
+                f"teacher.voice_realism weighs voices by the speech_embedding backbone, and teacher.kind is "
+                f"{self.kind!r}; set teacher.voice_realism: 0"
             )
         return self
 
@@ -639,6 +648,12 @@ class BuildConfig(Section):
                 "distill.fire_rate=teacher moves the `_unknown_` logit, and these classes have none: "
                 "give unknown_words, or set distill.fire_rate=argmax"
             )
+        if self.teacher.voice_realism > 0 and self.data.unlabeled is None:
+            raise ValueError(
+                "teacher.voice_realism weighs synthetic voices by how close they sound to real speech and "
+                "needs real unlabelled audio: set data.unlabeled (e.g. builtin:debian-speech) or "
+                "teacher.voice_realism=0"
+            )
         if self.distill.domain_weight > 0 and self.data.unlabeled is None:
             raise ValueError(
                 "distill.domain_weight tells synthetic from real speech and needs real unlabelled audio: "
@@ -833,6 +848,7 @@ def load_config(target: str, recipe: str | None = None, overrides: list[str] | N
     layers = [str(target_path), str(recipe_path), *(f"--set {t}" for t in overrides or [])]
     _vocabulary(merged, origins, layers)
     _recipe_heads(merged, origins, layers)
+    _recipe_realism(merged, origins, layers)
     try:
         cfg = BuildConfig.model_validate(merged)
     except ValidationError as exc:
@@ -844,16 +860,35 @@ def load_config(target: str, recipe: str | None = None, overrides: list[str] | N
     return cfg
 
 
+def _set_before(origins: dict[str, str], layers: list[str], field: str, other: str) -> bool:
+    """Whether dotted `field` was given in an earlier layer than `other` (both by a layer, not defaults)."""
+    a, b = _origin(origins, field), _origin(origins, other)
+    return a in layers and b in layers and layers.index(a) < layers.index(b)
+
+
 def _recipe_heads(merged: dict[str, Any], origins: dict[str, str], layers: list[str]) -> None:
-    """A recipe's `teacher.heads` belongs to the speech-embedding teacher it names: a later layer that
-    switches to another teacher (`--set teacher.kind=hf`) gets one head (a fine-tuned model has no head to
-    average), not an error about a field it never set. Heads given with or after that teacher are refused."""
+    """A recipe's `teacher.heads` and `teacher.voice_realism` belong to the speech-embedding teacher it names:
+    a later layer that switches to another teacher (`--set teacher.kind=hf`) gets one head, fitted on every
+    row once (a fine-tuned model has no head to average or voices to weigh by its embedding), not an error
+    about fields it never set. Those given with or after that teacher are refused."""
     teacher = merged.get("teacher")
     if not isinstance(teacher, dict) or teacher.get("kind", "speech_embedding") == "speech_embedding":
         return
-    heads_from, kind_from = _origin(origins, "teacher.heads"), _origin(origins, "teacher.kind")
-    if heads_from in layers and kind_from in layers and layers.index(heads_from) < layers.index(kind_from):
-        del teacher["heads"]
+    for field in ("heads", "voice_realism"):
+        if field in teacher and _set_before(origins, layers, f"teacher.{field}", "teacher.kind"):
+            del teacher[field]
+
+
+def _recipe_realism(merged: dict[str, Any], origins: dict[str, str], layers: list[str]) -> None:
+    """A recipe's `teacher.voice_realism` weighs its voices against its real pool: a later layer that removes
+    the pool (`--set data.unlabeled=null`) trains every row once, not into an error about a field it never
+    set. Set with or after the removal, it is refused (config validation)."""
+    teacher, data = merged.get("teacher"), merged.get("data")
+    if not isinstance(teacher, dict) or "voice_realism" not in teacher or not isinstance(data, dict):
+        return
+    removed = "unlabeled" in data and data["unlabeled"] is None
+    if removed and _set_before(origins, layers, "teacher.voice_realism", "data.unlabeled"):
+        del teacher["voice_realism"]
 
 
 def _vocabulary(merged: dict[str, Any], origins: dict[str, str], layers: list[str]) -> None:

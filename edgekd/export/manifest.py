@@ -128,7 +128,8 @@ def build_manifest(
         "seed": cfg.seed,
         "firmware": operating_point,
         "teacher": {
-            k: teacher_info.get(k) for k in ("name", "why", "accuracy", "identity", "features_shape")
+            k: teacher_info.get(k)
+            for k in ("name", "why", "accuracy", "identity", "features_shape", "voice_weights")
         },
         "student": {
             "arch": cfg.student.arch,

@@ -36,6 +36,7 @@ from edgekd.config import TeacherConfig
 from edgekd.errors import EdgekdError
 from edgekd.models.teacher_sources import hub_hint, load_state_dict, read_config_dict, resolve_source
 from edgekd.train.auto_batch import fitting_batch_size
+from edgekd.train.realism import weighted_draw
 from edgekd.train.trainer import FitResult, FitRun, FitSpec, TrainData, fit, predict
 
 INFERENCE_BATCH = 32  # logits/embeddings of a restored teacher whose batch size was automatic
@@ -152,10 +153,19 @@ class HeadEnsemble(nn.Module):
 
 
 def fit_embedding_head(
-    cfg: TeacherConfig, n_classes: int, data: TrainData, seed: int, progress: bool = False
+    cfg: TeacherConfig,
+    n_classes: int,
+    data: TrainData,
+    seed: int,
+    progress: bool = False,
+    weights: np.ndarray | None = None,
 ) -> tuple[EmbeddingHead, FitResult]:
-    """One head on the embeddings, from `seed` (its initial weights, dropout and batch order)."""
+    """One head on the embeddings, from `seed` (its initial weights, dropout and batch order; with `weights`,
+    also its draw of the training rows: `edgekd.train.realism`)."""
     cpu = torch.device("cpu")
+    if weights is not None:
+        rows = weighted_draw(len(data.y_train), weights, seed)
+        data = TrainData(data.x_train[rows], data.y_train[rows], data.x_val, data.y_val)
     torch.manual_seed(seed)  # the head's initial weights, not just the training order
     head = EmbeddingHead(data.x_train.shape[2], n_classes)
     spec = FitSpec(
@@ -169,16 +179,16 @@ def fit_embedding_head(
 
 
 def _fit_head_alone(
-    cfg: TeacherConfig, n_classes: int, data: TrainData, seed: int
+    cfg: TeacherConfig, n_classes: int, data: TrainData, seed: int, weights: np.ndarray | None
 ) -> tuple[dict[str, torch.Tensor], FitResult]:
     """A worker's head on one thread: a head's steps are too small to share out, so each core fits its own."""
     torch.set_num_threads(1)
-    head, result = fit_embedding_head(cfg, n_classes, data, seed)
+    head, result = fit_embedding_head(cfg, n_classes, data, seed, weights=weights)
     return head.state_dict(), result
 
 
 def fit_heads_in_parallel(
-    cfg: TeacherConfig, n_classes: int, data: TrainData, seed: int, progress: bool
+    cfg: TeacherConfig, n_classes: int, data: TrainData, seed: int, progress: bool, weights: np.ndarray | None
 ) -> list[tuple[EmbeddingHead, FitResult]]:
     """`cfg.heads` heads of seeds seed, seed + 1, ..., one per worker process and core at a time."""
     ctx = multiprocessing.get_context("forkserver")
@@ -189,7 +199,7 @@ def fit_heads_in_parallel(
         tqdm(total=len(seeds), desc="teacher heads", unit="head", disable=not progress) as bar,
         ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool,
     ):
-        futures = [pool.submit(_fit_head_alone, cfg, n_classes, data, s) for s in seeds]
+        futures = [pool.submit(_fit_head_alone, cfg, n_classes, data, s, weights) for s in seeds]
         try:
             for future in as_completed(futures):
                 future.result()  # a failed head fails the stage now, not after the others
@@ -235,14 +245,16 @@ class SpeechEmbeddingTeacher:
         val: np.ndarray,
         y_val: np.ndarray,
         progress: bool = True,
+        weights: np.ndarray | None = None,
     ) -> FitResult:
-        """Fit `teacher.heads` heads, each from its own seed; the result is the first head's run, with the
-        validation accuracy of the heads' averaged logits."""
-        data, n = TrainData(train, y_train, val, y_val), self.cfg.heads
+        """Fit `teacher.heads` heads, each from its own seed (and, with `weights`, its own weighted draw of
+        the training rows); the result is the first head's run, with the validation accuracy of the heads'
+        averaged logits."""
+        data, n, seed = TrainData(train, y_train, val, y_val), self.cfg.heads, self.seed
         if n == 1:
-            self.head, result = fit_embedding_head(self.cfg, self.n_classes, data, self.seed, progress)
+            self.head, result = fit_embedding_head(self.cfg, self.n_classes, data, seed, progress, weights)
             return result
-        fits = fit_heads_in_parallel(self.cfg, self.n_classes, data, self.seed, progress)
+        fits = fit_heads_in_parallel(self.cfg, self.n_classes, data, seed, progress, weights)
         self.head = HeadEnsemble([head for head, _ in fits])
         result = fits[0][1]
         result.best_val_accuracy = float((self.logits(val).argmax(1) == y_val).mean())
@@ -554,7 +566,10 @@ class HFTeacher:
         val: np.ndarray,
         y_val: np.ndarray,
         progress: bool = True,
+        weights: np.ndarray | None = None,
     ) -> FitResult:
+        if weights is not None:  # config validation keeps teacher.voice_realism to speech_embedding
+            raise ValueError("row weights are for the speech_embedding teacher's heads")
         model = self.model.float()  # fp32 master weights; fp16 means autocast + GradScaler in fit()
         fp16 = self.cfg.precision == "fp16"
         module = _Classify(model, self.spec.input_name)

@@ -19,9 +19,10 @@ import torch
 
 from edgekd.artifacts import write_npz
 from edgekd.audio.io import from_pcm16
-from edgekd.config import BuildConfig
+from edgekd.config import SILENCE, BuildConfig
 from edgekd.data.corpus import Corpus
 from edgekd.pipeline import CALIBRATION_LOGITS, LOGITS, StageOutput, Stages
+from edgekd.train.realism import domain_log_odds, engine_weights, voice_weights
 from edgekd.train.soft_labels import SoftLabels, standardise
 
 
@@ -45,22 +46,29 @@ def stage_teacher(
         clips = Corpus.load(corpus.dir / "corpus.npz")
         train = np.load(views.dir / "views.npz")
         teacher = build_teacher(cfg.teacher, cfg.classes, cfg.seed, device)
-        y_train = clips.labels[train["clip"]]
+        y_train, groups = clips.labels[train["clip"]], clips.groups[train["clip"]]
         val, test = clips.indices("validation"), clips.indices("test")
         f_train = teacher.features(from_pcm16(train["audio"]))
         f_val = teacher.features(from_pcm16(clips.clips[val]))
         f_test = teacher.features(from_pcm16(clips.clips[test]))
-        result = teacher.fit(f_train, y_train, f_val, clips.labels[val], progress=progress)
-        logits = {"validation": teacher.logits(f_val), "test": teacher.logits(f_test)}
-        write_npz(d / LOGITS, **logits)
-        if calibration is not None:
-            audio = np.load(calibration.dir / "calibration.npz")["audio"]
-            np.save(d / CALIBRATION_LOGITS, teacher.logits(teacher.features(from_pcm16(audio))))
         rows = {"train": f_train}
         if unlabeled is not None:
             rows["unlabeled"] = teacher.features(
                 from_pcm16(np.load(unlabeled.dir / "unlabeled.npz")["audio"])
             )
+        weights = None
+        if cfg.teacher.voice_realism > 0:
+            assert unlabeled is not None, "config validation requires data.unlabeled"
+            log_odds = domain_log_odds(teacher.embeddings(f_train), teacher.embeddings(rows["unlabeled"]))
+            silence = cfg.classes.index(SILENCE) if SILENCE in cfg.classes else -1
+            speech = y_train != silence  # silence rows keep weight 1: they have no voice
+            weights = voice_weights(log_odds, groups, speech, cfg.teacher.voice_realism)
+        result = teacher.fit(f_train, y_train, f_val, clips.labels[val], progress=progress, weights=weights)
+        logits = {"validation": teacher.logits(f_val), "test": teacher.logits(f_test)}
+        write_npz(d / LOGITS, **logits)
+        if calibration is not None:
+            audio = np.load(calibration.dir / "calibration.npz")["audio"]
+            np.save(d / CALIBRATION_LOGITS, teacher.logits(teacher.features(from_pcm16(audio))))
         embeddings = {k: teacher.embeddings(v) for k, v in rows.items()} if with_embeddings else {}
         for name, feats in rows.items():
             emb = embeddings.get(name)
@@ -82,6 +90,7 @@ def stage_teacher(
             "history": result.history,
             "best_epoch": result.best_epoch,
             "soft_labels": {k: len(v) for k, v in rows.items()},
+            "voice_weights": None if weights is None else engine_weights(weights, groups),
         }
 
     return stages.run(
