@@ -860,34 +860,35 @@ def load_config(target: str, recipe: str | None = None, overrides: list[str] | N
     return cfg
 
 
-def _set_before(origins: dict[str, str], layers: list[str], field: str, other: str) -> bool:
-    """Whether dotted `field` was given in an earlier layer than `other` (both by a layer, not defaults)."""
+def _file_value_replaced(origins: dict[str, str], layers: list[str], field: str, other: str) -> bool:
+    """Whether dotted `field` comes from the target's or recipe's file and `other` from a later layer. A
+    value the user typed (`--set`) is never dropped: the validation refuses it, saying why."""
     a, b = _origin(origins, field), _origin(origins, other)
-    return a in layers and b in layers and layers.index(a) < layers.index(b)
+    return a in layers[:2] and b in layers and layers.index(a) < layers.index(b)
 
 
 def _recipe_heads(merged: dict[str, Any], origins: dict[str, str], layers: list[str]) -> None:
     """A recipe's `teacher.heads` and `teacher.voice_realism` belong to the speech-embedding teacher it names:
     a later layer that switches to another teacher (`--set teacher.kind=hf`) gets one head, fitted on every
     row once (a fine-tuned model has no head to average or voices to weigh by its embedding), not an error
-    about fields it never set. Those given with or after that teacher are refused."""
+    about fields it never set. Those given with that teacher or on the command line are refused."""
     teacher = merged.get("teacher")
     if not isinstance(teacher, dict) or teacher.get("kind", "speech_embedding") == "speech_embedding":
         return
     for field in ("heads", "voice_realism"):
-        if field in teacher and _set_before(origins, layers, f"teacher.{field}", "teacher.kind"):
+        if field in teacher and _file_value_replaced(origins, layers, f"teacher.{field}", "teacher.kind"):
             del teacher[field]
 
 
 def _recipe_realism(merged: dict[str, Any], origins: dict[str, str], layers: list[str]) -> None:
     """A recipe's `teacher.voice_realism` weighs its voices against its real pool: a later layer that removes
     the pool (`--set data.unlabeled=null`) trains every row once, not into an error about a field it never
-    set. Set with or after the removal, it is refused (config validation)."""
+    set. Set with the removal or on the command line, it is refused (config validation)."""
     teacher, data = merged.get("teacher"), merged.get("data")
     if not isinstance(teacher, dict) or "voice_realism" not in teacher or not isinstance(data, dict):
         return
     removed = "unlabeled" in data and data["unlabeled"] is None
-    if removed and _set_before(origins, layers, "teacher.voice_realism", "data.unlabeled"):
+    if removed and _file_value_replaced(origins, layers, "teacher.voice_realism", "data.unlabeled"):
         del teacher["voice_realism"]
 
 

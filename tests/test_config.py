@@ -136,8 +136,12 @@ def test_several_teacher_heads_are_for_the_speech_embedding_teacher() -> None:
     assert hf.teacher.heads == 1
     with pytest.raises(ConfigError, match="teacher.heads"):  # heads given beside the hf teacher: refused
         load_config("esp32s3", overrides=["teacher={kind: hf, source: some/model, heads: 2}"])
-    with pytest.raises(ConfigError, match=r"teacher\.heads is 3, .*teacher\.kind is 'hf'"):
-        load_config("esp32s3", overrides=["teacher.kind=hf", "teacher.source=some/model", "teacher.heads=3"])
+    for sets in (
+        ["teacher.kind=hf", "teacher.source=some/model", "teacher.heads=3"],
+        ["teacher.heads=3", "teacher.kind=hf", "teacher.source=some/model"],
+    ):  # typed: never dropped
+        with pytest.raises(ConfigError, match=r"teacher\.heads is 3, .*teacher\.kind is 'hf'"):
+            load_config("esp32s3", overrides=sets)
     with pytest.raises(ConfigError, match="teacher.heads"):
         load_config("esp32s3", overrides=["teacher.heads=0"])
 

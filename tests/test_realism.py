@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from edgekd.config import ConfigError, load_config
+from edgekd.config import CONFIGS_DIR, ConfigError, load_config
 from edgekd.train.realism import WEIGHT_RANGE, domain_log_odds, engine_weights, voice_weights, weighted_draw
 
 
@@ -50,13 +52,25 @@ def test_the_draw_is_seeded_and_never_takes_a_row_of_weight_zero() -> None:
 
 def test_voice_realism_needs_a_real_pool_and_the_embedding_teacher() -> None:
     assert load_config("esp32s3").teacher.voice_realism == 0.0  # opt-in: twelve kws12 seeds did not adopt it
-    # set before the pool is removed, it was the pool's: every row once, as without the option
     no_pool = ["data.unlabeled=null", "distill.domain_weight=0"]
-    assert load_config("esp32s3", overrides=["teacher.voice_realism=1", *no_pool]).teacher.voice_realism == 0
-    with pytest.raises(ConfigError, match="teacher.voice_realism.*data.unlabeled"):
-        load_config("esp32s3", overrides=[*no_pool, "teacher.voice_realism=1"])
     hf = ["teacher.kind=hf", "teacher.source=some/model"]
-    with pytest.raises(ConfigError, match="teacher.voice_realism.*speech_embedding"):
-        load_config("esp32s3", overrides=[*hf, "teacher.voice_realism=1"])
-    # set before the switch to another teacher, it belongs to the speech embedding's heads: dropped
-    assert load_config("esp32s3", overrides=["teacher.voice_realism=2", *hf]).teacher.voice_realism == 0
+    # typed on the command line, before or after the pool's removal or the switch of teacher: refused
+    for sets in ([*no_pool, "teacher.voice_realism=1"], ["teacher.voice_realism=1", *no_pool]):
+        with pytest.raises(ConfigError, match="teacher.voice_realism.*data.unlabeled"):
+            load_config("esp32s3", overrides=sets)
+    for sets in ([*hf, "teacher.voice_realism=1"], ["teacher.voice_realism=2", *hf]):
+        with pytest.raises(ConfigError, match="teacher.voice_realism.*speech_embedding"):
+            load_config("esp32s3", overrides=sets)
+
+
+def test_a_recipes_voice_realism_goes_with_its_pool_and_teacher(tmp_path: Path) -> None:
+    """A recipe file's value belongs to its pool and teacher: a later `--set` that removes either drops it."""
+    recipe = tmp_path / "real.yaml"
+    recipe.write_text(
+        (CONFIGS_DIR / "kws12.yaml").read_text().replace("teacher:\n", "teacher:\n  voice_realism: 1.5\n", 1)
+    )
+    assert load_config("esp32s3", recipe=str(recipe)).teacher.voice_realism == 1.5
+    no_pool = ["data.unlabeled=null", "distill.domain_weight=0"]
+    assert load_config("esp32s3", recipe=str(recipe), overrides=no_pool).teacher.voice_realism == 0
+    hf = ["teacher.kind=hf", "teacher.source=some/model"]
+    assert load_config("esp32s3", recipe=str(recipe), overrides=hf).teacher.voice_realism == 0
