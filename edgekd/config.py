@@ -831,6 +831,9 @@ def _field_range(dotted: str) -> str | None:
     return f"{left}{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}{right}"
 
 
+SET_LAYER = "--set "  # how a command-line override names its layer in origins and messages
+
+
 def load_config(target: str, recipe: str | None = None, overrides: list[str] | None = None) -> BuildConfig:
     """Merge target + recipe + `--set` overrides and validate them into one `BuildConfig`. With recipe
     None, the target's own `recipe:` (esphome: `wakeword`), else `kws12`."""
@@ -842,10 +845,10 @@ def load_config(target: str, recipe: str | None = None, overrides: list[str] | N
     merged = _merge(merged, target_layer, str(target_path), origins)
     merged = _merge(merged, _read_yaml(recipe_path), str(recipe_path), origins)
     for text in overrides or []:
-        merged = _merge(merged, parse_override(text), f"--set {text}", origins)
+        merged = _merge(merged, parse_override(text), f"{SET_LAYER}{text}", origins)
     merged.setdefault("target", target_path.stem)
     merged["recipe"] = recipe_path.stem
-    layers = [str(target_path), str(recipe_path), *(f"--set {t}" for t in overrides or [])]
+    layers = [str(target_path), str(recipe_path), *(f"{SET_LAYER}{t}" for t in overrides or [])]
     _vocabulary(merged, origins, layers)
     _recipe_heads(merged, origins, layers)
     _recipe_realism(merged, origins, layers)
@@ -864,7 +867,8 @@ def _file_value_replaced(origins: dict[str, str], layers: list[str], field: str,
     """Whether dotted `field` comes from the target's or recipe's file and `other` from a later layer. A
     value the user typed (`--set`) is never dropped: the validation refuses it, saying why."""
     a, b = _origin(origins, field), _origin(origins, other)
-    return a in layers[:2] and b in layers and layers.index(a) < layers.index(b)
+    typed = a.startswith(SET_LAYER)
+    return not typed and a in layers and b in layers and layers.index(a) < layers.index(b)
 
 
 def _recipe_heads(merged: dict[str, Any], origins: dict[str, str], layers: list[str]) -> None:
