@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from edgekd import __version__
+from edgekd import __version__, runtime_env
 from edgekd.artifacts import sha256_file, write_json, write_text
 from edgekd.config import BuildConfig
 from edgekd.data.real_pool import BUILD_POOL, HELD_OUT_POOL, pool_licences, resolve_pool
@@ -79,6 +79,7 @@ def wakeword_manifest(
             "real_speech_licences": {**pool_licences(BUILD_POOL), **pool_licences(HELD_OUT_POOL)},
         },
         "timings": [t.__dict__ for t in timings],
+        "openmp_wait_policy": runtime_env.wait_policy(),  # the timings depend on it, the bits do not
         "cache_keys": {k: v and v.key for k, v in outputs.items()},
         "config": cfg.model_dump(mode="json"),
         "files": file_hashes(staging, [f"{name}.tflite", f"{name}.json", "parity.json"]),

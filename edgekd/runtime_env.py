@@ -1,9 +1,11 @@
 """Process-wide settings that must be in place before torch loads OpenMP.
 
-On a machine whose cores are busy with something else, OpenMP's default of spinning idle worker
-threads (OMP_WAIT_POLICY=ACTIVE) makes each training step wait for a spinning thread that has lost
-its core; sleeping workers (PASSIVE) degrade gracefully (`bench/bench_threads.py` measures both).
-A value the user set wins.
+OpenMP's wait policy is chosen per build, from what the cores are doing when it starts
+(`choose_wait_policy`). libgomp's default lets an idle worker spin ~3 ms before it sleeps: on a free
+machine that is the fastest (the esp32s3 student's step: 35 ms, where sleeping workers, PASSIVE, take
+~53). On a machine whose cores are busy with something else, a spinning worker that has lost its core
+holds every step until the scheduler gives it back, and sleeping workers degrade far more gracefully
+(85 ms vs 150-700). `bench/bench_threads.py` measures both. A value the user set wins.
 
 It also keeps libraries' chatter off the terminal, where it means nothing to a user: litert-torch's
 per-pass progress lines (`LITERT_TORCH_SHOW_PROGRESS`, also user-overridable) and torch's deprecation
@@ -16,20 +18,79 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-DEFAULT_OMP_WAIT_POLICY = "PASSIVE"
+WAIT_POLICY = "OMP_WAIT_POLICY"
+BUSY_POLICY = "PASSIVE"  # what a busy machine gets; an idle one keeps OpenMP's own default
+_choice: str | None = None  # what choose_wait_policy decided in this process, and why
 
 
 def apply() -> None:
     """Set the defaults (call before the first `import torch`)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", DEFAULT_OMP_WAIT_POLICY)
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
     warnings.filterwarnings(
         "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
     )
+
+
+def busy_cores(probe_s: float = 0.2) -> float | None:
+    """How many cores other work keeps busy now: /proc/stat's busy share over `probe_s` seconds (this
+    process sleeps meanwhile) times the cores it counts; the 1-minute load average where there is no
+    /proc/stat; None where neither exists."""
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:9]]  # user .. steal
+        except (OSError, ValueError):
+            return None
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    first = sample()
+    if first is None:
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return None
+    time.sleep(probe_s)
+    second = sample()
+    total, idle = second[0] - first[0], second[1] - first[1]  # type: ignore[index]
+    return (total - idle) / total * (os.cpu_count() or 1) if total > 0 else 0.0
+
+
+def choose_wait_policy(threads: int) -> str:
+    """Leave OpenMP's default (spin, then sleep) when `threads` cores are free, set PASSIVE when other
+    work holds them; say which and why. Call before torch is imported: OpenMP reads the policy once,
+    when torch loads it. The policy changes how idle workers wait, never how the work is split, so the
+    trained bits are the same either way (tests/test_runtime_env.py)."""
+    global _choice
+    if WAIT_POLICY in os.environ:
+        _choice = f"{WAIT_POLICY}={os.environ[WAIT_POLICY]} (yours)"
+    elif "torch" in sys.modules:
+        _choice = "OpenMP's default (torch was loaded before the build could choose)"
+    else:
+        busy, cores = busy_cores(), os.cpu_count() or 1
+        if busy is not None and busy > max(0, cores - threads) + 0.5:
+            os.environ[WAIT_POLICY] = BUSY_POLICY
+            _choice = (
+                f"{WAIT_POLICY}={BUSY_POLICY}: {busy:.1f} of {cores} cores were busy at the start, so "
+                "OpenMP's workers sleep when idle (set OMP_WAIT_POLICY to choose)"
+            )
+        else:
+            _choice = f"OpenMP's default (spin, then sleep): {busy or 0:.1f} of {cores} cores busy at start"
+    return _choice
+
+
+def wait_policy() -> str:
+    """The wait policy this process's OpenMP runs with, and why (for the manifest beside the timings)."""
+    if _choice is not None:
+        return _choice
+    value = os.environ.get(WAIT_POLICY)
+    return f"{WAIT_POLICY}={value}" if value else "OpenMP's default (spin, then sleep)"
 
 
 def _cpu_model() -> str:

@@ -110,6 +110,10 @@ def test_build_writes_every_artifact(built: tuple[Path, Path]) -> None:
     assert trained_on["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert trained_on["threads"] == BuildDir(out).config().train.threads
     assert "student trained on" in (out / "report.html").read_text()
+    # what the stage times ran under: OpenMP's wait policy, chosen before torch loaded or inherited
+    policy = json.loads((out / "manifest.json").read_text())["openmp_wait_policy"]
+    assert "OpenMP" in policy or policy.startswith("OMP_WAIT_POLICY=")
+    assert f"OpenMP idle workers: {policy}" in (out / "report.md").read_text()
 
 
 def test_the_student_ships_at_its_teachers_operating_point(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgekd import __version__
+from edgekd import __version__, runtime_env
 from edgekd.artifacts import sha256_file
 from edgekd.build_dir import ARTIFACTS, BuildDir
 from edgekd.config import BuildConfig
@@ -160,6 +160,7 @@ def build_manifest(
             else "synthetic voices never seen in training",
         },
         "timings": [t.__dict__ for t in timings],
+        "openmp_wait_policy": runtime_env.wait_policy(),  # the timings depend on it, the bits do not
         "cache_keys": {name: out and out.key for name, out in outputs.items()},
         "config": cfg.model_dump(mode="json"),
         "files": file_hashes(build.path, [*ARTIFACTS, BuildDir.PARITY]),

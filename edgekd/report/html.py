@@ -884,6 +884,8 @@ def _context_sections(parity: Mapping[str, Any], manifest: Mapping[str, Any]) ->
     if trained_on:  # torch computes differently by instruction set and threads (runtime_env.machine)
         cpu = trained_on["torch_cpu_capability"]
         rows.append(["student trained on", f"{trained_on['cpu']} ({cpu}, {trained_on['threads']} threads)"])
+    if manifest.get("openmp_wait_policy"):  # what the stage times were measured under (runtime_env)
+        rows.append(["OpenMP idle workers", manifest["openmp_wait_policy"]])
     skipped = data.get("skipped")
     return "".join(
         [

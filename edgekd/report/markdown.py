@@ -398,5 +398,6 @@ def report_md(parity: dict[str, Any], manifest: dict[str, Any]) -> str:
         "",
         table(STAGE_HEADERS, stage_rows(manifest.get("timings", []))),
         "",
+        *([f"OpenMP idle workers: {wait}", ""] if (wait := manifest.get("openmp_wait_policy")) else []),
     ]
     return "\n".join(parts)
