@@ -25,7 +25,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import edgekd.runtime_env  # noqa: E402,F401  (thread settings before torch)
 from edgekd.audio.frontend import compute_features, make_frontend  # noqa: E402
 from edgekd.audio.io import from_pcm16  # noqa: E402
 from edgekd.build_dir import BuildDir  # noqa: E402

@@ -36,7 +36,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench_real import REAL_DATA, REAL_SETS, HeldScores, curve_table  # noqa: E402
 
-import edgekd.runtime_env  # noqa: E402,F401  (thread settings before torch)
 from edgekd.audio.frontend import compute_features, make_frontend  # noqa: E402
 from edgekd.audio.io import from_pcm16  # noqa: E402
 from edgekd.build_dir import BuildDir  # noqa: E402
