@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgekd import runtime_env
 from edgekd.artifacts import write_json, write_text
 from edgekd.build_dir import ARTIFACTS, BuildDir
 from edgekd.config import BuildConfig
@@ -224,6 +225,7 @@ def run_build(
         return run_wakeword_build(cfg, out, cache_root, progress, log)
     device = resolve_device(cfg.train.device)
     torch.set_num_threads(cfg.train.threads)
+    log(f"threads: {cfg.train.threads}; {runtime_env.wait_policy()}")  # what the stage times ran under
     stages = Stages(cache_root, log=log)
     corpus = stage_corpus(cfg, stages, progress)
     views = stage_views(cfg, corpus, stages, progress)

@@ -99,6 +99,7 @@ def run_wakeword_build(
     if cfg.verify.holdout:  # a folder without recordings fails now, not after an hour of training
         audio_files([Path(cfg.verify.holdout)])
     torch.set_num_threads(cfg.train.threads)
+    log(f"threads: {cfg.train.threads}; {runtime_env.wait_policy()}")  # what the stage times ran under
     stages = Stages(cache_root, log=log)
     corpus = stage_corpus(cfg, stages, progress)
     examples = stage_examples(cfg, corpus, stages, progress)

@@ -64,7 +64,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("build") / cfg.target)
     cache = Path(args.cache) if args.cache else default_cache_root()
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    log(f"threads: {cfg.train.threads}; {runtime_env.choose_wait_policy(cfg.train.threads)}")
+    runtime_env.choose_wait_policy(cfg.train.threads)  # the build logs it once its inputs are checked
     from edgekd.build import run_build  # loads torch: after the wait policy is chosen
 
     result = run_build(cfg, out, cache, progress=not args.quiet, log=log)
