@@ -76,6 +76,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--policies", nargs="+", default=["unset", "ACTIVE", "PASSIVE"])
     args = ap.parse_args()
+    picks = {"unset": " (edgekd, cores free)", BUSY_POLICY: " (edgekd, cores busy)"}
     rows = []
     for policy in args.policies:
         for threads in args.threads:
@@ -89,7 +90,6 @@ def main() -> int:
             finally:
                 stop.set()
                 busy.join()
-            picks = {"unset": " (edgekd, cores free)", BUSY_POLICY: " (edgekd, cores busy)"}
             mark = picks.get(policy, "") if threads == 2 else ""
             rows.append([f"{policy}{mark}", threads, f"{idle:.2f}", f"{loaded:.2f}", f"{loaded / idle:.2f}x"])
             print(rows[-1], flush=True)

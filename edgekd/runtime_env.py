@@ -58,7 +58,9 @@ def busy_cores(probe_s: float = 0.2) -> float | None:
             return None
     time.sleep(probe_s)
     second = sample()
-    total, idle = second[0] - first[0], second[1] - first[1]  # type: ignore[index]
+    if second is None:
+        return None
+    total, idle = second[0] - first[0], second[1] - first[1]
     return (total - idle) / total * (os.cpu_count() or 1) if total > 0 else 0.0
 
 
