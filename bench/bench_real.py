@@ -52,6 +52,10 @@ from typing import Any, Literal
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from edgekd import runtime_env  # noqa: E402
+
+runtime_env.apply()  # quiets torch's and litert-torch's notices, as the CLI does
+
 import numpy as np  # noqa: E402
 
 from edgekd.audio.io import SAMPLE_RATE, from_pcm16, read_wav, resample, write_wav  # noqa: E402

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from edgekd import runtime_env
 
-runtime_env.apply()  # before torch loads OpenMP
+runtime_env.apply()  # quiets torch's and litert-torch's notices, as the CLI does
 
 from bench_wakeword import REAL, negative_streams  # noqa: E402
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,11 +19,6 @@ from edgekd import runtime_env
 from edgekd.errors import ConfigError, EdgekdError, GateError
 
 runtime_env.apply()  # before any stage imports torch
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# torchao warns at import about CUDA-only kernels a CPU wheel cannot load: noise for every user here.
-logging.getLogger("torchao").setLevel(logging.ERROR)
-# torch.export logs a pytree registration notice for torchao's enums on every QAT graph it rebuilds.
-logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
 def cmd_build(args: argparse.Namespace) -> int:

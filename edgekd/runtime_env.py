@@ -8,14 +8,16 @@ holds every step until the scheduler gives it back, and sleeping workers degrade
 (85 ms vs 150-700). `bench/bench_threads.py` measures both. A value the user set wins.
 
 It also keeps libraries' chatter off the terminal, where it means nothing to a user: litert-torch's
-per-pass progress lines (`LITERT_TORCH_SHOW_PROGRESS`, also user-overridable) and torch's deprecation
-notice printed each time a prepared QAT graph is copied.
+per-pass progress lines (`LITERT_TORCH_SHOW_PROGRESS`, also user-overridable), TensorFlow's C++ log, torchao's
+notices about CUDA kernels a CPU wheel cannot load and torch's deprecation notice printed each time a prepared
+QAT graph is copied. The CLI and the bench scripts call `apply` alike.
 
 `machine()` names what else a training's bits depend on, for the manifest.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import sys
@@ -32,6 +34,11 @@ _choice: str | None = None  # what choose_wait_policy decided in this process, a
 def apply() -> None:
     """Set the defaults (call before the first `import torch`)."""
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # torchao warns at import about CUDA-only kernels a CPU wheel cannot load: noise for every user here.
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    # torch.export logs a pytree registration notice for torchao's enums on every QAT graph it rebuilds.
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     warnings.filterwarnings(
         "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
     )

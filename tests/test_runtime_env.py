@@ -56,6 +56,19 @@ def test_importing_the_cli_leaves_the_wait_policy_to_the_build() -> None:
     assert _run(probe, _env()) == "-"
 
 
+def test_apply_keeps_torchaos_import_notices_off_the_terminal() -> None:
+    """Bench scripts call `apply` as the CLI does: importing torchao (what QAT loads) then prints nothing
+    about the CUDA kernels a CPU wheel cannot load, and a user's TF_CPP_MIN_LOG_LEVEL is kept."""
+    quiet = "from edgekd import runtime_env; runtime_env.apply(); import torchao.quantization.pt2e"
+    out = subprocess.run(
+        [sys.executable, "-c", quiet], env=_env(), capture_output=True, text=True, check=True
+    )
+    assert "Failed to load" not in out.stdout + out.stderr, out.stderr[-1000:]
+    probe = "import os; from edgekd import runtime_env; runtime_env.apply(); "
+    probe += "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    assert _run(probe, _env(TF_CPP_MIN_LOG_LEVEL="0")).strip() == "0"
+
+
 def test_the_users_policy_wins() -> None:
     policy, note = json.loads(_run(CHOOSE, _env(OMP_WAIT_POLICY="ACTIVE")))
     assert policy == "ACTIVE" and note == "OMP_WAIT_POLICY=ACTIVE (yours)"
