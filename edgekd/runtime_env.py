@@ -10,7 +10,7 @@ holds every step until the scheduler gives it back, and sleeping workers degrade
 It also keeps libraries' chatter off the terminal, where it means nothing to a user: litert-torch's
 per-pass progress lines (`LITERT_TORCH_SHOW_PROGRESS`, also user-overridable), TensorFlow's C++ log, torchao's
 notices about CUDA kernels a CPU wheel cannot load and torch's deprecation notice printed each time a prepared
-QAT graph is copied. The CLI and the bench scripts call `apply` alike.
+QAT graph is copied. The CLI calls `apply`, and so do the bench scripts that build or score builds.
 
 `machine()` names what else a training's bits depend on, for the manifest.
 """
