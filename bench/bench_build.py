@@ -18,6 +18,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from edgekd import runtime_env  # noqa: E402
+
+runtime_env.apply()  # quiets torch's and litert-torch's notices, as the CLI does
+
 from edgekd.build import run_build  # noqa: E402
 from edgekd.config import load_config  # noqa: E402
 from edgekd.fmt import table  # noqa: E402
