@@ -55,14 +55,20 @@ def interval(hits: int, total: int) -> str:
 POINTS = ((0.95, 5), (0.98, 8), (0.99, 8), (0.995, 12))  # (cutoff, window): fixed, never chosen here
 
 
-def measure(out: Path, word: str) -> dict:
-    """The shipped build on real people and on real speech, at its manifest's operating point and at
-    `POINTS`."""
-    parity = json.loads((out / "parity.json").read_text())
+def shipped_engine(out: Path) -> WakeWordEngine:
+    """A build's model through ESPHome's loop at the operating point its manifest ships."""
     manifest = next(p for p in out.glob("*.json") if json.loads(p.read_text()).get("type") == "micro")
-    engine = WakeWordEngine.from_manifest(manifest)
+    return WakeWordEngine.from_manifest(manifest)
+
+
+def measure(out: Path, word: str, people: Path | None = None) -> dict:
+    """The shipped build on real people (`people`, default `real-wakewords-dev/<word>`) and on real
+    speech, at its manifest's operating point and at `POINTS`."""
+    parity = json.loads((out / "parity.json").read_text())
+    engine = shipped_engine(out)
     k, w = engine.cutoff, engine.window
-    real = [read_wav(f, allow_clipped=True) for f in audio_files([REAL / "real-wakewords-dev" / word])]
+    folder = people or REAL / "real-wakewords-dev" / word
+    real = [read_wav(f, allow_clipped=True) for f in audio_files([folder])]
     quiet = PositiveRun.of(engine, word, real, [], (20.0, 30.0))
     recall = {"real, quiet": quiet.hits(k, w)}
     recall["real, in speech"] = PositiveRun.of(engine, word, real, [BUILTIN], (5.0, 15.0)).hits(k, w)

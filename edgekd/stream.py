@@ -85,6 +85,10 @@ class FileResult:
     def inferences(self) -> int:
         return len(self.due)
 
+    def at(self, point: FirmwareSettings) -> FileResult:
+        """This recording's detections decided again at another operating point (`decide`)."""
+        return replace(self, detections=decide(point, self.file, self.due, self.logits))
+
     def record(self) -> dict[str, Any]:
         """JSON-ready, without the logits."""
         return {
@@ -463,14 +467,17 @@ class PositiveRun:
     keywords: tuple[str, ...]
     about: dict[str, Any]  # path, background, SNR range, seed, skipped files
 
-    def score(self, detections: list[Detection] | None = None) -> dict[str, Any]:
-        """Recall and the rest for the build's decision, or for `detections` of another operating point."""
-        found = self.result.detections if detections is None else detections
+    def score(self) -> dict[str, Any]:
+        """Recall and the rest at the operating point the run was decided at (`at` for another)."""
         return {
             **self.about,
             "stream_seconds": self.result.seconds,
-            **score_positives(self.inserted, found, self.keywords),
+            **score_positives(self.inserted, self.result.detections, self.keywords),
         }
+
+    def at(self, point: FirmwareSettings) -> PositiveRun:
+        """The same run decided again at another operating point: the model does not run again."""
+        return replace(self, result=self.result.at(point))
 
 
 def run_positives(
@@ -541,12 +548,10 @@ def sweep(
             point = replace(settings, threshold=threshold, window=window)
             row: dict[str, Any] = {"window": window, "threshold": threshold}
             if negatives:
-                decided = [replace(r, detections=decide(point, r.file, r.due, r.logits)) for r in negatives]
-                fa = false_accepts(decided, keywords)
+                fa = false_accepts([r.at(point) for r in negatives], keywords)
                 row.update({k: fa[k] for k in ("false_accepts", "hours", "fa_per_hour")})
             if positives is not None:
-                run = positives.result
-                row["recall"] = positives.score(decide(point, run.file, run.due, run.logits))["recall"]
+                row["recall"] = positives.at(point).score()["recall"]
             points.append(row)
     return points
 

@@ -100,6 +100,11 @@ def test_auto_calibrates_on_the_train_part_and_reports_on_the_check_part(
         assert chosen["met"] and chosen["recall"] == max(p["recall"] for p in within)
     else:
         assert not chosen["met"] and chosen["fa_per_hour"] == min(p["fa_per_hour"] for p in cal["points"])
+    # its record counts at the point chosen, not at the fallback point its streams were run at
+    assert (cal["negatives"]["false_accepts"], cal["positives"]["recall"]) == (
+        chosen["false_accepts"],
+        chosen["recall"],
+    )
     assert len(section["det"]) == 9 * 4 and section["det_positives"] == "positives"
     neg = section["negatives"]
     assert neg["hours"] == pytest.approx(0.01, rel=0.01) and set(neg["per_source"]) == set(NEGATIVE_SOURCES)

@@ -27,8 +27,10 @@ from edgekd.stream import (
     Detection,
     FileResult,
     Inserted,
+    PositiveRun,
     active_rms,
     best_point,
+    decide,
     false_accepts,
     insert_clips,
     load_settings,
@@ -204,6 +206,28 @@ def test_clips_are_inserted_where_reported_at_the_asked_snr() -> None:
     loud, word = 0.3 * rng.standard_normal(SAMPLE_RATE * 4), 0.3 * rng.standard_normal(SAMPLE_RATE)
     stream, _ = insert_clips(loud.astype(np.float32), [("yes", word.astype(np.float32))], 1, (30.0, 30.0))
     assert np.abs(stream).max() < 0.99
+
+
+def test_a_run_decided_again_at_another_point_counts_there(build: Path) -> None:
+    """Calibration runs its streams at one point and then chooses another: `at` decides the kept logits
+    again, as running the chain at that point would, so its counts follow the point (one-step bursts
+    fire only with a window of one; the fixture's output scale keeps probabilities low, hence 0.12)."""
+    loose, strict = load_settings(build, 0.12, 1), load_settings(build, 0.12, 3)
+    keyword = loose.labels.index(loose.keywords[0])
+    logits = np.full((2000, len(loose.labels)), -128, np.int8)
+    logits[:, -1] = 127  # a non-keyword class wins everywhere else
+    for i, start in enumerate(range(100, 1900, 100)):  # alternately one step and six steps of the keyword
+        logits[start : start + (1 if i % 2 else 6)] = np.where(
+            np.arange(logits.shape[1]) == keyword, 127, -128
+        )
+    due = list(range(98, 98 + len(logits)))
+    run = FileResult("a.wav", 60.0, due, logits, decide(loose, "a.wav", due, logits))
+    again = run.at(strict)
+    assert again.detections == decide(strict, "a.wav", due, logits) and len(again.detections) == 9
+    assert len(run.detections) == 18 and run.at(loose).detections == run.detections
+    inserted = [Inserted(loose.keywords[0], d.time_s - 0.5, d.time_s) for d in run.detections]
+    positives = PositiveRun(run, inserted, loose.keywords, {})
+    assert positives.score()["recall"] == 1.0 and positives.at(strict).score()["recall"] == 0.5
 
 
 def test_recall_wrong_keyword_and_false_accepts_on_known_events() -> None:

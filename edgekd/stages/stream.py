@@ -88,6 +88,12 @@ class Streams:
     starts: list[np.ndarray]
     positives: PositiveRun
 
+    def at(self, point: FirmwareSettings) -> Streams:
+        """The same streams decided at another operating point. Calibration runs them at a fixed one
+        (`detect.FALLBACK_*`) and then chooses: its record must count at the point it chose."""
+        negatives = [r.at(point) for r in self.negatives]
+        return replace(self, negatives=negatives, positives=self.positives.at(point))
+
 
 @dataclass
 class SourceInputs:
@@ -196,6 +202,7 @@ def stage_stream(
                     threshold=chosen["threshold"] if cfg.firmware.threshold == "auto" else settings.threshold,
                     window=chosen["window"] if cfg.firmware.window == "auto" else settings.window,
                 )
+                cal = cal.at(settings)
                 calibration = {
                     "negatives": negatives_record(cal, "train", settings.keywords),
                     "positives": {k: v for k, v in cal.positives.score().items() if k != "per_keyword"},

@@ -128,9 +128,13 @@ def stage_examples(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progre
 
         clips = Corpus.load(corpus.dir / "corpus.npz")
         speech = background_speech(cfg.data.augment, cfg.seed, part="fit")
+        train = clips.indices("train")
+        # the user's own recordings (`data.extra`) get `extra_weight` times the views, as in a classifier
+        # build: a few dozen real clips are otherwise lost among thousands of synthetic ones
+        weights = np.where(clips.extra_rows()[train], cfg.data.extra_weight, 1)
         audio, clip_idx, _ = make_views(
-            clips.clips, clips.indices("train"), cfg.data.augment, cfg.seed, clips.backgrounds, progress,
-            speech=speech,
+            clips.clips, train, cfg.data.augment, cfg.seed, clips.backgrounds, progress,
+            weights=weights, speech=speech,
         )  # fmt: skip
         positive = clips.labels[clip_idx] == clips.classes.index(cfg.labels[0])
         real = real_windows(
@@ -163,6 +167,7 @@ def stage_examples(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progre
             "wake_word": int(data.positive.sum()),
             "real_negatives": len(real),
             "frames": int(u16.shape[1]),
+            "extra_train_clips": int(clips.extra_rows()[train].sum()),
         }
 
     key = {
@@ -174,6 +179,7 @@ def stage_examples(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progre
         "embeddings": w.alpha > 0 or w.feature_weight > 0,
         "seed": cfg.seed,
         "pool": pool_fingerprint("debian-speech"),
+        **({"extra_weight": cfg.data.extra_weight} if cfg.data.extra else {}),
     }
     return stages.run("wake_examples", key, produce)
 
