@@ -131,7 +131,8 @@ def stage_examples(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progre
         train = clips.indices("train")
         # the user's own recordings (`data.extra`) get `extra_weight` times the views, as in a classifier
         # build: a few dozen real clips are otherwise lost among thousands of synthetic ones
-        weights = np.where(clips.extra_rows()[train], cfg.data.extra_weight, 1)
+        extra = clips.extra_rows()[train]
+        weights = np.where(extra, cfg.data.extra_weight, 1)
         audio, clip_idx, _ = make_views(
             clips.clips, train, cfg.data.augment, cfg.seed, clips.backgrounds, progress,
             weights=weights, speech=speech,
@@ -167,7 +168,7 @@ def stage_examples(cfg: BuildConfig, corpus: StageOutput, stages: Stages, progre
             "wake_word": int(data.positive.sum()),
             "real_negatives": len(real),
             "frames": int(u16.shape[1]),
-            "extra_train_clips": int(clips.extra_rows()[train].sum()),
+            "extra_train_clips": int(extra.sum()),
         }
 
     key = {
